@@ -1,0 +1,437 @@
+//! Typed configuration, loaded from one TOML file and validated as a whole.
+//!
+//! Validation reports every problem at once, each with the file, line and
+//! key it is about and how to fix it, so `phigate check` is a useful linter
+//! and `serve` refuses to start on anything it would have to guess at.
+
+mod model;
+mod secret;
+mod units;
+
+pub use model::*;
+pub use secret::{SecretError, SecretRef};
+pub use units::{parse_byte_size, ByteSize, HumanDuration};
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use toml::de::{DeTable, DeValue};
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: PathBuf,
+    /// 1-based line, when the problem can be placed.
+    pub line: Option<usize>,
+    /// Dotted key, e.g. `routes[1].upstream`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": `{}`", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Everything wrong with a config file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates `path`. Relative paths inside the file are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigProblem {
+                file: path.to_path_buf(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the config file: {e}"),
+            }])
+        })?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and validates config text; `path` names it in errors and
+    /// anchors relative file paths.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let locator = Locator::new(text);
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            ConfigErrors(vec![ConfigProblem {
+                file: path.to_path_buf(),
+                line,
+                key: String::new(),
+                message: e.message().trim().to_string(),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        let problems: Vec<ConfigProblem> = config
+            .problems()
+            .into_iter()
+            .map(|(key, message)| ConfigProblem {
+                file: path.to_path_buf(),
+                line: locator.line(&key),
+                key,
+                message,
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(problems))
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for l in &mut self.listeners {
+            if let Some(tls) = &mut l.tls {
+                fix(&mut tls.cert);
+                fix(&mut tls.key);
+            }
+        }
+        for u in self.upstreams.values_mut() {
+            if let Some(ca) = &mut u.ca_file {
+                fix(ca);
+            }
+        }
+    }
+
+    /// Semantic checks; each result is (dotted key, message).
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if self.listeners.is_empty() {
+            out.push((
+                "listeners".into(),
+                "no listener is configured; add a [[listeners]] table with an address and [listeners.tls]".into(),
+            ));
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            check_listener(&format!("listeners[{i}]"), l, &mut out);
+        }
+        match self.admin.address.parse::<SocketAddr>() {
+            Err(_) => out.push((
+                "admin.address".into(),
+                format!("{:?} is not an IP:PORT address", self.admin.address),
+            )),
+            Ok(a) if !a.ip().is_loopback() && !self.admin.expose => out.push((
+                "admin.address".into(),
+                "the admin plane binds loopback by default; set `expose = true` to bind another address".into(),
+            )),
+            Ok(_) => {}
+        }
+        if self.hygiene.max_headers == 0 || self.hygiene.max_header_bytes.bytes() < 1024 {
+            out.push((
+                "hygiene.max_header_bytes".into(),
+                "header limits are too small to serve real clients (at least 1KiB and 1 header)"
+                    .into(),
+            ));
+        }
+        for (i, h) in self.hygiene.strip_headers.iter().enumerate() {
+            if ::http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                out.push((
+                    format!("hygiene.strip_headers[{i}]"),
+                    format!("{h:?} is not a valid header name"),
+                ));
+            }
+        }
+        if self.routes.is_empty() {
+            out.push((
+                "routes".into(),
+                "no route is configured; every request would get 404. Add a [[routes]] table"
+                    .into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            if !names.insert(r.name.as_str()) {
+                out.push((
+                    format!("{key}.name"),
+                    format!("route name {:?} is used twice", r.name),
+                ));
+            }
+            check_route(&key, r, self, &mut out);
+        }
+        for (name, u) in &self.upstreams {
+            check_upstream(&format!("upstreams.{name}"), u, &mut out);
+        }
+        out
+    }
+}
+
+fn check_listener(key: &str, l: &ListenerConfig, out: &mut Vec<(String, String)>) {
+    let addr = match l.address.parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(_) => {
+            out.push((
+                format!("{key}.address"),
+                format!("{:?} is not an IP:PORT address", l.address),
+            ));
+            return;
+        }
+    };
+    match &l.tls {
+        None if !addr.ip().is_loopback() && !l.insecure_cleartext => out.push((
+            format!("{key}.address"),
+            format!(
+                "cleartext listener on non-loopback {addr}: add [{key}.tls] with cert and key, \
+                 or set `insecure_cleartext = true` if a trusted load balancer terminates TLS"
+            ),
+        )),
+        None => {}
+        Some(tls) => {
+            for (field, p) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if let Err(e) = std::fs::metadata(p) {
+                    out.push((
+                        format!("{key}.tls.{field}"),
+                        format!("cannot read {}: {e}", p.display()),
+                    ));
+                }
+            }
+            if tls.cert.exists() && tls.key.exists() {
+                if let Err(e) = crate::server::tls::load_certified_key(&tls.cert, &tls.key) {
+                    out.push((format!("{key}.tls.cert"), e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+fn check_route(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(String, String)>) {
+    if !r.path_prefix.starts_with('/') {
+        out.push((
+            format!("{key}.path_prefix"),
+            format!("{:?} must start with '/'", r.path_prefix),
+        ));
+    } else {
+        let policy = crate::http::PathPolicy {
+            max_len: config.hygiene.max_path_length,
+            allow_double_slash: r.allow_double_slash,
+        };
+        let normalized = crate::http::normalize_path(r.path_prefix.as_bytes(), &policy);
+        if !normalized.is_ok_and(|p| p.path() == r.path_prefix && p.query().is_none()) {
+            out.push((
+                format!("{key}.path_prefix"),
+                format!(
+                    "{:?} is not a normalized path (no dot segments, encoded slashes or query)",
+                    r.path_prefix
+                ),
+            ));
+        }
+    }
+    if !config.upstreams.contains_key(&r.upstream) {
+        let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+        out.push((
+            format!("{key}.upstream"),
+            format!(
+                "no upstream named {:?}; defined upstreams: [{}]",
+                r.upstream,
+                known.join(", ")
+            ),
+        ));
+    }
+    for (i, h) in r.hosts.iter().enumerate() {
+        let bare = h.strip_prefix("*.").unwrap_or(h);
+        if bare.is_empty()
+            || !bare
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            out.push((
+                format!("{key}.hosts[{i}]"),
+                format!("{h:?} is not a host name (no port, scheme or path; `*.` prefix allowed)"),
+            ));
+        }
+    }
+}
+
+fn check_upstream(key: &str, u: &UpstreamConfig, out: &mut Vec<(String, String)>) {
+    if u.origins.is_empty() {
+        out.push((
+            format!("{key}.origins"),
+            "an upstream needs at least one origin".into(),
+        ));
+    }
+    let mut schemes = std::collections::HashSet::new();
+    for (i, o) in u.origins.iter().enumerate() {
+        match Origin::parse(o) {
+            Ok(origin) => {
+                schemes.insert(origin.tls);
+            }
+            Err(e) => out.push((format!("{key}.origins[{i}]"), e)),
+        }
+    }
+    if schemes.len() > 1 {
+        out.push((
+            format!("{key}.origins"),
+            "mixes http:// and https:// origins; use one scheme per pool".into(),
+        ));
+    }
+    if let Some(ca) = &u.ca_file {
+        if let Err(e) = crate::server::tls::load_ca_bundle(ca) {
+            out.push((format!("{key}.ca_file"), e.to_string()));
+        }
+    }
+    if !u.health_check.path.starts_with('/') {
+        out.push((
+            format!("{key}.health_check.path"),
+            "must start with '/'".into(),
+        ));
+    }
+}
+
+/// A parsed upstream origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub tls: bool,
+    /// Host name or IP literal (without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// Parses `http://host:port` / `https://host[:port]`; no path, user info or query.
+    pub fn parse(s: &str) -> Result<Origin, String> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("{s:?} must start with http:// or https://"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() || rest.contains(['/', '@', '?', '#', ' ']) {
+            return Err(format!(
+                "{s:?} must be scheme://host[:port] with no path, user or query"
+            ));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("{s:?} has an unclosed IPv6 bracket"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("{s:?} has a bad port"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("{s:?} is malformed after the IPv6 address")),
+            };
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| format!("{s:?} has a bad port"))?,
+                ),
+                None => (rest.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?} has no host"));
+        }
+        Ok(Origin { tls, host, port })
+    }
+
+    /// `host:port` with IPv6 bracketed, for connecting.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Finds the line of a dotted key such as `routes[1].upstream` in TOML text.
+struct Locator<'a> {
+    text: &'a str,
+    root: Option<toml::Spanned<DeTable<'a>>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            text,
+            root: DeTable::parse(text).ok(),
+        }
+    }
+
+    /// The line of the deepest part of `key` that exists in the file.
+    fn line(&self, key: &str) -> Option<usize> {
+        let root = self.root.as_ref()?;
+        let mut span = None;
+        let mut table: Option<&DeTable> = Some(root.get_ref());
+        let mut value: Option<&toml::Spanned<DeValue>> = None;
+        for part in key.split('.') {
+            let (name, index) = match part.split_once('[') {
+                Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            let t = match (table, value) {
+                (Some(t), _) => t,
+                (None, Some(v)) => match v.get_ref() {
+                    DeValue::Table(t) => t,
+                    _ => break,
+                },
+                _ => break,
+            };
+            let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref() == name) else {
+                break;
+            };
+            span = Some(k.span().start);
+            let mut v = v;
+            if let Some(i) = index {
+                match v.get_ref() {
+                    DeValue::Array(a) => match a.get(i) {
+                        Some(item) => {
+                            v = item;
+                            span = Some(item.span().start);
+                        }
+                        None => break,
+                    },
+                    _ => break,
+                }
+            }
+            table = None;
+            value = Some(v);
+        }
+        span.map(|s| line_of(self.text, s))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests;

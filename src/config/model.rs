@@ -1,0 +1,267 @@
+//! The typed configuration: every field documented, every default stated.
+//!
+//! These structs are the reference for `phigate.toml`; `config/phigate.toml`
+//! mirrors them with comments. Unknown keys are errors, so a typo never
+//! silently turns a safeguard off.
+
+use super::units::{ByteSize, HumanDuration};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// The whole `phigate.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings (worker threads, shutdown).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Where clients connect. At least one listener is required.
+    #[serde(default)]
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin plane (metrics, health, readiness).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Request hygiene applied to every request before routing.
+    #[serde(default)]
+    pub hygiene: HygieneConfig,
+    /// Routes, matched by host and longest path prefix.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Upstream pools by name; routes refer to them.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Worker threads for the data plane. Default: the number of CPUs.
+    pub threads: Option<usize>,
+    /// After SIGTERM, how long listeners keep accepting while load balancers
+    /// notice the instance is going away. Default `"5s"`.
+    pub grace_period: HumanDuration,
+    /// After the grace period, how long in-flight requests may take to finish
+    /// before they are cut. Default `"10s"`.
+    pub shutdown_timeout: HumanDuration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            grace_period: HumanDuration::secs(5),
+            shutdown_timeout: HumanDuration::secs(10),
+        }
+    }
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `IP:PORT` to bind, e.g. `"0.0.0.0:8443"`.
+    pub address: String,
+    /// TLS settings. Without them the listener speaks cleartext HTTP, which is
+    /// refused unless `address` is loopback or `insecure_cleartext = true`.
+    pub tls: Option<TlsConfig>,
+    /// Allow a cleartext listener on a non-loopback address (for a trusted
+    /// TLS-terminating load balancer in front). Default `false`.
+    #[serde(default)]
+    pub insecure_cleartext: bool,
+}
+
+/// Server TLS for a listener (rustls; TLS 1.2 and 1.3 only, AEAD suites only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Offer HTTP/2 by ALPN (with HTTP/1.1 as fallback). Default `true`.
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// How often to check `cert`/`key` for changes; a changed, valid pair is
+    /// swapped in without a restart. A broken pair is logged and ignored.
+    /// Default `"10s"`.
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: HumanDuration,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_reload_interval() -> HumanDuration {
+    HumanDuration::secs(10)
+}
+
+/// The admin plane: a separate HTTP listener for operators.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `IP:PORT` for `/metrics`, `/healthz`, `/readyz`. Default `"127.0.0.1:9090"`.
+    /// Binding a non-loopback address requires `expose = true`.
+    pub address: String,
+    /// Allow the admin listener on a non-loopback address. Default `false`.
+    pub expose: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: "127.0.0.1:9090".into(),
+            expose: false,
+        }
+    }
+}
+
+/// Request hygiene, applied before routing to every request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HygieneConfig {
+    /// Longest accepted request target (path and query), in bytes. Default 8192.
+    pub max_uri_length: usize,
+    /// Longest accepted path, in bytes. Default 2048.
+    pub max_path_length: usize,
+    /// Total size of all request header names and values. Default `"32KiB"`.
+    /// Larger requests get 431.
+    pub max_header_bytes: ByteSize,
+    /// Number of request header lines. Default 100. More get 431.
+    pub max_headers: usize,
+    /// Header names the proxy owns and always strips from client requests
+    /// (case-insensitive), in addition to the built-in list
+    /// (`X-Forwarded-User`, `X-Forwarded-Email`, `X-Remote-User`, ...).
+    pub strip_headers: Vec<String>,
+    /// Header name prefixes always stripped from client requests, in addition
+    /// to `X-Phigate-` and `X-Auth-`.
+    pub strip_header_prefixes: Vec<String>,
+    /// Peers (CIDRs) whose `X-Forwarded-For`/`-Proto`/`-Host` are believed.
+    /// Default: none, so client-supplied forwarding headers are ignored.
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long a client may take between body reads before the request is
+    /// cut (slow-body protection). Default `"30s"`. The header read timeout
+    /// is Pingora's fixed 60 s.
+    pub client_body_timeout: HumanDuration,
+}
+
+impl Default for HygieneConfig {
+    fn default() -> Self {
+        Self {
+            max_uri_length: 8192,
+            max_path_length: 2048,
+            max_header_bytes: ByteSize::kib(32),
+            max_headers: 100,
+            strip_headers: Vec::new(),
+            strip_header_prefixes: Vec::new(),
+            trusted_proxies: Vec::new(),
+            client_body_timeout: HumanDuration::secs(30),
+        }
+    }
+}
+
+/// One route: which requests go to which upstream pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A short name used in metrics, logs and audit events.
+    pub name: String,
+    /// Hosts this route serves (`Host`/`:authority` without port,
+    /// case-insensitive). A leading `*.` matches one or more subdomains.
+    /// Empty (the default) matches any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix, matched on whole segments after normalization:
+    /// `"/fhir"` matches `/fhir` and `/fhir/Patient` but not `/fhirx`.
+    pub path_prefix: String,
+    /// Name of the upstream pool in `[upstreams]`.
+    pub upstream: String,
+    /// Largest request body accepted; larger requests get 413. Default `"10MiB"`.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// Let WebSocket upgrades through on this route. Default `false`.
+    #[serde(default)]
+    pub websocket: bool,
+    /// Accept empty path segments (`//`) on this route. Default `false`.
+    #[serde(default)]
+    pub allow_double_slash: bool,
+    /// Send the client's `Host` to the upstream instead of the upstream's own
+    /// host. Default `false`.
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize::mib(10)
+}
+
+/// A pool of equivalent origins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Origins as `http://host:port` or `https://host:port`; all in one pool
+    /// must use the same scheme. Requests are balanced round-robin over the
+    /// healthy ones.
+    pub origins: Vec<String>,
+    /// PEM bundle of CAs trusted for `https://` origins instead of the system
+    /// roots. Certificates and host names are always verified.
+    pub ca_file: Option<PathBuf>,
+    /// TLS server name to send and verify; default: the origin's host.
+    pub tls_server_name: Option<String>,
+    /// TCP (and TLS) connect timeout. Default `"2s"`.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Longest wait for the upstream between reads (time to first byte, and
+    /// gaps while streaming). Exceeding it gives 504. Default `"30s"`.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: HumanDuration,
+    /// Longest wait to write a request chunk upstream. Default `"30s"`.
+    #[serde(default = "default_read_timeout")]
+    pub write_timeout: HumanDuration,
+    /// How long an idle pooled keep-alive connection is kept. Default `"60s"`.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    /// Active health checks. Default: `GET /` every 5 s, any 2xx/3xx is healthy.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::secs(2)
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::secs(30)
+}
+fn default_idle_timeout() -> HumanDuration {
+    HumanDuration::secs(60)
+}
+
+/// Active health checking of an upstream pool's origins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Turn active checks off (every origin is then assumed healthy). Default `true`.
+    pub enabled: bool,
+    /// Path requested with `GET`. Default `"/"`.
+    pub path: String,
+    /// Time between checks. Default `"5s"`.
+    pub interval: HumanDuration,
+    /// Consecutive failures before an origin is taken out. Default 1.
+    pub unhealthy_threshold: usize,
+    /// Consecutive successes before it is put back. Default 1.
+    pub healthy_threshold: usize,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/".into(),
+            interval: HumanDuration::secs(5),
+            unhealthy_threshold: 1,
+            healthy_threshold: 1,
+        }
+    }
+}

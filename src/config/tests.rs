@@ -1,0 +1,184 @@
+use super::*;
+use crate::server::tls::SelfSigned;
+
+fn with_cert() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    SelfSigned::generate(&["localhost"])
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let base = String::from(
+        r#"
+[[listeners]]
+address = "0.0.0.0:8443"
+[listeners.tls]
+cert = "cert.pem"
+key = "key.pem"
+
+[[routes]]
+name = "fhir"
+path_prefix = "/fhir"
+upstream = "ehr"
+
+[upstreams.ehr]
+origins = ["http://127.0.0.1:8080"]
+"#,
+    );
+    (dir, base)
+}
+
+fn load(dir: &tempfile::TempDir, text: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml(text, &dir.path().join("phigate.toml"))
+}
+
+#[test]
+fn good_config_loads_with_defaults() {
+    let (dir, text) = with_cert();
+    let c = load(&dir, &text).unwrap();
+    assert_eq!(c.admin.address, "127.0.0.1:9090");
+    assert_eq!(c.routes[0].max_body, ByteSize::mib(10));
+    assert!(c.hygiene.trusted_proxies.is_empty());
+    assert!(c.listeners[0].tls.as_ref().unwrap().cert.is_absolute());
+    assert!(c.listeners[0].tls.as_ref().unwrap().http2);
+}
+
+#[test]
+fn unknown_key_names_line() {
+    let (dir, text) = with_cert();
+    let text = text.replace(
+        "upstream = \"ehr\"",
+        "upstream = \"ehr\"\nmax_bodyy = \"1MiB\"",
+    );
+    let e = load(&dir, &text).unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("phigate.toml:12"), "{s}");
+    assert!(s.contains("max_bodyy"), "{s}");
+}
+
+#[test]
+fn all_semantic_problems_reported_with_lines() {
+    let (dir, text) = with_cert();
+    let text = text
+        .replace("upstream = \"ehr\"", "upstream = \"emr\"")
+        .replace("http://127.0.0.1:8080", "ftp://x")
+        .replace("0.0.0.0:8443", "nowhere");
+    let e = load(&dir, &text).unwrap_err();
+    let keys: Vec<(&str, Option<usize>)> = e.0.iter().map(|p| (p.key.as_str(), p.line)).collect();
+    assert!(
+        keys.contains(&("listeners[0].address", Some(3))),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&("routes[0].upstream", Some(11))), "{keys:?}");
+    assert!(
+        keys.contains(&("upstreams.ehr.origins[0]", Some(14))),
+        "{keys:?}"
+    );
+    let s = e.to_string();
+    assert!(
+        s.contains("no upstream named \"emr\"; defined upstreams: [ehr]"),
+        "{s}"
+    );
+}
+
+#[test]
+fn cleartext_refused_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"
+[[listeners]]
+address = "0.0.0.0:8080"
+[[routes]]
+name = "r"
+path_prefix = "/"
+upstream = "u"
+[upstreams.u]
+origins = ["http://127.0.0.1:1"]
+"#;
+    let e = load(&dir, text).unwrap_err().to_string();
+    assert!(
+        e.contains("cleartext listener") && e.contains("insecure_cleartext"),
+        "{e}"
+    );
+    let ok = text.replace(
+        "0.0.0.0:8080\"",
+        "0.0.0.0:8080\"\ninsecure_cleartext = true",
+    );
+    assert!(load(&dir, &ok).is_ok());
+    let ok = text.replace("0.0.0.0:8080", "127.0.0.1:8080");
+    assert!(load(&dir, &ok).is_ok());
+}
+
+#[test]
+fn admin_off_loopback_needs_expose() {
+    let (dir, text) = with_cert();
+    let text = format!("{text}\n[admin]\naddress = \"0.0.0.0:9090\"\n");
+    let e = load(&dir, &text).unwrap_err().to_string();
+    assert!(e.contains("admin.address") && e.contains("expose"), "{e}");
+}
+
+#[test]
+fn missing_cert_file_named() {
+    let (dir, text) = with_cert();
+    let text = text.replace("cert.pem", "nope.pem");
+    let e = load(&dir, &text).unwrap_err().to_string();
+    assert!(
+        e.contains("listeners[0].tls.cert") && e.contains("nope.pem"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_units_and_prefixes() {
+    let (dir, text) = with_cert();
+    let bad = text.replace("path_prefix = \"/fhir\"", "path_prefix = \"/fhir/../x\"");
+    let e = load(&dir, &bad).unwrap_err().to_string();
+    assert!(e.contains("routes[0].path_prefix"), "{e}");
+    let bad = text.replace(
+        "upstream = \"ehr\"",
+        "upstream = \"ehr\"\nmax_body = \"ten\"",
+    );
+    let e = load(&dir, &bad).unwrap_err().to_string();
+    assert!(e.contains("invalid size"), "{e}");
+}
+
+#[test]
+fn origins_parse() {
+    assert_eq!(
+        Origin::parse("https://ehr.example.org").unwrap(),
+        Origin {
+            tls: true,
+            host: "ehr.example.org".into(),
+            port: 443
+        }
+    );
+    assert_eq!(
+        Origin::parse("http://[::1]:81/").unwrap().authority(),
+        "[::1]:81"
+    );
+    for bad in [
+        "ehr:80",
+        "http://",
+        "http://a/b",
+        "http://u@a",
+        "http://a:x",
+    ] {
+        assert!(Origin::parse(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn shipped_example_config_is_valid() {
+    // config/phigate.toml documents every option; keep it loadable.
+    let text = include_str!("../../config/phigate.toml");
+    let dir = tempfile::tempdir().unwrap();
+    SelfSigned::generate(&["localhost"])
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let text = text
+        .replace("/etc/phigate/tls/cert.pem", "cert.pem")
+        .replace("/etc/phigate/tls/key.pem", "key.pem");
+    let text = text.replace("/etc/phigate/upstream-ca.pem", "cert.pem");
+    if let Err(e) = load(&dir, &text) {
+        panic!("{e}");
+    }
+}

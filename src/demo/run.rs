@@ -1,0 +1,157 @@
+//! `phigate demo`: the synthetic upstream and phigate in front of it, in one
+//! process on loopback, with a certificate generated for the run.
+
+use super::data::DemoData;
+use crate::config::Config;
+use crate::server::tls::SelfSigned;
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The embedded demo configuration template.
+pub const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Address of phigate's TLS listener (loopback only).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Address of the admin plane (metrics, health).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: SocketAddr,
+    /// Seed for the synthetic data; the same seed gives the same data.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Number of synthetic patients.
+    #[arg(long, default_value_t = 200)]
+    pub patients: usize,
+    /// Write the synthetic data as FHIR JSON files into DIR and exit.
+    #[arg(long, value_name = "DIR")]
+    pub write_fixtures: Option<PathBuf>,
+    /// Run only the synthetic FHIR upstream on this address (no proxy).
+    #[arg(long, value_name = "ADDR")]
+    pub upstream_only: Option<SocketAddr>,
+    /// Directory for the generated certificate and config (default: a new
+    /// directory under the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// Runs the demo until the process is stopped.
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let data = Arc::new(DemoData::generate(args.seed, args.patients));
+    if let Some(dir) = &args.write_fixtures {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let n = data
+            .write_fixtures(dir)
+            .with_context(|| format!("writing fixtures to {}", dir.display()))?;
+        println!("wrote {n} FHIR resources to {}", dir.display());
+        return Ok(());
+    }
+    crate::server::init_logging();
+    if let Some(addr) = args.upstream_only {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding the demo upstream to {addr}"))?;
+        println!(
+            "synthetic FHIR upstream on http://{}/fhir",
+            listener.local_addr()?
+        );
+        return run_upstream(listener, data);
+    }
+    for (what, addr) in [("--listen", args.listen), ("--admin", args.admin)] {
+        if !addr.ip().is_loopback() {
+            bail!("{what} {addr}: the demo serves synthetic data on loopback only");
+        }
+    }
+    let upstream =
+        std::net::TcpListener::bind("127.0.0.1:0").context("binding the demo upstream")?;
+    let upstream_addr = upstream.local_addr()?;
+    std::thread::Builder::new()
+        .name("demo-upstream".into())
+        .spawn(move || {
+            if let Err(e) = run_upstream(upstream, data) {
+                eprintln!("phigate demo: upstream stopped: {e:#}");
+            }
+        })?;
+
+    let dir = match &args.state_dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("phigate-demo-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (cert, key) = SelfSigned::generate(&["localhost", "127.0.0.1", "::1"])?
+        .write(&dir)
+        .context("writing the demo certificate")?;
+    let config_path = dir.join("phigate-demo.toml");
+    let text = render_config(&args, upstream_addr, &cert, &key);
+    std::fs::write(&config_path, &text)?;
+    let config = Config::from_toml(&text, &config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let server = crate::server::build(&config)?;
+    print_banner(&args, &cert, &config_path);
+    server.run_forever()
+}
+
+fn run_upstream(listener: std::net::TcpListener, data: Arc<DemoData>) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        super::fhir::serve(listener, data, stop_signal()).await
+    })?;
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => {
+            tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Fills the embedded template.
+pub fn render_config(args: &DemoArgs, upstream: SocketAddr, cert: &Path, key: &Path) -> String {
+    DEMO_CONFIG
+        .replace("{listen}", &args.listen.to_string())
+        .replace("{admin}", &args.admin.to_string())
+        .replace("{cert}", &cert.display().to_string())
+        .replace("{key}", &key.display().to_string())
+        .replace("{upstream}", &upstream.to_string())
+}
+
+fn print_banner(args: &DemoArgs, cert: &Path, config: &Path) {
+    let base = format!("https://localhost:{}", args.listen.port());
+    let ca = cert.display();
+    println!(
+        r#"phigate demo is running (synthetic data: {patients} patients, seed {seed})
+
+  proxy (TLS)   {base}/fhir            -> synthetic CCM/FHIR R4 upstream
+  admin plane   http://{admin}/metrics  /healthz  /readyz
+  certificate   {ca}  (generated for this run)
+  config        {config}
+
+Try:
+  curl --cacert {ca} {base}/fhir/Patient/pat-0001
+  curl --cacert {ca} '{base}/fhir/Observation?patient=Patient/pat-0001&_count=5'
+  curl --cacert {ca} {base}/fhir/Patient/pat-0001/\$everything
+  curl --cacert {ca} -i {base}/fhir/Patient/..%2F..%2Fadmin     # ambiguous path: 400
+  curl --cacert {ca} -i {base}/admin                            # unrouted: 404
+  curl -s http://{admin}/metrics | grep ^phigate_
+
+Stop with Ctrl-C."#,
+        patients = args.patients,
+        seed = args.seed,
+        admin = args.admin,
+        config = config.display(),
+    );
+}

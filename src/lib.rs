@@ -1,0 +1,11 @@
+//! phigate: a reverse proxy that brokers every access to protected health
+//! information. Each stage of a request's journey is a module with a pure
+//! core; `proxy` is the thin Pingora glue that calls them in order.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod metrics;
+pub mod proxy;
+pub mod server;

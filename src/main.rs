@@ -1,0 +1,84 @@
+//! The `phigate` command: serve, check, demo.
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use phigate::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "phigate",
+    version,
+    about = "A reverse proxy that brokers every access to protected health information"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy with a config file.
+    Serve {
+        /// Path to phigate.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and the files it references; exit 0 if valid.
+    Check {
+        /// Path to phigate.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run phigate in front of a synthetic CCM/FHIR system, all on loopback.
+    Demo(phigate::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("phigate: refusing to start with an invalid config");
+                    return ExitCode::FAILURE;
+                }
+            };
+            phigate::server::init_logging();
+            match phigate::server::build(&config) {
+                Ok(server) => server.run_forever(),
+                Err(e) => {
+                    eprintln!("phigate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Check { config: path } => match Config::load(&path) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} listener(s), {} route(s), {} upstream(s))",
+                    path.display(),
+                    c.listeners.len(),
+                    c.routes.len(),
+                    c.upstreams.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                eprintln!("{}: {} problem(s) found", path.display(), e.0.len());
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo(args) => match phigate::demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("phigate demo: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,136 @@
+//! Prometheus metrics for the data plane, scraped from the admin plane.
+//!
+//! One process-wide registry: Pingora's hooks have no place to thread a
+//! handle through, and every replica exposes the same families. Labels are
+//! bounded (route names, upstream names, fixed reasons) — never paths, ids or
+//! anything a client controls.
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route (or `-` when none matched) and status.
+    pub requests: IntCounterVec,
+    /// Time from request header to response end, by route.
+    pub latency: HistogramVec,
+    /// Requests rejected before reaching an upstream, by reason.
+    pub rejections: IntCounterVec,
+    /// Upstream failures by upstream pool and kind (connect, timeout, ...).
+    pub upstream_errors: IntCounterVec,
+    /// 1 if an origin passes its health check, by upstream and origin index.
+    pub upstream_healthy: IntGaugeVec,
+    /// Completed TLS handshakes on listeners, by negotiated version.
+    pub tls_handshakes: IntCounterVec,
+    /// Certificate reload attempts by result (`reloaded`, `rejected`).
+    pub cert_reloads: IntCounterVec,
+    /// 1 once listeners and upstream pools are up.
+    pub ready: IntGauge,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "phigate_requests_total",
+                "Requests answered, by route and status",
+            ),
+            &["route", "status"],
+        )
+        .expect("static metric definition");
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "phigate_request_duration_seconds",
+                "Time from request header to end of response, by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &["route"],
+        )
+        .expect("static metric definition");
+        let rejections = IntCounterVec::new(
+            Opts::new(
+                "phigate_rejections_total",
+                "Requests rejected before reaching an upstream, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("static metric definition");
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "phigate_upstream_errors_total",
+                "Upstream failures, by upstream and kind",
+            ),
+            &["upstream", "kind"],
+        )
+        .expect("static metric definition");
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new(
+                "phigate_upstream_healthy",
+                "1 if the origin passes its health check",
+            ),
+            &["upstream", "origin"],
+        )
+        .expect("static metric definition");
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new(
+                "phigate_tls_handshakes_total",
+                "Completed TLS handshakes on listeners, by version",
+            ),
+            &["version"],
+        )
+        .expect("static metric definition");
+        let cert_reloads = IntCounterVec::new(
+            Opts::new(
+                "phigate_tls_cert_reloads_total",
+                "Listener certificate reloads, by result",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let ready = IntGauge::new("phigate_ready", "1 when phigate is ready to serve")
+            .expect("static metric definition");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(rejections.clone()),
+            Box::new(upstream_errors.clone()),
+            Box::new(upstream_healthy.clone()),
+            Box::new(tls_handshakes.clone()),
+            Box::new(cert_reloads.clone()),
+            Box::new(ready.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
+        Metrics {
+            registry,
+            requests,
+            latency,
+            rejections,
+            upstream_errors,
+            upstream_healthy,
+            tls_handshakes,
+            cert_reloads,
+            ready,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: Lazy<Metrics> = Lazy::new(Metrics::new);
+    &METRICS
+}

@@ -1,0 +1,497 @@
+//! The `ProxyHttp` implementation: calls the stages in order, owns no policy.
+//!
+//! Each hook says which stage it runs. Today the journey is hygiene → route
+//! → upstream; authentication, authorization, redaction and audit slot into
+//! the same hooks as they land.
+
+pub mod pool;
+mod respond;
+pub mod router;
+
+pub use pool::{Pool, PoolError};
+pub use respond::{error_body, error_code};
+pub use router::{request_host, Router};
+
+use crate::config::{Config, RouteConfig};
+use crate::http::{
+    check_framing_for_version, forwarded_headers, framing_headers_from_raw, headers_to_strip,
+    normalize_path, request_target_from_raw, ForwardedFor, FramingRejection, IdentityHeaderRules,
+    NormalizedPath, PathPolicy, PathRejection, RequestId, TrustedProxies,
+};
+use crate::metrics::metrics;
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A configured route with its upstream pool.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub pool: Arc<Pool>,
+    pub max_body: u64,
+    pub websocket: bool,
+    pub allow_double_slash: bool,
+    pub preserve_host: bool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish()
+    }
+}
+
+/// Hygiene settings resolved from config once, used on every request.
+struct Hygiene {
+    strict_path: PathPolicy,
+    lenient_path: PathPolicy,
+    max_uri: usize,
+    max_header_bytes: usize,
+    max_headers: usize,
+    identity: IdentityHeaderRules,
+    trusted: TrustedProxies,
+    body_timeout: Duration,
+}
+
+/// Per-request state carried between hooks.
+pub struct RequestCtx {
+    started: Instant,
+    request_id: RequestId,
+    route: Option<Arc<Route>>,
+    path: Option<NormalizedPath>,
+    forwarded: Option<ForwardedFor>,
+    upstream_host: Option<String>,
+    body_bytes: u64,
+    rejection: Option<&'static str>,
+}
+
+/// The proxy: hygiene, routing and upstream selection.
+pub struct Phigate {
+    router: Router<Arc<Route>>,
+    hygiene: Hygiene,
+}
+
+impl Phigate {
+    /// Builds the data plane from validated config; resolves origins.
+    pub fn from_config(config: &Config) -> Result<(Phigate, Vec<Arc<Pool>>), PoolError> {
+        let mut pools = BTreeMap::new();
+        for (name, u) in &config.upstreams {
+            pools.insert(name.clone(), Arc::new(Pool::from_config(name, u)?));
+        }
+        let routes = config.routes.iter().map(|r: &RouteConfig| {
+            let pool = pools.get(&r.upstream).cloned().ok_or_else(|| PoolError {
+                pool: r.upstream.clone(),
+                reason: "not defined".into(),
+            })?;
+            Ok((
+                r.hosts.clone(),
+                r.path_prefix.clone(),
+                Arc::new(Route {
+                    name: r.name.clone(),
+                    pool,
+                    max_body: r.max_body.bytes(),
+                    websocket: r.websocket,
+                    allow_double_slash: r.allow_double_slash,
+                    preserve_host: r.preserve_host,
+                }),
+            ))
+        });
+        let router = Router::new(routes.collect::<Result<Vec<_>, PoolError>>()?);
+        let h = &config.hygiene;
+        let identity = IdentityHeaderRules::with_additional(
+            h.strip_headers.iter().map(|s| s.to_ascii_lowercase()),
+            h.strip_header_prefixes
+                .iter()
+                .map(|s| s.to_ascii_lowercase()),
+        );
+        let hygiene = Hygiene {
+            strict_path: PathPolicy {
+                max_len: h.max_path_length,
+                allow_double_slash: false,
+            },
+            lenient_path: PathPolicy {
+                max_len: h.max_path_length,
+                allow_double_slash: true,
+            },
+            max_uri: h.max_uri_length,
+            max_header_bytes: h.max_header_bytes.bytes() as usize,
+            max_headers: h.max_headers,
+            identity,
+            trusted: TrustedProxies::new(h.trusted_proxies.clone()),
+            body_timeout: h.client_body_timeout.get(),
+        };
+        Ok((Phigate { router, hygiene }, pools.into_values().collect()))
+    }
+
+    /// Hygiene and routing. `Err((status, reason))` rejects the request.
+    fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), (u16, &'static str)> {
+        let req = session.req_header();
+        let h = &self.hygiene;
+
+        if req.headers.len() > h.max_headers {
+            return Err((431, "too_many_headers"));
+        }
+        let header_bytes: usize = req
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum();
+        if header_bytes > h.max_header_bytes {
+            return Err((431, "header_too_large"));
+        }
+
+        // Judge framing and the target as the client sent them: the HTTP
+        // layer reconciles Content-Length/Transfer-Encoding and the URI
+        // parser drops fragments before any hook sees the request.
+        let raw_head = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        let framing = match &raw_head {
+            Some(head) => check_framing_for_version(req.version, &framing_headers_from_raw(head)),
+            None => check_framing_for_version(req.version, &req.headers),
+        };
+        framing.map_err(|e: FramingRejection| (400, e.reason()))?;
+
+        if req.method == ::http::Method::CONNECT || req.method == ::http::Method::TRACE {
+            return Err((405, "method_not_allowed"));
+        }
+        let raw = match &raw_head {
+            Some(head) => request_target_from_raw(head).ok_or((400, "bad_request_line"))?,
+            None => req.raw_path(),
+        };
+        if raw.len() > h.max_uri {
+            return Err((414, "uri_too_long"));
+        }
+        let host = request_host(host_bytes(req)).map_err(|_| (400, "bad_host"))?;
+        let (path, route) = match normalize_path(raw, &h.strict_path) {
+            Ok(p) => {
+                let route = self.router.route(host.as_deref(), p.path()).cloned();
+                (p, route)
+            }
+            Err(PathRejection::DoubleSlash) => {
+                let p = normalize_path(raw, &h.lenient_path).map_err(|e| (400, e.reason()))?;
+                match self.router.route(host.as_deref(), p.path()) {
+                    Some(r) if r.allow_double_slash => {
+                        let r = r.clone();
+                        (p, Some(r))
+                    }
+                    _ => return Err((400, PathRejection::DoubleSlash.reason())),
+                }
+            }
+            Err(e) => return Err((400, e.reason())),
+        };
+        let route = route.ok_or((404, "no_route"))?;
+        if let Some(len) = req
+            .headers
+            .get(::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            if len > route.max_body {
+                ctx.route = Some(route);
+                return Err((413, "body_too_large"));
+            }
+        }
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let host_str = host_bytes(req).and_then(|b| std::str::from_utf8(b).ok());
+        ctx.forwarded = Some(forwarded_headers(
+            peer,
+            tls,
+            host_str,
+            &req.headers,
+            &h.trusted,
+        ));
+        ctx.path = Some(path);
+        ctx.route = Some(route);
+        Ok(())
+    }
+}
+
+fn host_bytes(req: &RequestHeader) -> Option<&[u8]> {
+    req.headers
+        .get(::http::header::HOST)
+        .map(|v| v.as_bytes())
+        .or_else(|| req.uri.authority().map(|a| a.as_str().as_bytes()))
+}
+
+fn route_label(ctx: &RequestCtx) -> &str {
+    ctx.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-")
+}
+
+#[async_trait]
+impl ProxyHttp for Phigate {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: RequestId::generate(),
+            route: None,
+            path: None,
+            forwarded: None,
+            upstream_host: None,
+            body_bytes: 0,
+            rejection: None,
+        }
+    }
+
+    /// Hygiene: request id and slow-body protection, before anything else.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        ctx.started = Instant::now();
+        ctx.request_id = RequestId::from_client(session.req_header().headers.get("x-request-id"));
+        session.set_read_timeout(Some(self.hygiene.body_timeout));
+        Ok(())
+    }
+
+    /// Hygiene and routing: reject what is ambiguous or unrouted.
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        match self.admit(session, ctx) {
+            Ok(()) => Ok(false),
+            Err((status, reason)) => {
+                ctx.rejection = Some(reason);
+                metrics().rejections.with_label_values(&[reason]).inc();
+                let close = status == 400 || status == 413 || status == 431;
+                respond::send_error(session, status, ctx.request_id.as_str(), close).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Hygiene: enforce the route's body limit on streamed bodies.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx
+                .route
+                .as_ref()
+                .is_some_and(|r| ctx.body_bytes > r.max_body)
+            {
+                ctx.rejection = Some("body_too_large");
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body over limit");
+            }
+        }
+        Ok(())
+    }
+
+    /// Upstream: the next healthy origin of the route's pool.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let Some(route) = &ctx.route else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+        };
+        match route.pool.select() {
+            Some(origin) => {
+                ctx.upstream_host = Some(origin.host_header());
+                Ok(Box::new(origin.peer()))
+            }
+            None => {
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[&route.pool.name, "no_healthy_origin"])
+                    .inc();
+                Error::e_explain(ErrorType::HTTPStatus(503), "no healthy origin")
+            }
+        }
+    }
+
+    /// Hygiene: the upstream sees the normalized path, no client-owned
+    /// identity or forwarding headers, and phigate's own forwarding headers.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+        };
+        if let Some(path) = &ctx.path {
+            upstream.set_raw_path(path.to_uri_string().as_bytes())?;
+        }
+        for name in headers_to_strip(&upstream.headers, &self.hygiene.identity, route.websocket) {
+            upstream.remove_header(&name);
+        }
+        if let Some(fwd) = &ctx.forwarded {
+            upstream.insert_header("X-Forwarded-For", fwd.x_forwarded_for.as_str())?;
+            upstream.insert_header("X-Forwarded-Proto", fwd.proto.as_str())?;
+            if let Some(host) = &fwd.host {
+                upstream.insert_header("X-Forwarded-Host", host.as_str())?;
+            }
+        }
+        upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if !route.preserve_host {
+            if let Some(host) = &ctx.upstream_host {
+                upstream.insert_header("Host", host.as_str())?;
+            }
+        } else if upstream.headers.get(::http::header::HOST).is_none() {
+            if let Some(a) = session.req_header().uri.authority() {
+                upstream.insert_header("Host", a.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Tell the client which request this was.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// Errors after admission: a generic body with the request id, never the
+    /// upstream's address or the error chain.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, kind) = classify(e);
+        if let (Some(route), Some(kind)) = (&ctx.route, kind) {
+            metrics()
+                .upstream_errors
+                .with_label_values(&[&route.pool.name, kind])
+                .inc();
+        }
+        if code > 0 && session.response_written().is_none() {
+            let close = code < 500;
+            if respond::send_error(session, code, ctx.request_id.as_str(), close)
+                .await
+                .is_err()
+            {
+                tracing::debug!(request_id = %ctx.request_id, "client went away before the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Metrics and one JSON log line per request — no path, query or headers.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let route = route_label(ctx);
+        let elapsed = ctx.started.elapsed();
+        let m = metrics();
+        m.requests
+            .with_label_values(&[route, status_label(status)])
+            .inc();
+        m.latency
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        tracing::info!(
+            request_id = %ctx.request_id,
+            method = %session.req_header().method,
+            route,
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            rejection = ctx.rejection.unwrap_or(""),
+            error = e.map(|e| e.etype().as_str()).unwrap_or(""),
+            "request"
+        );
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Pingora's own error log includes the request summary (path and
+        // query); our `logging` line carries what operators need instead.
+        true
+    }
+}
+
+/// Maps an error to (status for the client, upstream error kind for metrics).
+fn classify(e: &Error) -> (u16, Option<&'static str>) {
+    use ErrorType::*;
+    match e.etype() {
+        HTTPStatus(code) => (*code, None),
+        _ => match e.esource() {
+            ErrorSource::Upstream => match e.etype() {
+                ConnectTimedout | ReadTimedout | WriteTimedout => (504, Some("timeout")),
+                ConnectRefused | ConnectNoRoute | ConnectError | BindError => {
+                    (502, Some("connect"))
+                }
+                TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError => {
+                    (502, Some("tls"))
+                }
+                _ => (502, Some("protocol")),
+            },
+            ErrorSource::Downstream => match e.etype() {
+                WriteError | ReadError | ConnectionClosed => (0, None),
+                ReadTimedout => (408, None),
+                _ => (400, None),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => (500, None),
+        },
+    }
+}
+
+/// A bounded status label: common codes exactly, the rest by class.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        0 => "0",
+        200 => "200",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        414 => "414",
+        431 => "431",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => status_class(other),
+    }
+}
+
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}

@@ -1,0 +1,74 @@
+//! Generic error responses: a status, a stable code and the request id.
+//!
+//! Nothing internal leaks here — no upstream address, error chain or
+//! internal name — because error pages are read by whoever sent the request.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+
+/// The stable machine-readable code for a status phigate generates itself.
+pub fn error_code(status: u16) -> &'static str {
+    match status {
+        400 => "bad_request",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        431 => "request_header_fields_too_large",
+        502 => "bad_gateway",
+        503 => "service_unavailable",
+        504 => "gateway_timeout",
+        _ => "internal_error",
+    }
+}
+
+/// The JSON body of a generated error.
+pub fn error_body(status: u16, request_id: &str) -> Bytes {
+    let body = serde_json::json!({
+        "error": error_code(status),
+        "status": status,
+        "request_id": request_id,
+    });
+    Bytes::from(body.to_string())
+}
+
+/// Writes a complete generated error response. `close` ends the connection
+/// afterwards (framing errors: the rest of the stream cannot be trusted).
+pub async fn send_error(
+    session: &mut Session,
+    status: u16,
+    request_id: &str,
+    close: bool,
+) -> pingora::Result<()> {
+    let body = error_body(status, request_id);
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    if close {
+        resp.insert_header("Connection", "close")?;
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_generic_json() {
+        let b = error_body(502, "req-1");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["error"], "bad_gateway");
+        assert_eq!(v["status"], 502);
+        assert_eq!(v["request_id"], "req-1");
+        assert_eq!(v.as_object().unwrap().len(), 3);
+    }
+}

@@ -1,0 +1,105 @@
+//! The admin plane: `/metrics`, `/healthz`, `/readyz` on a separate listener.
+//!
+//! Kept off the data plane so a scrape can never be routed to an upstream
+//! and the data plane's hygiene never has to know about it. Loopback unless
+//! the config says otherwise.
+
+use crate::metrics::metrics;
+use crate::proxy::Pool;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What readiness depends on.
+pub struct Readiness {
+    pub started: AtomicBool,
+    pub pools: Vec<Arc<Pool>>,
+}
+
+impl Readiness {
+    /// Ready once the server started and every pool finished its first round
+    /// of health checks.
+    pub fn is_ready(&self) -> bool {
+        self.started.load(Ordering::Relaxed) && self.pools.iter().all(|p| p.checked_once())
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let pools: serde_json::Map<String, serde_json::Value> = self
+            .pools
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    serde_json::json!({ "checked": p.checked_once(), "healthy": p.any_healthy() }),
+                )
+            })
+            .collect();
+        serde_json::json!({ "ready": self.is_ready(), "upstreams": pools })
+    }
+}
+
+/// Serves the admin plane on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    readiness: Arc<Readiness>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let readiness = readiness.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let readiness = readiness.clone();
+                        async move { Ok::<_, Infallible>(handle(&req, &readiness)) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+fn handle(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => {
+            metrics().ready.set(readiness.is_ready() as i64);
+            (
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics().render(),
+            )
+        }
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" => {
+            let status = if readiness.is_ready() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            (status, "application/json", readiness.report().to_string())
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        resp.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    resp
+}

@@ -1,0 +1,252 @@
+//! Server and upstream TLS material: loading, validation, and hot reload.
+//!
+//! Listeners present a certificate through [`ReloadingCert`], a rustls
+//! resolver whose key pair is swapped atomically when the files change, so
+//! certificate rotation needs no restart and a broken new pair is refused
+//! while the old one keeps serving.
+
+use arc_swap::ArcSwap;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Why TLS material could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsMaterialError {
+    #[error("cannot read {path}: {reason}")]
+    Unreadable { path: String, reason: String },
+    #[error("{path} contains no PEM certificate")]
+    NoCertificate { path: String },
+    #[error("{path} contains no PEM private key (PKCS#8, PKCS#1 or SEC1)")]
+    NoKey { path: String },
+    #[error("the key in {key} is not usable: {reason}")]
+    BadKey { key: String, reason: String },
+    #[error("the key in {key} does not match the certificate in {cert}")]
+    Mismatch { cert: String, key: String },
+    #[error("{path}: {reason}")]
+    BadCa { path: String, reason: String },
+}
+
+fn unreadable(path: &Path, e: impl fmt::Display) -> TlsMaterialError {
+    TlsMaterialError::Unreadable {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsMaterialError> {
+    let bytes = std::fs::read(path).map_err(|e| unreadable(path, e))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| unreadable(path, e))?;
+    if certs.is_empty() {
+        return Err(TlsMaterialError::NoCertificate {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(certs)
+}
+
+/// Loads a certificate chain and its private key, checking that they match.
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsMaterialError> {
+    let certs = load_certs(cert)?;
+    let key_bytes = std::fs::read(key).map_err(|e| unreadable(key, e))?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|_| TlsMaterialError::NoKey {
+            path: key.display().to_string(),
+        })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| TlsMaterialError::BadKey {
+            key: key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let ck = CertifiedKey::new(certs, signing_key);
+    match ck.keys_match() {
+        Ok(()) => Ok(ck),
+        // Key types rustls cannot compare (no SPKI): accept, the handshake will tell.
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(ck),
+        Err(_) => Err(TlsMaterialError::Mismatch {
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+        }),
+    }
+}
+
+/// Loads a PEM CA bundle for verifying upstream servers.
+pub fn load_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsMaterialError> {
+    let certs = load_certs(path)?;
+    let mut store = rustls::RootCertStore::empty();
+    for c in &certs {
+        store.add(c.clone()).map_err(|e| TlsMaterialError::BadCa {
+            path: path.display().to_string(),
+            reason: format!("not a usable CA certificate: {e}"),
+        })?;
+    }
+    Ok(certs)
+}
+
+/// A server certificate that can be replaced while serving.
+pub struct ReloadingCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    stamp: std::sync::Mutex<Option<(SystemTime, SystemTime)>>,
+}
+
+impl fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReloadingCert")
+            .field("cert", &self.cert_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a reload check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Unchanged,
+    Reloaded,
+    /// The files changed but the new pair is unusable; the old one stays.
+    Rejected(String),
+}
+
+impl ReloadingCert {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsMaterialError> {
+        let ck = load_certified_key(cert_path, key_path)?;
+        Ok(Self {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: ArcSwap::from_pointee(ck),
+            stamp: std::sync::Mutex::new(file_stamp(cert_path, key_path)),
+        })
+    }
+
+    /// Reloads if either file's modification time changed since the last look.
+    pub fn check(&self) -> ReloadOutcome {
+        let now = file_stamp(&self.cert_path, &self.key_path);
+        let Ok(mut last) = self.stamp.lock() else {
+            return ReloadOutcome::Unchanged;
+        };
+        if now == *last {
+            return ReloadOutcome::Unchanged;
+        }
+        *last = now;
+        match load_certified_key(&self.cert_path, &self.key_path) {
+            Ok(ck) => {
+                self.current.store(Arc::new(ck));
+                ReloadOutcome::Reloaded
+            }
+            Err(e) => ReloadOutcome::Rejected(e.to_string()),
+        }
+    }
+
+    pub fn cert_path(&self) -> &Path {
+        &self.cert_path
+    }
+}
+
+fn file_stamp(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(cert)?, m(key)?))
+}
+
+impl ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// A self-signed certificate for `phigate demo` and tests, written as PEM files.
+pub struct SelfSigned {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl SelfSigned {
+    /// A fresh ECDSA P-256 key and certificate for the given names (DNS names or IPs).
+    pub fn generate(names: &[&str]) -> anyhow::Result<SelfSigned> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let ck = rcgen::generate_simple_self_signed(names)?;
+        Ok(SelfSigned {
+            cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
+        })
+    }
+
+    pub fn write(&self, dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, &self.cert_pem)?;
+        write_private(&key, self.key_pem.as_bytes())?;
+        Ok((cert, key))
+    }
+}
+
+/// Writes a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_swaps_valid_and_refuses_broken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k) = SelfSigned::generate(&["localhost"])
+            .unwrap()
+            .write(dir.path())
+            .unwrap();
+        let rc = ReloadingCert::load(&c, &k).unwrap();
+        assert_eq!(rc.check(), ReloadOutcome::Unchanged);
+        let before = rc.current.load_full();
+
+        // A mismatched pair: new cert, old key.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let other = SelfSigned::generate(&["localhost"]).unwrap();
+        std::fs::write(&c, &other.cert_pem).unwrap();
+        assert!(matches!(rc.check(), ReloadOutcome::Rejected(_)));
+        assert!(Arc::ptr_eq(&before, &rc.current.load_full()));
+
+        std::fs::write(&k, &other.key_pem).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Touch the cert too so the stamp differs from the rejected one.
+        std::fs::write(&c, &other.cert_pem).unwrap();
+        assert_eq!(rc.check(), ReloadOutcome::Reloaded);
+        assert!(!Arc::ptr_eq(&before, &rc.current.load_full()));
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("empty.pem");
+        std::fs::write(&p, "").unwrap();
+        let e = load_certs(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("empty.pem") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = load_ca_bundle(&dir.path().join("missing.pem"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing.pem"), "{e}");
+    }
+}

@@ -1,0 +1,432 @@
+//! Test harness: real processes on real sockets.
+//!
+//! `Upstream::nginx(..)`, `Upstream::demo()` and `Phigate::start(..)` each
+//! start a real server on an ephemeral loopback port and stop it on drop.
+//! A missing system dependency fails the test with the command that installs it.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SETUP: &str = "run `scripts/setup` (installs nginx, openssl, wrk, cmake)";
+
+/// A port nobody is listening on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+pub fn phigate_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_phigate")
+}
+
+/// Finds a system binary or fails naming the setup command.
+pub fn require(bin: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("`{bin}` is not installed: {SETUP}");
+}
+
+/// Waits until something accepts TCP connections on `addr`.
+pub fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not listen on {addr} within 20s");
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An upstream server for phigate to proxy to.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    _proc: Proc,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Upstream {
+    /// The synthetic CCM/FHIR upstream (`phigate demo --upstream-only`),
+    /// which also serves `/__echo` (what it received) and `/__slow?ms=N`.
+    pub fn demo() -> Upstream {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut child = Command::new(phigate_bin())
+            .args([
+                "demo",
+                "--patients",
+                "20",
+                "--upstream-only",
+                &addr.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the demo upstream");
+        wait_for_port(addr, "demo upstream", &mut child);
+        Upstream {
+            addr,
+            _proc: Proc {
+                child,
+                name: "demo upstream".into(),
+            },
+            _dir: None,
+        }
+    }
+
+    /// nginx with `server_body` inside a `server { listen ...; }` block.
+    /// `tls` gives (cert, key) paths to serve HTTPS instead.
+    pub fn nginx(server_body: &str, tls: Option<(&Path, &Path)>) -> Upstream {
+        let nginx = require("nginx");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let listen = match tls {
+            Some((cert, key)) => format!(
+                "listen 127.0.0.1:{port} ssl;\n ssl_certificate {};\n ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            ),
+            None => format!("listen 127.0.0.1:{port};"),
+        };
+        let d = dir.path().display();
+        let conf = format!(
+            r#"worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  default_type application/octet-stream;
+  server {{
+    {listen}
+    location = /healthz {{ return 200 "ok"; }}
+    {server_body}
+  }}
+}}
+"#
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let mut child = Command::new(nginx)
+            .args([
+                "-p",
+                &d.to_string(),
+                "-c",
+                "nginx.conf",
+                "-g",
+                "daemon off;",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start nginx ({e}): {SETUP}"));
+        wait_for_port(addr, "nginx", &mut child);
+        Upstream {
+            addr,
+            _proc: Proc {
+                child,
+                name: "nginx".into(),
+            },
+            _dir: Some(dir),
+        }
+    }
+
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+/// A running `phigate serve`.
+pub struct Phigate {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+    pub log: PathBuf,
+}
+
+/// Default hygiene/listener settings a test config starts from.
+pub fn cleartext_listener(port: u16) -> String {
+    format!("[[listeners]]\naddress = \"127.0.0.1:{port}\"\n")
+}
+
+impl Phigate {
+    /// Starts phigate with `body` (routes, upstreams, ...) plus a cleartext
+    /// loopback listener and an admin plane, and waits until it is ready.
+    pub fn start(body: &str) -> Phigate {
+        let port = free_port();
+        Self::start_with(&cleartext_listener(port), port, body)
+    }
+
+    /// Starts phigate with explicit listener text; `port` is the one tests use.
+    pub fn start_with(listeners: &str, port: u16, body: &str) -> Phigate {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_port = free_port();
+        let text = format!(
+            "[server]\ngrace_period = \"1s\"\nshutdown_timeout = \"3s\"\n\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n{body}"
+        );
+        let config = dir.path().join("phigate.toml");
+        std::fs::write(&config, &text).unwrap();
+        let log = dir.path().join("phigate.log");
+        let mut child = Command::new(phigate_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start phigate");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+        wait_for_port(admin, "phigate admin", &mut child);
+        wait_for_port(addr, "phigate", &mut child);
+        let p = Phigate {
+            addr,
+            admin,
+            dir,
+            proc: Proc {
+                child,
+                name: "phigate".into(),
+            },
+            log,
+        };
+        p.wait_ready();
+        p
+    }
+
+    pub fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = http_get(self.admin, "/readyz") {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("phigate not ready in 20s; log:\n{}", self.logs());
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics")
+            .expect("scrape metrics")
+            .body
+    }
+
+    /// Sends raw bytes and returns the parsed first response.
+    pub fn raw(&self, request: &[u8]) -> Response {
+        raw_request(self.addr, request)
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        raw_request(
+            self.addr,
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Headers,
+    pub body: String,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// For echo responses: every value of a header the upstream received.
+    pub fn echoed(&self, name: &str) -> Vec<String> {
+        self.json()["headers"]
+            .as_array()
+            .map(|hs| {
+                hs.iter()
+                    .filter(|h| h[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+                    .filter_map(|h| h[1].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    parse_response(&buf).ok_or_else(|| std::io::Error::other("unparseable response"))
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes
+/// or the first response is complete.
+pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server may answer and close before it has read everything we send.
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if response_complete(&buf) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    parse_response(&buf).unwrap_or(Response {
+        status: 0,
+        headers: vec![],
+        body: String::from_utf8_lossy(&buf).into_owned(),
+    })
+}
+
+type Headers = Vec<(String, String)>;
+
+/// (body offset, headers, status) of a response head.
+fn split_head(buf: &[u8]) -> Option<(usize, Headers, u16)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some((end + 4, headers, status))
+}
+
+fn response_complete(buf: &[u8]) -> bool {
+    let Some((start, headers, _)) = split_head(buf) else {
+        return false;
+    };
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        return buf.len() >= start + len;
+    }
+    if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return buf.ends_with(b"0\r\n\r\n");
+    }
+    false
+}
+
+pub fn parse_response(buf: &[u8]) -> Option<Response> {
+    let (start, headers, status) = split_head(buf)?;
+    let raw_body = &buf[start..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(raw_body)
+    } else {
+        raw_body.to_vec()
+    };
+    Some(Response {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
+        let size_str = std::str::from_utf8(&b[..i]).unwrap_or("0");
+        let size = usize::from_str_radix(size_str.split(';').next().unwrap_or("0").trim(), 16)
+            .unwrap_or(0);
+        b = &b[i + 2..];
+        if size == 0 || b.len() < size {
+            break;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[(size + 2).min(b.len())..];
+    }
+    out
+}
+
+/// A minimal route + upstream config for one pool. Health checks go to
+/// `/healthz` (the demo upstream and the harness's nginx both serve it)
+/// unless `extra_upstream` configures them.
+pub fn route_to(name: &str, prefix: &str, origins: &[String], extra_upstream: &str) -> String {
+    let origins: Vec<String> = origins.iter().map(|o| format!("\"{o}\"")).collect();
+    let health = if extra_upstream.contains("health_check") {
+        String::new()
+    } else {
+        format!("[upstreams.{name}.health_check]\npath = \"/healthz\"\ninterval = \"1s\"\n")
+    };
+    format!(
+        "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{name}\"\n\n[upstreams.{name}]\norigins = [{}]\n{extra_upstream}\n{health}",
+        origins.join(", ")
+    )
+}
+
+/// Reads a metric sample value: `metric_value(text, "phigate_requests_total{route=\"x\",status=\"200\"}")`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
