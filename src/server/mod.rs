@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{TlsAccept, TlsAcceptCallbacks};
 use pingora::protocols::tls::TlsRef;
+use pingora::protocols::ALPN;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -145,9 +146,7 @@ fn tls_settings(l: &ListenerConfig, cert: Arc<ReloadingCert>, http2: bool) -> Tl
         Err(_) => unreachable_tls(&l.address),
     };
     settings.set_cert_resolver(cert);
-    if http2 {
-        settings.enable_h2();
-    }
+    settings.set_alpn(if http2 { ALPN::H2H1 } else { ALPN::H1 });
     settings
 }
 

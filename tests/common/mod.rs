@@ -430,3 +430,64 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A throwaway certificate authority for TLS tests.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    pub dir: tempfile::TempDir,
+    pub ca_pem: PathBuf,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "phigate test CA");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let issuer =
+            rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap())
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_pem = dir.path().join("ca.pem");
+        std::fs::write(&ca_pem, issuer.pem()).unwrap();
+        TestCa {
+            issuer,
+            dir,
+            ca_pem,
+        }
+    }
+
+    /// Issues a server certificate for `names`, written as `<stem>.pem` and
+    /// `<stem>.key` in the CA's directory.
+    pub fn issue(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let params = rcgen::CertificateParams::new(names).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let cert_path = self.dir.path().join(format!("{stem}.pem"));
+        let key_path = self.dir.path().join(format!("{stem}.key"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    pub fn root_store(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.issuer.der().clone()).unwrap();
+        roots
+    }
+}
+
+/// A TLS listener section for phigate.
+pub fn tls_listener(port: u16, cert: &Path, key: &Path, extra: &str) -> String {
+    format!(
+        "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[listeners.tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}\n",
+        cert.display(),
+        key.display()
+    )
+}
