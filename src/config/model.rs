@@ -40,11 +40,12 @@ pub struct Config {
 pub struct ServerSettings {
     /// Worker threads for the data plane. Default: the number of CPUs.
     pub threads: Option<usize>,
-    /// After SIGTERM, how long listeners keep accepting while load balancers
-    /// notice the instance is going away. Default `"5s"`.
+    /// On SIGTERM listeners stop accepting at once, keep-alive connections
+    /// close after their current request, and in-flight requests get this
+    /// long to finish; the process then stops. Whole seconds. Default `"5s"`.
     pub grace_period: HumanDuration,
-    /// After the grace period, how long in-flight requests may take to finish
-    /// before they are cut. Default `"10s"`.
+    /// After the grace period, how long the runtime may take to stop what is
+    /// left (requests still running are cut). Whole seconds. Default `"10s"`.
     pub shutdown_timeout: HumanDuration,
 }
 

@@ -40,12 +40,6 @@ pub struct Route {
     pub preserve_host: bool,
 }
 
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").field("name", &self.name).finish()
-    }
-}
-
 /// Hygiene settings resolved from config once, used on every request.
 struct Hygiene {
     strict_path: PathPolicy,

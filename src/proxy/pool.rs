@@ -39,17 +39,7 @@ impl OriginState {
 
     /// The value for the upstream `Host` header when the client's is not kept.
     pub fn host_header(&self) -> String {
-        let default = if self.origin.tls { 443 } else { 80 };
-        let host = if self.origin.host.contains(':') {
-            format!("[{}]", self.origin.host)
-        } else {
-            self.origin.host.clone()
-        };
-        if self.origin.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.origin.port)
-        }
+        host_of(&self.origin)
     }
 }
 
@@ -62,6 +52,12 @@ pub struct Pool {
     healthy_threshold: usize,
     unhealthy_threshold: usize,
     checked_once: AtomicBool,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish()
+    }
 }
 
 /// Why a pool could not be built.
@@ -173,13 +169,16 @@ impl Pool {
         })
     }
 
-    /// The next healthy origin in round-robin order, or `None` if none is healthy.
+    /// The next healthy origin in round-robin order, or `None` if none is
+    /// healthy. Rotates over the healthy origins only, so a dead origin's
+    /// share is spread evenly rather than landing on its neighbour.
     pub fn select(&self) -> Option<&OriginState> {
-        let n = self.origins.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| &self.origins[(start + i) % n])
-            .find(|o| o.is_healthy())
+        let healthy = self.origins.iter().filter(|o| o.is_healthy()).count();
+        if healthy == 0 {
+            return None;
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed) % healthy;
+        self.origins.iter().filter(|o| o.is_healthy()).nth(k)
     }
 
     /// True once every origin has been checked at least once.

@@ -193,8 +193,13 @@ impl Phigate {
     pub fn start_with(listeners: &str, port: u16, body: &str) -> Phigate {
         let dir = tempfile::tempdir().unwrap();
         let admin_port = free_port();
+        let server = if body.contains("[server]") {
+            ""
+        } else {
+            "[server]\ngrace_period = \"1s\"\nshutdown_timeout = \"3s\"\n"
+        };
         let text = format!(
-            "[server]\ngrace_period = \"1s\"\nshutdown_timeout = \"3s\"\n\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n{body}"
+            "{server}\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n{body}"
         );
         let config = dir.path().join("phigate.toml");
         std::fs::write(&config, &text).unwrap();

@@ -1,0 +1,279 @@
+//! The `phigate` command as users run it: check, serve's shutdown, demo.
+
+mod common;
+use common::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn check(config: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("phigate.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(phigate_bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+const GOOD: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[[routes]]
+name = "fhir"
+path_prefix = "/fhir"
+upstream = "ehr"
+
+[upstreams.ehr]
+origins = ["http://127.0.0.1:8081"]
+"#;
+
+#[test]
+fn check_accepts_good_config() {
+    let (ok, text) = check(GOOD);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("ok (1 listener(s), 1 route(s), 1 upstream(s))"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_names_file_line_and_key_of_every_problem() {
+    let broken = GOOD
+        .replace("upstream = \"ehr\"", "upstream = \"emr\"")
+        .replace("127.0.0.1:8080", "0.0.0.0:8080");
+    let (ok, text) = check(&broken);
+    assert!(!ok);
+    assert!(
+        text.contains("phigate.toml:3: `listeners[0].address`"),
+        "{text}"
+    );
+    assert!(text.contains("insecure_cleartext"), "{text}");
+    assert!(
+        text.contains("phigate.toml:8: `routes[0].upstream`: no upstream named \"emr\""),
+        "{text}"
+    );
+    assert!(text.contains("2 problem(s) found"), "{text}");
+
+    let (ok, text) = check(&GOOD.replace("path_prefix", "path_prefx"));
+    assert!(!ok);
+    assert!(
+        text.contains("phigate.toml:7") && text.contains("unknown field `path_prefx`"),
+        "{text}"
+    );
+
+    let (ok, text) = check("[[listeners]\n");
+    assert!(!ok);
+    assert!(text.contains("phigate.toml:1"), "{text}");
+}
+
+#[test]
+fn serve_refuses_invalid_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("phigate.toml");
+    std::fs::write(&path, GOOD.replace("127.0.0.1:8080", "0.0.0.0:8080")).unwrap();
+    let out = Command::new(phigate_bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to start"));
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let demo = Upstream::demo();
+    let mut px = Phigate::start(&format!(
+        "[server]\ngrace_period = \"3s\"\nshutdown_timeout = \"1s\"\n\n{}",
+        route_to("slow", "/__slow", &[demo.origin()], "")
+    ));
+    let addr = px.addr;
+    let inflight = std::thread::spawn(move || {
+        raw_request(
+            addr,
+            b"GET /__slow?ms=1500 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &px.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // New connections are refused once shutdown starts.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    let r = inflight.join().unwrap();
+    assert_eq!(r.status, 200, "in-flight request cut by shutdown");
+    // grace_period 3s + shutdown_timeout 1s bound the exit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = px.proc.child.try_wait().unwrap() {
+            assert!(status.success() || status.code().is_some(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "phigate did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+#[test]
+fn demo_serves_synthetic_fhir_over_tls() {
+    let port = free_port();
+    let admin = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let child = Command::new(phigate_bin())
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--patients",
+            "12",
+            "--state-dir",
+        ])
+        .arg(state.path())
+        .stdout(std::fs::File::create(state.path().join("stdout")).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut proc = Proc {
+        child,
+        name: "demo".into(),
+    };
+    wait_for_port(
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+        "demo admin",
+        &mut proc.child,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while http_get(format!("127.0.0.1:{admin}").parse().unwrap(), "/readyz")
+        .map(|r| r.status)
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "demo never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let banner = std::fs::read_to_string(state.path().join("stdout")).unwrap();
+    assert!(banner.contains("curl --cacert"), "{banner}");
+
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(state.path().join("cert.pem")).unwrap())
+        .unwrap();
+    let client = reqwest::blocking_client(ca);
+    let base = format!("https://localhost:{port}");
+    let r = client
+        .get(format!("{base}/fhir/Patient/pat-0001"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let patient: serde_json::Value = r.json().unwrap();
+    assert_eq!(patient["resourceType"], "Patient");
+    let r = client
+        .get(format!(
+            "{base}/fhir/Observation?patient=Patient/pat-0001&_count=5"
+        ))
+        .send()
+        .unwrap();
+    let bundle: serde_json::Value = r.json().unwrap();
+    assert_eq!(bundle["type"], "searchset");
+    assert!(client.get(format!("{base}/admin")).send().unwrap().status() == 404);
+}
+
+#[test]
+fn demo_writes_deterministic_fixtures() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    for dir in [&a, &b] {
+        let out = Command::new(phigate_bin())
+            .args([
+                "demo",
+                "--patients",
+                "5",
+                "--seed",
+                "42",
+                "--write-fixtures",
+            ])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let p1 = std::fs::read(a.path().join("Patient/pat-0001.json")).unwrap();
+    let p2 = std::fs::read(b.path().join("Patient/pat-0001.json")).unwrap();
+    assert_eq!(p1, p2);
+    let bundle: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.path().join("bundle.json")).unwrap()).unwrap();
+    assert_eq!(bundle["type"], "collection");
+    for t in [
+        "Patient",
+        "Practitioner",
+        "CareTeam",
+        "CarePlan",
+        "Condition",
+        "Observation",
+        "Communication",
+        "Encounter",
+        "Claim",
+        "Coverage",
+    ] {
+        assert!(a.path().join(t).is_dir(), "no {t} fixtures");
+    }
+}
+
+mod reqwest {
+    pub use ::reqwest::*;
+    /// A blocking-style helper over the async client, for plain tests.
+    pub fn blocking_client(ca: Certificate) -> BlockingClient {
+        BlockingClient {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            client: Client::builder().add_root_certificate(ca).build().unwrap(),
+        }
+    }
+    pub struct BlockingClient {
+        rt: tokio::runtime::Runtime,
+        client: Client,
+    }
+    pub struct Pending<'a>(&'a BlockingClient, RequestBuilder);
+    pub struct Resp<'a>(&'a BlockingClient, Response);
+    impl BlockingClient {
+        pub fn get(&self, url: String) -> Pending<'_> {
+            Pending(self, self.client.get(url))
+        }
+    }
+    impl<'a> Pending<'a> {
+        pub fn send(self) -> Result<Resp<'a>> {
+            let c = self.0;
+            c.rt.block_on(self.1.send()).map(|r| Resp(c, r))
+        }
+    }
+    impl Resp<'_> {
+        pub fn status(&self) -> StatusCode {
+            self.1.status()
+        }
+        pub fn json(self) -> Result<serde_json::Value> {
+            self.0.rt.block_on(self.1.json())
+        }
+    }
+}

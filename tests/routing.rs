@@ -1,0 +1,208 @@
+//! Routing and upstream behaviour against real servers: nginx and the demo
+//! upstream, round-robin, health checks, WebSockets, failures and timeouts.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+#[test]
+fn routes_to_nginx_and_demo_by_prefix_and_host() {
+    let nginx = Upstream::nginx(
+        "location / { default_type text/plain; return 200 'legacy app'; }",
+        None,
+    );
+    let demo = Upstream::demo();
+    let px = Phigate::start(&format!(
+        "{}\n{}\n{}",
+        route_to("fhir", "/fhir", &[demo.origin()], ""),
+        route_to("portal", "/portal", &[nginx.origin()], ""),
+        "[[routes]]\nname = \"ehr-host\"\nhosts = [\"ehr.example.org\"]\npath_prefix = \"/\"\nupstream = \"portal\"\n",
+    ));
+    let r = px.get("/fhir/Patient/pat-0001");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["id"], "pat-0001");
+    assert!(r.header("x-request-id").is_some());
+
+    let r = px.get("/portal/login");
+    assert_eq!((r.status, r.body.as_str()), (200, "legacy app"));
+
+    // Unrouted: 404 with the generic body, never forwarded.
+    for path in ["/", "/fhirx", "/admin", "/portalx/a"] {
+        let r = px.get(path);
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(r.json()["error"], "not_found");
+    }
+    // A host-specific route serves its host only.
+    let r = px
+        .raw(b"GET /anything HTTP/1.1\r\nHost: EHR.example.org:8443\r\nConnection: close\r\n\r\n");
+    assert_eq!((r.status, r.body.as_str()), (200, "legacy app"));
+
+    let m = px.metrics();
+    assert_eq!(
+        metric_value(&m, "phigate_requests_total{route=\"fhir\",status=\"200\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "phigate_requests_total{route=\"-\",status=\"404\"}"),
+        Some(4.0),
+        "{m}"
+    );
+    assert!(m.contains("phigate_request_duration_seconds_bucket{route=\"portal\""));
+}
+
+#[test]
+fn round_robin_skips_unhealthy_origins() {
+    let a = Upstream::nginx("location / { return 200 'a'; }", None);
+    let b = Upstream::nginx("location / { return 200 'b'; }", None);
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let px = Phigate::start(&route_to(
+        "pool",
+        "/",
+        &[a.origin(), b.origin(), dead],
+        "[upstreams.pool.health_check]\npath = \"/healthz\"\ninterval = \"200ms\"\n",
+    ));
+    let bodies: Vec<String> = (0..6).map(|_| px.get("/x").body).collect();
+    assert!(bodies.iter().all(|b| b == "a" || b == "b"), "{bodies:?}");
+    assert_eq!(bodies.iter().filter(|b| *b == "a").count(), 3, "{bodies:?}");
+    let m = px.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "phigate_upstream_healthy{origin=\"2\",upstream=\"pool\"}"
+        ),
+        Some(0.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "phigate_upstream_healthy{origin=\"0\",upstream=\"pool\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn upstream_down_gives_502_or_503_generic() {
+    let port = free_port();
+    let origin = format!("http://127.0.0.1:{port}");
+    // Without health checks the connect fails per request: 502.
+    let px = Phigate::start(&route_to(
+        "down",
+        "/",
+        std::slice::from_ref(&origin),
+        "[upstreams.down.health_check]\nenabled = false\n",
+    ));
+    let r = px.get("/fhir/Patient/1");
+    assert_eq!(r.status, 502);
+    assert_eq!(r.json()["error"], "bad_gateway");
+    assert!(
+        !r.body.contains(&port.to_string()),
+        "error body leaks the upstream: {}",
+        r.body
+    );
+    let m = px.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "phigate_upstream_errors_total{kind=\"connect\",upstream=\"down\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric_value(&m, "phigate_requests_total{route=\"down\",status=\"502\"}"),
+        Some(1.0),
+        "{m}"
+    );
+    drop(px);
+
+    // With health checks the origin is known down: 503 without trying.
+    let px = Phigate::start(&route_to("down", "/", &[origin], ""));
+    let r = px.get("/fhir/Patient/1");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"], "service_unavailable");
+    let ready = http_get(px.admin, "/readyz").unwrap();
+    assert_eq!(ready.json()["upstreams"]["down"]["healthy"], false);
+    let m = px.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "phigate_upstream_errors_total{kind=\"no_healthy_origin\",upstream=\"down\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn slow_upstream_gives_504() {
+    let demo = Upstream::demo();
+    let px = Phigate::start(&route_to(
+        "slow",
+        "/__slow",
+        &[demo.origin()],
+        "read_timeout = \"300ms\"\n",
+    ));
+    let started = Instant::now();
+    let r = px.get("/__slow?ms=3000");
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "gateway_timeout");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let r = px.get("/__slow?ms=10");
+    assert_eq!(r.status, 200);
+    let m = px.metrics();
+    assert_eq!(
+        metric_value(
+            &m,
+            "phigate_upstream_errors_total{kind=\"timeout\",upstream=\"slow\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn keep_alive_and_chunked_bodies_pass_through() {
+    let demo = Upstream::demo();
+    let px = Phigate::start(&route_to("echo", "/__echo", &[demo.origin()], ""));
+    let mut s = std::net::TcpStream::connect(px.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Two requests on one connection; the second with a chunked body.
+    s.write_all(b"GET /__echo/1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    s.write_all(b"POST /__echo/2 HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n").unwrap();
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let r = parse_response(&rest).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], 5);
+}
+
+#[test]
+fn websocket_upgrade_only_where_allowed() {
+    let nginx = Upstream::nginx(
+        r#"location / {
+            if ($http_upgrade = "websocket") { return 200 "upgrade-seen"; }
+            return 200 "plain";
+        }"#,
+        None,
+    );
+    let px = Phigate::start(&format!(
+        "{}\n[[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"app\"\nwebsocket = true\n",
+        route_to("app", "/app", &[nginx.origin()], "")
+    ));
+    let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    let r =
+        px.raw(format!("GET /ws/socket HTTP/1.1\r\nHost: localhost\r\n{upgrade}\r\n").as_bytes());
+    assert_eq!(r.body, "upgrade-seen");
+    let r =
+        px.raw(format!("GET /app/socket HTTP/1.1\r\nHost: localhost\r\n{upgrade}\r\n").as_bytes());
+    assert_eq!(r.body, "plain");
+}
