@@ -182,3 +182,42 @@ fn shipped_example_config_is_valid() {
         panic!("{e}");
     }
 }
+
+#[test]
+fn compose_config_is_valid() {
+    // docker-compose.yml mounts config/compose.toml; docker cannot run in CI,
+    // so at least keep the config it mounts loadable.
+    let text = include_str!("../../config/compose.toml");
+    let dir = tempfile::tempdir().unwrap();
+    SelfSigned::generate(&["localhost"])
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let text = text.replace("/run/phigate-tls/", "");
+    if let Err(e) = load(&dir, &text) {
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn demo_config_template_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = SelfSigned::generate(&["localhost"])
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let args = crate::demo::DemoArgs {
+        listen: "127.0.0.1:8443".parse().unwrap(),
+        admin: "127.0.0.1:9090".parse().unwrap(),
+        seed: 1,
+        patients: 1,
+        write_fixtures: None,
+        upstream_only: None,
+        state_dir: None,
+    };
+    let text = crate::demo::render_config(&args, "127.0.0.1:1".parse().unwrap(), &cert, &key);
+    assert!(!text.contains('{'), "unfilled placeholder:\n{text}");
+    if let Err(e) = load(&dir, &text) {
+        panic!("{e}");
+    }
+}

@@ -1,0 +1,21 @@
+# phigate container image. Build: docker build -t phigate .
+FROM rust:1-bookworm AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin phigate
+
+FROM debian:bookworm-slim
+# openssl: the compose file's one-shot certificate generator uses it.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates openssl \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /nonexistent phigate \
+ && mkdir -p /run/phigate-tls && chown phigate /run/phigate-tls
+# A new named volume mounted at /run/phigate-tls starts with this owner.
+COPY --from=build /src/target/release/phigate /usr/local/bin/phigate
+USER phigate
+ENTRYPOINT ["/usr/local/bin/phigate"]
+CMD ["serve", "--config", "/etc/phigate/phigate.toml"]
