@@ -206,3 +206,97 @@ fn websocket_upgrade_only_where_allowed() {
         px.raw(format!("GET /app/socket HTTP/1.1\r\nHost: localhost\r\n{upgrade}\r\n").as_bytes());
     assert_eq!(r.body, "plain");
 }
+
+/// A minimal upgrade-then-echo server: answers the handshake with 101 and then
+/// echoes raw bytes, which is all a proxy tunnel can observe.
+fn websocket_echo_server() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if head.contains("upgrade: websocket") {
+                    let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                } else {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn websocket_tunnel_carries_frames_both_ways() {
+    let ws = websocket_echo_server();
+    let px = Phigate::start(&format!(
+        r#"[[routes]]
+name = "ws"
+path_prefix = "/ws"
+upstream = "ws"
+websocket = true
+
+[upstreams.ws]
+origins = ["http://{ws}"]
+[upstreams.ws.health_check]
+enabled = false
+"#
+    ));
+    let mut s = std::net::TcpStream::connect(px.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // A masked text frame "hi" (opaque to the proxy) comes back byte for byte.
+    let frame = [0x81u8, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2];
+    s.write_all(&frame).unwrap();
+    let mut echoed = [0u8; 8];
+    s.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, frame);
+}
+
+#[test]
+fn slow_request_body_times_out_with_408() {
+    let demo = Upstream::demo();
+    let px = Phigate::start(&format!(
+        "[hygiene]\nclient_body_timeout = \"300ms\"\n\n{}",
+        route_to("echo", "/__echo", &[demo.origin()], "")
+    ));
+    let mut s = std::net::TcpStream::connect(px.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Promise 10 bytes, send 2, then stall.
+    s.write_all(b"POST /__echo/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nab")
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let r = parse_response(&out);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "slow body was not cut"
+    );
+    // The request never completes upstream: either a 408 or a closed connection.
+    if let Some(r) = r {
+        assert_eq!(r.status, 408, "{}", r.body);
+    }
+}
