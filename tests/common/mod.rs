@@ -51,7 +51,8 @@ pub fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) {
     panic!("{what} did not listen on {addr} within 20s");
 }
 
-/// A child process killed on drop.
+/// A child process stopped on drop: SIGTERM first (nginx's master then takes
+/// its workers down with it), SIGKILL if it lingers.
 pub struct Proc {
     pub child: Child,
     pub name: String,
@@ -59,6 +60,18 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -196,7 +209,7 @@ impl Phigate {
         let server = if body.contains("[server]") {
             ""
         } else {
-            "[server]\ngrace_period = \"1s\"\nshutdown_timeout = \"3s\"\n"
+            "[server]\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n"
         };
         let text = format!(
             "{server}\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n{body}"
