@@ -57,6 +57,9 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("encoded control", get("/__echo/a%0d%0aX-Injected:1", ""), Status(400)),
         ("double slash", get("/__echo//x", ""), Status(400)),
         ("overlong UTF-8 dot", get("/__echo/%C0%AE%C0%AE/admin", ""), Status(400)),
+        ("fullwidth dot-dot", get("/__echo/%EF%BC%8E%EF%BC%8E/admin", ""), Status(400)),
+        ("fullwidth solidus", get("/__echo/a%EF%BC%8Fadmin", ""), Status(400)),
+        ("tomcat dot-dot-semicolon", get("/__echo/..;/admin", ""), Status(400)),
         ("bad escape", get("/__echo/%zz", ""), Status(400)),
         ("truncated escape", get("/__echo/%4", ""), Status(400)),
         ("fragment", get("/__echo/a#frag", ""), Status(400)),
@@ -84,6 +87,7 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
         // Limits and methods.
         ("too many headers", get("/__echo/x", &many_headers), Status(431)),
         ("oversized header", get("/__echo/x", &big_header), Status(431)),
+        ("body over route limit via ;param", b"POST /__echo/small;x=1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n".iter().copied().chain(std::iter::repeat_n(b'x', 2048)).collect(), Status(413)),
         ("body over route limit", b"POST /__echo/small HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n".iter().copied().chain(std::iter::repeat_n(b'x', 2048)).collect(), Status(413)),
         ("TRACE", b"TRACE /__echo/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(), Status(405)),
         ("unrouted", get("/nothing-here", ""), Status(404)),
@@ -102,12 +106,19 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("Upgrade on non-websocket route", get("/__echo/x", "Upgrade: websocket\r\nConnection: Upgrade\r\n"), Stripped("upgrade")),
         ("spoofed X-Forwarded-For", get("/__echo/x", "X-Forwarded-For: 1.2.3.4\r\n"), Upstream("x-forwarded-for", &["127.0.0.1"])),
         ("spoofed X-Forwarded-Proto", get("/__echo/x", "X-Forwarded-Proto: https\r\n"), Upstream("x-forwarded-proto", &["http"])),
-        ("spoofed X-Forwarded-Host", get("/__echo/x", "X-Forwarded-Host: evil.example\r\n"), Upstream("x-forwarded-host", &["localhost"])),
+        ("spoofed X-Forwarded-Host", get("/__echo/x", "X-Forwarded-Host: evil.example\r\n"), Stripped("x-forwarded-host")),
+        ("underscore X_Remote_User", get("/__echo/x", "X_Remote_User: drsmith\r\n"), Stripped("x_remote_user")),
+        ("underscore X_Forwarded_For", get("/__echo/x", "X_Forwarded_For: 1.2.3.4\r\n"), Stripped("x_forwarded_for")),
+        ("underscore X_Original_URL", get("/__echo/x", "X_Original_URL: /admin\r\n"), Stripped("x_original_url")),
+        ("X-Original-URL override", get("/__echo/x", "X-Original-URL: /admin\r\n"), Stripped("x-original-url")),
+        ("X-HTTP-Method-Override", get("/__echo/x", "X-HTTP-Method-Override: DELETE\r\n"), Stripped("x-http-method-override")),
         ("good X-Request-Id passes", get("/__echo/x", "X-Request-Id: abc-123\r\n"), Upstream("x-request-id", &["abc-123"])),
         // Normalization is what the upstream sees.
         ("unreserved decoded", get("/__echo/%7Euser/%41b", ""), Target("/__echo/~user/Ab")),
         ("reserved kept encoded, hex uppercased", get("/__echo/a%3ab", ""), Target("/__echo/a%3Ab")),
         ("query untouched", get("/__echo/x?a=%2F&b=..%2f", ""), Target("/__echo/x?a=%2F&b=..%2f")),
+        ("path params kept", get("/__echo/x;jsessionid=abc/y", ""), Target("/__echo/x;jsessionid=abc/y")),
+        ("leading CRLF before request line", b"\r\nGET /__echo/crlf HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(), Target("/__echo/crlf")),
     ]
 }
 

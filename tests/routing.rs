@@ -26,6 +26,12 @@ fn routes_to_nginx_and_demo_by_prefix_and_host() {
 
     let r = px.get("/portal/login");
     assert_eq!((r.status, r.body.as_str()), (200, "legacy app"));
+    // The upstream's software banner does not reach the client.
+    assert!(
+        r.header("server").is_none_or(|s| !s.contains("nginx")),
+        "{:?}",
+        r.headers
+    );
 
     // Unrouted: 404 with the generic body, never forwarded.
     for path in ["/", "/fhirx", "/admin", "/portalx/a"] {
@@ -299,4 +305,24 @@ fn slow_request_body_times_out_with_408() {
     if let Some(r) = r {
         assert_eq!(r.status, 408, "{}", r.body);
     }
+}
+
+#[test]
+fn idle_keep_alive_connections_are_closed() {
+    let demo = Upstream::demo();
+    let px = Phigate::start(&format!(
+        "[hygiene]\nkeepalive_timeout = \"1s\"\n\n{}",
+        route_to("echo", "/__echo", &[demo.origin()], "")
+    ));
+    let mut s = std::net::TcpStream::connect(px.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /__echo/1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "idle connection should be closed by phigate");
+    assert!(started.elapsed() < Duration::from_secs(4));
 }

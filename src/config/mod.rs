@@ -246,6 +246,12 @@ fn check_route(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(Strin
             ));
         }
     }
+    if r.preserve_host && r.hosts.is_empty() {
+        out.push((
+            format!("{key}.preserve_host"),
+            "preserve_host passes the client's Host to the app; list the route's `hosts` so only those names reach it".into(),
+        ));
+    }
     if !config.upstreams.contains_key(&r.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         out.push((

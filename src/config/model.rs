@@ -144,8 +144,19 @@ pub struct HygieneConfig {
     pub trusted_proxies: Vec<IpNet>,
     /// How long a client may take between body reads before the request is
     /// cut (slow-body protection). Default `"30s"`. The header read timeout
-    /// is Pingora's fixed 60 s.
+    /// is Pingora's fixed 60 s per read.
     pub client_body_timeout: HumanDuration,
+    /// How long an idle keep-alive connection (HTTP/1.1 between requests,
+    /// HTTP/2 with no streams) stays open. Whole seconds. Default `"60s"`.
+    pub keepalive_timeout: HumanDuration,
+    /// Requests served on one HTTP/1.1 connection before it is closed.
+    /// Default 1000.
+    pub max_requests_per_connection: u32,
+    /// Forward request headers whose names contain `_`. Default `false`:
+    /// they are dropped (as nginx does), because CGI-style servers read
+    /// `X_Remote_User` as `X-Remote-User`. Even when allowed, underscored
+    /// forms of identity and forwarding headers are stripped.
+    pub allow_underscore_headers: bool,
 }
 
 impl Default for HygieneConfig {
@@ -159,6 +170,9 @@ impl Default for HygieneConfig {
             strip_header_prefixes: Vec::new(),
             trusted_proxies: Vec::new(),
             client_body_timeout: HumanDuration::secs(30),
+            keepalive_timeout: HumanDuration::secs(60),
+            max_requests_per_connection: 1000,
+            allow_underscore_headers: false,
         }
     }
 }
@@ -171,7 +185,9 @@ pub struct RouteConfig {
     pub name: String,
     /// Hosts this route serves (`Host`/`:authority` without port,
     /// case-insensitive). A leading `*.` matches one or more subdomains.
-    /// Empty (the default) matches any host.
+    /// Empty (the default) matches any host. Only a listed host is passed to
+    /// the upstream as `X-Forwarded-Host`: a client-chosen `Host` is not
+    /// something an app should build links from.
     #[serde(default)]
     pub hosts: Vec<String>,
     /// Path prefix, matched on whole segments after normalization:

@@ -114,6 +114,9 @@ pub fn check_framing_for_version(
 /// URI parsers quietly drop parts of a target (a `#fragment`, for one), so
 /// normalization must judge the bytes on the wire, not a parsed URI.
 pub fn request_target_from_raw(raw: &[u8]) -> Option<&[u8]> {
+    // HTTP parsers skip empty lines before the request line (RFC 9112 2.2).
+    let start_of_line = raw.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let raw = &raw[start_of_line..];
     let line_end = raw.iter().position(|&b| b == b'\r' || b == b'\n')?;
     let line = &raw[..line_end];
     let start = line.iter().position(|&b| b == b' ')? + 1;
@@ -130,7 +133,11 @@ pub fn request_target_from_raw(raw: &[u8]) -> Option<&[u8]> {
 /// that are not `name: value` are skipped here; the parser rejects them.
 pub fn framing_headers_from_raw(raw: &[u8]) -> HeaderMap {
     let mut out = HeaderMap::new();
-    for line in raw.split(|&b| b == b'\n').skip(1) {
+    let start_of_line = raw
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(raw.len());
+    for line in raw[start_of_line..].split(|&b| b == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         let Some(colon) = line.iter().position(|&b| b == b':') else {
             continue;
@@ -482,6 +489,12 @@ mod tests {
             request_target_from_raw(b"OPTIONS * HTTP/1.1\r\n\r\n"),
             Some(&b"*"[..])
         );
+        assert_eq!(
+            request_target_from_raw(b"\r\n\r\nGET /x HTTP/1.1\r\n\r\n"),
+            Some(&b"/x"[..])
+        );
+        let h = framing_headers_from_raw(b"\r\nPOST /x HTTP/1.1\r\nContent-Length: 1\r\n\r\n");
+        assert_eq!(h.len(), 1);
         assert_eq!(request_target_from_raw(b"GET\r\n"), None);
         assert_eq!(request_target_from_raw(b""), None);
     }

@@ -66,6 +66,9 @@ pub struct IdentityHeaderRules {
     pub names: Vec<String>,
     /// Header name prefixes; empty prefixes are ignored.
     pub prefixes: Vec<String>,
+    /// Forward headers whose names contain `_` (they are still stripped when
+    /// their dashed form is one the proxy owns). Default `false`: dropped.
+    pub allow_underscores: bool,
 }
 
 impl Default for IdentityHeaderRules {
@@ -84,6 +87,7 @@ impl Default for IdentityHeaderRules {
             .map(String::from)
             .to_vec(),
             prefixes: ["x-phigate-", "x-auth-"].map(String::from).to_vec(),
+            allow_underscores: false,
         }
     }
 }
@@ -102,7 +106,11 @@ impl IdentityHeaderRules {
 
     /// Whether `name` is an identity header under these rules.
     pub fn matches(&self, name: &HeaderName) -> bool {
-        let name = name.as_str().as_bytes();
+        self.matches_str(name.as_str())
+    }
+
+    fn matches_str(&self, name: &str) -> bool {
+        let name = name.as_bytes();
         self.names
             .iter()
             .any(|n| n.as_bytes().eq_ignore_ascii_case(name))
@@ -154,12 +162,20 @@ pub fn headers_to_strip(
             if keep_upgrade && (*name == CONNECTION || *name == UPGRADE) {
                 return false;
             }
+            // CGI, PHP, IIS and some Rack servers read `X_Remote_User` as
+            // `X-Remote-User`: judge underscored names by their dashed form,
+            // and drop them all unless the rules allow them (nginx's default).
             let s = name.as_str();
+            let dashed = s.contains('_').then(|| s.replace('_', "-"));
+            if dashed.is_some() && !rules.allow_underscores {
+                return true;
+            }
+            let canonical = dashed.as_deref().unwrap_or(s);
             *name == UPGRADE
                 || is_hop_by_hop(name, &nominated)
-                || FORWARDING_HEADERS.contains(&s)
-                || ROUTING_OVERRIDE_HEADERS.contains(&s)
-                || rules.matches(name)
+                || FORWARDING_HEADERS.contains(&canonical)
+                || ROUTING_OVERRIDE_HEADERS.contains(&canonical)
+                || rules.matches_str(canonical)
         })
         .cloned()
         .collect()
@@ -388,6 +404,7 @@ mod tests {
         let none = IdentityHeaderRules {
             names: vec![],
             prefixes: vec![],
+            allow_underscores: false,
         };
         assert!(!none.matches(&HeaderName::from_static("x-user")));
     }
@@ -457,5 +474,36 @@ mod tests {
     fn empty_map() {
         assert!(hop_by_hop_headers(&HeaderMap::new()).is_empty());
         assert!(strip(&[], true).is_empty());
+    }
+
+    #[test]
+    fn underscored_names_are_judged_by_their_dashed_form() {
+        let mut h = HeaderMap::new();
+        for name in [
+            "x_remote_user",
+            "x_phigate_user",
+            "x_forwarded_for",
+            "x_original_url",
+            "x_app_theme",
+        ] {
+            h.insert(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        // Default: every underscored header is dropped.
+        let strip = headers_to_strip(&h, &IdentityHeaderRules::default(), false);
+        assert_eq!(strip.len(), 5);
+        // Allowed: only those whose dashed form the proxy owns.
+        let rules = IdentityHeaderRules {
+            allow_underscores: true,
+            ..IdentityHeaderRules::default()
+        };
+        let strip: Vec<String> = headers_to_strip(&h, &rules, false)
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(strip.len(), 4, "{strip:?}");
+        assert!(!strip.contains(&"x_app_theme".to_string()));
     }
 }

@@ -126,6 +126,10 @@ pub enum PathRejection {
     /// of `"` `<` `>` `` ` `` `{` `}`.
     #[error("character not allowed in request target")]
     InvalidCharacter,
+    /// A percent-encoded code point that upstream Unicode folding turns into
+    /// `.`, `/` or `\\` (e.g. `%EF%BC%8E`, fullwidth full stop).
+    #[error("encoded character that folds to a separator or dot")]
+    ConfusableCharacter,
 }
 
 impl PathRejection {
@@ -145,6 +149,7 @@ impl PathRejection {
         Self::Fragment,
         Self::DoubleEncoding,
         Self::InvalidCharacter,
+        Self::ConfusableCharacter,
     ];
 
     /// Stable snake_case label for metrics and audit records.
@@ -164,6 +169,7 @@ impl PathRejection {
             Self::Fragment => "fragment",
             Self::DoubleEncoding => "double_encoding",
             Self::InvalidCharacter => "invalid_character",
+            Self::ConfusableCharacter => "confusable_character",
         }
     }
 }
@@ -367,13 +373,38 @@ fn push_utf8_escapes(
         pos += 3;
     }
     let seq = buf.get(..width).unwrap_or_default();
-    if std::str::from_utf8(seq).is_err() {
+    let Ok(decoded) = std::str::from_utf8(seq) else {
         return Err(PathRejection::InvalidUtf8);
+    };
+    if decoded.chars().any(is_confusable_separator) {
+        return Err(PathRejection::ConfusableCharacter);
     }
     for &v in seq {
         push_escape(out, v);
     }
     Ok(pos)
+}
+
+/// Code points that Unicode normalization (NFKC), IIS "best fit" mapping or
+/// similar upstream folding turn into `.`, `/` or `\\` — a dot segment or a
+/// separator the path check never saw.
+fn is_confusable_separator(c: char) -> bool {
+    matches!(
+        c,
+        '\u{FF0E}' // FULLWIDTH FULL STOP
+            | '\u{FE52}' // SMALL FULL STOP
+            | '\u{2024}' // ONE DOT LEADER
+            | '\u{2025}' // TWO DOT LEADER
+            | '\u{2026}' // HORIZONTAL ELLIPSIS
+            | '\u{FF0F}' // FULLWIDTH SOLIDUS
+            | '\u{2215}' // DIVISION SLASH
+            | '\u{2044}' // FRACTION SLASH
+            | '\u{29F8}' // BIG SOLIDUS
+            | '\u{FF3C}' // FULLWIDTH REVERSE SOLIDUS
+            | '\u{FE68}' // SMALL REVERSE SOLIDUS
+            | '\u{29F5}' // REVERSE SOLIDUS OPERATOR
+            | '\u{29F9}' // BIG REVERSE SOLIDUS
+    )
 }
 
 /// Checks the segment `out[seg_start..]` that a `/` (or the end) just closed.
@@ -540,6 +571,9 @@ mod tests {
         ("/#", Err(Fragment)),
         ("/caf\u{e9}", Err(NonAscii)),
         ("/\u{1f600}", Err(NonAscii)),
+        ("/%EF%BC%8E%EF%BC%8E/admin", Err(ConfusableCharacter)),
+        ("/a%EF%BC%8Fb", Err(ConfusableCharacter)),
+        ("/a%E2%88%95b", Err(ConfusableCharacter)),
         ("/%c3", Err(InvalidUtf8)),
         ("/%c3a", Err(InvalidUtf8)),
         ("/%c3%41", Err(InvalidUtf8)),

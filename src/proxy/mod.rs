@@ -10,7 +10,7 @@ pub mod router;
 
 pub use pool::{Pool, PoolError};
 pub use respond::{error_body, error_code};
-pub use router::{request_host, Router};
+pub use router::{request_host, routing_view, Router};
 
 use crate::config::{Config, RouteConfig};
 use crate::http::{
@@ -38,6 +38,8 @@ pub struct Route {
     pub websocket: bool,
     pub allow_double_slash: bool,
     pub preserve_host: bool,
+    /// The route names its hosts, so the request's host was on a list.
+    pub hosts_listed: bool,
 }
 
 /// Hygiene settings resolved from config once, used on every request.
@@ -50,6 +52,7 @@ struct Hygiene {
     identity: IdentityHeaderRules,
     trusted: TrustedProxies,
     body_timeout: Duration,
+    keepalive_secs: u64,
 }
 
 /// Per-request state carried between hooks.
@@ -92,6 +95,7 @@ impl Phigate {
                     websocket: r.websocket,
                     allow_double_slash: r.allow_double_slash,
                     preserve_host: r.preserve_host,
+                    hosts_listed: !r.hosts.is_empty(),
                 }),
             ))
         });
@@ -118,6 +122,7 @@ impl Phigate {
             identity,
             trusted: TrustedProxies::new(h.trusted_proxies.clone()),
             body_timeout: h.client_body_timeout.get(),
+            keepalive_secs: h.keepalive_timeout.get().as_secs().max(1),
         };
         Ok((Phigate { router, hygiene }, pools.into_values().collect()))
     }
@@ -163,23 +168,23 @@ impl Phigate {
             return Err((414, "uri_too_long"));
         }
         let host = request_host(host_bytes(req)).map_err(|_| (400, "bad_host"))?;
-        let (path, route) = match normalize_path(raw, &h.strict_path) {
-            Ok(p) => {
-                let route = self.router.route(host.as_deref(), p.path()).cloned();
-                (p, route)
-            }
-            Err(PathRejection::DoubleSlash) => {
-                let p = normalize_path(raw, &h.lenient_path).map_err(|e| (400, e.reason()))?;
-                match self.router.route(host.as_deref(), p.path()) {
-                    Some(r) if r.allow_double_slash => {
-                        let r = r.clone();
-                        (p, Some(r))
-                    }
-                    _ => return Err((400, PathRejection::DoubleSlash.reason())),
-                }
-            }
+        // Normalize strictly; a `//` is tolerated only if the route that
+        // claims the request allows it.
+        let (path, double_slash) = match normalize_path(raw, &h.strict_path) {
+            Ok(p) => (p, false),
+            Err(PathRejection::DoubleSlash) => (
+                normalize_path(raw, &h.lenient_path).map_err(|e| (400, e.reason()))?,
+                true,
+            ),
             Err(e) => return Err((400, e.reason())),
         };
+        let route = self
+            .router
+            .route(host.as_deref(), &routing_view(path.path()))
+            .cloned();
+        if double_slash && !route.as_ref().is_some_and(|r| r.allow_double_slash) {
+            return Err((400, PathRejection::DoubleSlash.reason()));
+        }
         let route = route.ok_or((404, "no_route"))?;
         if let Some(len) = req
             .headers
@@ -259,7 +264,20 @@ impl ProxyHttp for Phigate {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         match self.admit(session, ctx) {
-            Ok(()) => Ok(false),
+            Ok(()) => {
+                // Remove client-sent identity, hop-by-hop and forwarding
+                // headers now, before any later stage could read them.
+                let websocket = ctx.route.as_ref().is_some_and(|r| r.websocket);
+                let req = session.req_header_mut();
+                for name in headers_to_strip(&req.headers, &self.hygiene.identity, websocket) {
+                    req.remove_header(&name);
+                }
+                // HTTP/1.1 keep-alive is unbounded by default; bound the idle wait.
+                if session.get_keepalive() == Some(0) {
+                    session.set_keepalive(Some(self.hygiene.keepalive_secs));
+                }
+                Ok(false)
+            }
             Err((status, reason)) => {
                 ctx.rejection = Some(reason);
                 metrics().rejections.with_label_values(&[reason]).inc();
@@ -273,11 +291,15 @@ impl ProxyHttp for Phigate {
     /// Hygiene: enforce the route's body limit on streamed bodies.
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        // After a 101 the "body" is a WebSocket stream, not a request body.
+        if session.was_upgraded() {
+            return Ok(());
+        }
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
             if ctx
@@ -316,8 +338,8 @@ impl ProxyHttp for Phigate {
         }
     }
 
-    /// Hygiene: the upstream sees the normalized path, no client-owned
-    /// identity or forwarding headers, and phigate's own forwarding headers.
+    /// Hygiene: the upstream sees the normalized path and phigate's own
+    /// forwarding headers (the client's were removed in `request_filter`).
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
@@ -330,13 +352,10 @@ impl ProxyHttp for Phigate {
         if let Some(path) = &ctx.path {
             upstream.set_raw_path(path.to_uri_string().as_bytes())?;
         }
-        for name in headers_to_strip(&upstream.headers, &self.hygiene.identity, route.websocket) {
-            upstream.remove_header(&name);
-        }
         if let Some(fwd) = &ctx.forwarded {
             upstream.insert_header("X-Forwarded-For", fwd.x_forwarded_for.as_str())?;
             upstream.insert_header("X-Forwarded-Proto", fwd.proto.as_str())?;
-            if let Some(host) = &fwd.host {
+            if let Some(host) = fwd.host.as_ref().filter(|_| route.hosts_listed) {
                 upstream.insert_header("X-Forwarded-Host", host.as_str())?;
             }
         }
@@ -360,6 +379,10 @@ impl ProxyHttp for Phigate {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        // Version banners help an attacker more than a user.
+        for name in DISCLOSURE_HEADERS {
+            upstream_response.remove_header(*name);
+        }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())
     }
@@ -421,12 +444,29 @@ impl ProxyHttp for Phigate {
         );
     }
 
+    /// What Pingora's own log lines say about a request (on retries and
+    /// errors): only the request id. Its default names the path and query,
+    /// which identify patients.
+    fn request_summary(&self, _session: &Session, ctx: &RequestCtx) -> String {
+        format!("request_id={}", ctx.request_id)
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // Pingora's own error log includes the request summary (path and
         // query); our `logging` line carries what operators need instead.
         true
     }
 }
+
+/// Response headers that advertise the upstream's software and version.
+const DISCLOSURE_HEADERS: &[&str] = &[
+    "server",
+    "x-powered-by",
+    "x-aspnet-version",
+    "x-aspnetmvc-version",
+    "x-runtime",
+    "x-generator",
+];
 
 /// Maps an error to (status for the client, upstream error kind for metrics).
 fn classify(e: &Error) -> (u16, Option<&'static str>) {

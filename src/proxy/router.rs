@@ -102,6 +102,33 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
     }
 }
 
+/// The path as the router reads it: `;params` removed from every segment and
+/// empty segments collapsed. Servlet containers serve `/a;x/b` as `/a/b`,
+/// and many servers merge `//`; routing on the same reading keeps the router
+/// and the upstream from disagreeing about which prefix a request is under.
+/// Borrowed when there is nothing to remove (the common case).
+pub fn routing_view(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') && !path.contains("//") {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in path.split('/').skip(1) {
+        let name = segment.split(';').next().unwrap_or("");
+        if name.is_empty() && segment.is_empty() {
+            continue;
+        }
+        out.push('/');
+        out.push_str(name);
+    }
+    if path.ends_with('/') && !out.ends_with('/') {
+        out.push('/');
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Why the request's host cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadHost;
@@ -203,6 +230,22 @@ mod tests {
             Router::new(vec![(vec!["a.example".into()], "/".into(), "a")]);
         assert_eq!(only_host.route(None, "/"), None);
         assert_eq!(only_host.route(Some("b.example"), "/"), None);
+    }
+
+    #[test]
+    fn routing_view_matches_servlet_and_merge_slashes_readings() {
+        assert_eq!(routing_view("/fhir/Patient/1"), "/fhir/Patient/1");
+        assert_eq!(routing_view("/fhir/Binary;x/7"), "/fhir/Binary/7");
+        assert_eq!(routing_view("/app;jsessionid=ab/page"), "/app/page");
+        assert_eq!(routing_view("/app//admin/x"), "/app/admin/x");
+        assert_eq!(routing_view("/a/b/"), "/a/b/");
+        assert_eq!(routing_view("/a;x/"), "/a/");
+        assert_eq!(routing_view("//"), "/");
+        let r = router();
+        assert_eq!(
+            r.route(None, &routing_view("/fhir/Binary;x/7")),
+            Some(&"binary")
+        );
     }
 
     #[test]

@@ -19,14 +19,18 @@ use std::sync::Arc;
 /// What readiness depends on.
 pub struct Readiness {
     pub started: AtomicBool,
+    /// Set on SIGTERM: the process is finishing in-flight requests.
+    pub draining: AtomicBool,
     pub pools: Vec<Arc<Pool>>,
 }
 
 impl Readiness {
     /// Ready once the server started and every pool finished its first round
-    /// of health checks.
+    /// of health checks, until shutdown begins.
     pub fn is_ready(&self) -> bool {
-        self.started.load(Ordering::Relaxed) && self.pools.iter().all(|p| p.checked_once())
+        self.started.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && self.pools.iter().all(|p| p.checked_once())
     }
 
     fn report(&self) -> serde_json::Value {
@@ -40,7 +44,11 @@ impl Readiness {
                 )
             })
             .collect();
-        serde_json::json!({ "ready": self.is_ready(), "upstreams": pools })
+        serde_json::json!({
+            "ready": self.is_ready(),
+            "draining": self.draining.load(Ordering::Relaxed),
+            "upstreams": pools,
+        })
     }
 }
 

@@ -11,10 +11,12 @@ use crate::config::{Config, ListenerConfig};
 use crate::metrics::metrics;
 use crate::proxy::{Phigate, Pool};
 use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{TlsAccept, TlsAcceptCallbacks};
 use pingora::protocols::tls::TlsRef;
 use pingora::protocols::ALPN;
+use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{Server, ShutdownWatch};
 use pingora::services::background::{background_service, BackgroundService};
@@ -131,10 +133,15 @@ impl BackgroundService for AdminPlane {
             return;
         };
         self.readiness.started.store(true, Ordering::Relaxed);
-        admin::serve(listener, self.readiness.clone(), async move {
+        // Keep answering through the shutdown grace period — /readyz says
+        // 503 so load balancers stop sending, /metrics stays scrapeable —
+        // until the runtime itself is torn down.
+        let readiness = self.readiness.clone();
+        tokio::spawn(async move {
             let _ = shutdown.changed().await;
-        })
-        .await;
+            readiness.draining.store(true, Ordering::Relaxed);
+        });
+        admin::serve(listener, self.readiness.clone(), std::future::pending()).await;
     }
 }
 
@@ -182,8 +189,13 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     server.bootstrap();
 
     let (phigate, pools) = Phigate::from_config(config)?;
-    let mut service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, phigate, "phigate");
+    let mut options = HttpServerOptions::default();
+    options.keepalive_request_limit = Some(config.hygiene.max_requests_per_connection.max(1));
+    options.h2_idle_timeout = Some(config.hygiene.keepalive_timeout.get());
+    let mut service = ProxyServiceBuilder::new(&server.configuration, phigate)
+        .name("phigate")
+        .server_options(options)
+        .build();
     let mut certs = Vec::new();
     for l in &config.listeners {
         match &l.tls {
@@ -210,6 +222,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         })?;
     let readiness = Arc::new(admin::Readiness {
         started: false.into(),
+        draining: false.into(),
         pools: pools.clone(),
     });
     server.add_service(background_service(
@@ -230,6 +243,19 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Pingora's debug and trace output includes request headers and paths:
+    // cap it at info whatever RUST_LOG asks for, so no PHI reaches the log.
+    let verbose = filter
+        .max_level_hint()
+        .is_none_or(|max| max > tracing::level_filters::LevelFilter::INFO);
+    let filter = if verbose {
+        ["pingora_core=info", "pingora_proxy=info", "pingora=info"]
+            .iter()
+            .filter_map(|d| d.parse().ok())
+            .fold(filter, |f, d| f.add_directive(d))
+    } else {
+        filter
+    };
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(false)
