@@ -6,6 +6,11 @@ use phigate::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// mimalloc: about 10% more throughput than glibc malloc on the proxy path
+/// (benches/RESULTS.md), from fewer, cheaper allocations per request.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "phigate",

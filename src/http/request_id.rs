@@ -35,6 +35,15 @@ impl RequestId {
         }
     }
 
+    /// A placeholder before the request's headers are read (allocates
+    /// nothing, generates nothing); its string is empty.
+    pub fn unassigned() -> RequestId {
+        RequestId {
+            value: String::new(),
+            client_supplied: false,
+        }
+    }
+
     /// The ID.
     pub fn as_str(&self) -> &str {
         &self.value
