@@ -3,6 +3,7 @@
 //! core; `proxy` is the thin Pingora glue that calls them in order.
 #![forbid(unsafe_code)]
 
+pub mod authn;
 pub mod config;
 pub mod demo;
 pub mod http;

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub cert_reloads: IntCounterVec,
     /// 1 once listeners and upstream pools are up.
     pub ready: IntGauge,
+    /// Authentication events by kind and reason.
+    pub auth_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -96,6 +98,14 @@ impl Metrics {
         .expect("static metric definition");
         let ready = IntGauge::new("phigate_ready", "1 when phigate is ready to serve")
             .expect("static metric definition");
+        let auth_events = IntCounterVec::new(
+            Opts::new(
+                "phigate_auth_events_total",
+                "Authentication events (rejections, step-ups, sign-ins), by kind and reason",
+            ),
+            &["event", "reason"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -105,6 +115,7 @@ impl Metrics {
             Box::new(tls_handshakes.clone()),
             Box::new(cert_reloads.clone()),
             Box::new(ready.clone()),
+            Box::new(auth_events.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -118,6 +129,7 @@ impl Metrics {
             tls_handshakes,
             cert_reloads,
             ready,
+            auth_events,
         }
     }
 

@@ -30,6 +30,7 @@ address = "127.0.0.1:8080"
 name = "fhir"
 path_prefix = "/fhir"
 upstream = "ehr"
+auth = { kind = "public" }
 
 [upstreams.ehr]
 origins = ["http://127.0.0.1:8081"]

@@ -128,7 +128,7 @@ fn hygiene_corpus() {
     let body = format!(
         "[hygiene]\nstrip_headers = [\"X-Legacy-User\"]\n\n{}\n{}",
         route_to("echo", "/", &[upstream.origin()], "[upstreams.echo.health_check]\npath = \"/healthz\"\n"),
-        "[[routes]]\nname = \"small\"\npath_prefix = \"/__echo/small\"\nupstream = \"echo\"\nmax_body = \"1KiB\"\n",
+        "[[routes]]\nname = \"small\"\npath_prefix = \"/__echo/small\"\nupstream = \"echo\"\nmax_body = \"1KiB\"\nauth = { kind = \"public\" }\n",
     );
     let px = Phigate::start(&body.replace("path_prefix = \"/\"", "path_prefix = \"/__echo\""));
     let cases = corpus();

@@ -17,7 +17,7 @@ fn routes_to_nginx_and_demo_by_prefix_and_host() {
         "{}\n{}\n{}",
         route_to("fhir", "/fhir", &[demo.origin()], ""),
         route_to("portal", "/portal", &[nginx.origin()], ""),
-        "[[routes]]\nname = \"ehr-host\"\nhosts = [\"ehr.example.org\"]\npath_prefix = \"/\"\nupstream = \"portal\"\n",
+        "[[routes]]\nname = \"ehr-host\"\nhosts = [\"ehr.example.org\"]\npath_prefix = \"/\"\nupstream = \"portal\"\nauth = { kind = \"public\" }\n",
     ));
     let r = px.get("/fhir/Patient/pat-0001");
     assert_eq!(r.status, 200);
@@ -201,7 +201,7 @@ fn websocket_upgrade_only_where_allowed() {
         None,
     );
     let px = Phigate::start(&format!(
-        "{}\n[[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"app\"\nwebsocket = true\n",
+        "{}\n[[routes]]\nname = \"ws\"\npath_prefix = \"/ws\"\nupstream = \"app\"\nwebsocket = true\nauth = {{ kind = \"public\" }}\n",
         route_to("app", "/app", &[nginx.origin()], "")
     ));
     let upgrade = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
@@ -259,6 +259,7 @@ name = "ws"
 path_prefix = "/ws"
 upstream = "ws"
 websocket = true
+auth = {{ kind = "public" }}
 
 [upstreams.ws]
 origins = ["http://{ws}"]

@@ -105,6 +105,13 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        for idp in &mut self.identity_providers {
+            if let Some(ca) = &mut idp.ca_file {
+                if ca.is_relative() {
+                    *ca = base.join(&*ca);
+                }
+            }
+        }
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -182,6 +189,35 @@ impl Config {
         for (name, u) in &self.upstreams {
             check_upstream(&format!("upstreams.{name}"), u, &mut out);
         }
+        let mut idp_names = std::collections::HashSet::new();
+        for (i, idp) in self.identity_providers.iter().enumerate() {
+            let key = format!("identity_providers[{i}]");
+            if !idp_names.insert(idp.name.as_str()) {
+                out.push((
+                    format!("{key}.name"),
+                    format!("identity provider name {:?} is used twice", idp.name),
+                ));
+            }
+            check_identity_provider(&key, idp, &mut out);
+        }
+        if let Err(e) = crate::authn::ApiKeyStore::new(&self.api_keys) {
+            out.push(("api_keys".into(), e));
+        }
+        let ih = &self.identity_headers;
+        for (field, v) in [
+            ("user", &ih.user),
+            ("name", &ih.name),
+            ("email", &ih.email),
+            ("roles", &ih.roles),
+            ("assertion", &ih.assertion),
+        ] {
+            if ::http::HeaderName::from_bytes(v.as_bytes()).is_err() {
+                out.push((
+                    format!("identity_headers.{field}"),
+                    format!("{v:?} is not a valid header name"),
+                ));
+            }
+        }
         out
     }
 }
@@ -252,6 +288,7 @@ fn check_route(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(Strin
             "preserve_host passes the client's Host to the app; list the route's `hosts` so only those names reach it".into(),
         ));
     }
+    check_route_auth(key, r, config, out);
     if !config.upstreams.contains_key(&r.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         out.push((
@@ -274,6 +311,101 @@ fn check_route(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(Strin
                 format!("{key}.hosts[{i}]"),
                 format!("{h:?} is not a host name (no port, scheme or path; `*.` prefix allowed)"),
             ));
+        }
+    }
+}
+
+fn check_route_auth(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(String, String)>) {
+    let a = &r.auth;
+    let key = format!("{key}.auth");
+    if a.kind == AuthKind::Public {
+        return;
+    }
+    if a.accept.is_empty() {
+        out.push((
+            format!("{key}.accept"),
+            "accepts no credential; list \"bearer\" and/or \"api_key\", or make the route public"
+                .into(),
+        ));
+    }
+    if a.accept.contains(&CredentialKind::Bearer) && config.identity_providers.is_empty() {
+        out.push((
+            format!("{key}.accept"),
+            format!(
+                "route {:?} needs bearer tokens but no [[identity_providers]] is configured; add one, or set `auth = {{ kind = \"public\" }}` if the route is meant to be open",
+                r.name
+            ),
+        ));
+    }
+    if a.accept.contains(&CredentialKind::ApiKey) && config.api_keys.is_empty() {
+        out.push((
+            format!("{key}.accept"),
+            "accepts api_key but no [[api_keys]] are configured (`phigate keygen api-key`)".into(),
+        ));
+    }
+    for (i, name) in a.issuers.iter().enumerate() {
+        if !config.identity_providers.iter().any(|p| &p.name == name) {
+            out.push((
+                format!("{key}.issuers[{i}]"),
+                format!("no identity provider named {name:?}"),
+            ));
+        }
+    }
+    for (i, p) in a.public_paths.iter().enumerate() {
+        let under = p
+            .strip_prefix(r.path_prefix.trim_end_matches('/'))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
+        if !p.starts_with('/') || !under {
+            out.push((
+                format!("{key}.public_paths[{i}]"),
+                format!(
+                    "{p:?} must be a path under the route's prefix {:?}",
+                    r.path_prefix
+                ),
+            ));
+        }
+    }
+}
+
+fn check_identity_provider(
+    key: &str,
+    idp: &IdentityProviderConfig,
+    out: &mut Vec<(String, String)>,
+) {
+    match idp.issuer.split_once("://") {
+        Some(("https", _)) => {}
+        Some(("http", rest)) => {
+            let host = rest.split(['/', ':']).next().unwrap_or("");
+            let loopback = host == "localhost"
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !(idp.dangerous_allow_http && loopback) {
+                out.push((format!("{key}.issuer"), "issuers must be https://; an http:// issuer is allowed only on loopback with `dangerous_allow_http = true` (test IdPs)".into()));
+            }
+        }
+        _ => out.push((
+            format!("{key}.issuer"),
+            format!("{:?} is not an https:// URL", idp.issuer),
+        )),
+    }
+    if idp.audiences.is_empty() {
+        out.push((format!("{key}.audiences"), "list the `aud` values phigate's tokens carry; accepting any audience would accept tokens meant for other apps".into()));
+    }
+    if idp.algorithms.is_empty() {
+        out.push((
+            format!("{key}.algorithms"),
+            "list at least one algorithm".into(),
+        ));
+    }
+    for (i, a) in idp.algorithms.iter().enumerate() {
+        if crate::authn::setup_asymmetric_algorithm(a).is_none() {
+            out.push((format!("{key}.algorithms[{i}]"), format!("{a:?} is not allowed: use RS256/384/512, PS256/384/512, ES256/384 or EdDSA (HMAC and none are never accepted for an identity provider)")));
+        }
+    }
+    if let Some(ca) = &idp.ca_file {
+        if let Err(e) = crate::server::tls::load_ca_bundle(ca) {
+            out.push((format!("{key}.ca_file"), e.to_string()));
         }
     }
 }

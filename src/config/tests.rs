@@ -19,6 +19,7 @@ key = "key.pem"
 name = "fhir"
 path_prefix = "/fhir"
 upstream = "ehr"
+auth = { kind = "public" }
 
 [upstreams.ehr]
 origins = ["http://127.0.0.1:8080"]
@@ -70,7 +71,7 @@ fn all_semantic_problems_reported_with_lines() {
     );
     assert!(keys.contains(&("routes[0].upstream", Some(11))), "{keys:?}");
     assert!(
-        keys.contains(&("upstreams.ehr.origins[0]", Some(14))),
+        keys.contains(&("upstreams.ehr.origins[0]", Some(15))),
         "{keys:?}"
     );
     let s = e.to_string();
@@ -90,6 +91,7 @@ address = "0.0.0.0:8080"
 name = "r"
 path_prefix = "/"
 upstream = "u"
+auth = { kind = "public" }
 [upstreams.u]
 origins = ["http://127.0.0.1:1"]
 "#;
@@ -216,7 +218,12 @@ fn demo_config_template_is_valid() {
         state_dir: None,
     };
     let text = crate::demo::render_config(&args, "127.0.0.1:1".parse().unwrap(), &cert, &key);
-    assert!(!text.contains('{'), "unfilled placeholder:\n{text}");
+    for placeholder in ["{listen}", "{admin}", "{cert}", "{key}", "{upstream}"] {
+        assert!(
+            !text.contains(placeholder),
+            "unfilled {placeholder}:\n{text}"
+        );
+    }
     if let Err(e) = load(&dir, &text) {
         panic!("{e}");
     }

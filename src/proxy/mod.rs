@@ -12,6 +12,8 @@ pub use pool::{Pool, PoolError};
 pub use respond::{error_body, error_code};
 pub use router::{request_host, routing_view, Router};
 
+use crate::authn::RequestFacts;
+use crate::authn::{AuthOutcome, Authenticator, Principal, RouteAuth};
 use crate::config::{Config, RouteConfig};
 use crate::http::{
     check_framing_for_version, forwarded_headers, framing_headers_from_raw, headers_to_strip,
@@ -40,6 +42,7 @@ pub struct Route {
     pub preserve_host: bool,
     /// The route names its hosts, so the request's host was on a list.
     pub hosts_listed: bool,
+    pub auth: RouteAuth,
 }
 
 /// Hygiene settings resolved from config once, used on every request.
@@ -65,17 +68,26 @@ pub struct RequestCtx {
     upstream_host: Option<String>,
     body_bytes: u64,
     rejection: Option<&'static str>,
+    client_ip: Option<std::net::IpAddr>,
+    principal: Option<Arc<Principal>>,
+    /// Hash of the credential that authenticated the request.
+    credential: [u8; 32],
 }
 
-/// The proxy: hygiene, routing and upstream selection.
+/// The proxy: hygiene, routing, authentication and upstream selection.
 pub struct Phigate {
     router: Router<Arc<Route>>,
     hygiene: Hygiene,
+    authn: Arc<Authenticator>,
+    identity: IdentityNames,
 }
 
 impl Phigate {
     /// Builds the data plane from validated config; resolves origins.
-    pub fn from_config(config: &Config) -> Result<(Phigate, Vec<Arc<Pool>>), PoolError> {
+    pub fn from_config(
+        config: &Config,
+        authn: Arc<Authenticator>,
+    ) -> Result<(Phigate, Vec<Arc<Pool>>), PoolError> {
         let mut pools = BTreeMap::new();
         for (name, u) in &config.upstreams {
             pools.insert(name.clone(), Arc::new(Pool::from_config(name, u)?));
@@ -96,6 +108,7 @@ impl Phigate {
                     allow_double_slash: r.allow_double_slash,
                     preserve_host: r.preserve_host,
                     hosts_listed: !r.hosts.is_empty(),
+                    auth: RouteAuth::from_config(&r.name, &r.auth),
                 }),
             ))
         });
@@ -124,11 +137,24 @@ impl Phigate {
             body_timeout: h.client_body_timeout.get(),
             keepalive_secs: h.keepalive_timeout.get().as_secs().max(1),
         };
-        Ok((Phigate { router, hygiene }, pools.into_values().collect()))
+        let identity = IdentityNames::from_config(&config.identity_headers)?;
+        Ok((
+            Phigate {
+                router,
+                hygiene,
+                authn,
+                identity,
+            },
+            pools.into_values().collect(),
+        ))
     }
 
     /// Hygiene and routing. `Err((status, reason))` rejects the request.
-    fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), (u16, &'static str)> {
+    fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Admission, (u16, &'static str)> {
         let req = session.req_header();
         let h = &self.hygiene;
 
@@ -178,6 +204,13 @@ impl Phigate {
             ),
             Err(e) => return Err((400, e.reason())),
         };
+        // phigate's own endpoints come before every route and are never forwarded.
+        if let Some(rest) = path.path().strip_prefix(RESERVED_PREFIX) {
+            return match (rest, &req.method) {
+                ("jwks.json", &::http::Method::GET) => Ok(Admission::Reserved(Reserved::Jwks)),
+                _ => Err((404, "reserved_path")),
+            };
+        }
         let route = self
             .router
             .route(host.as_deref(), &routing_view(path.path()))
@@ -211,10 +244,164 @@ impl Phigate {
             &req.headers,
             &h.trusted,
         ));
+        ctx.client_ip = Some(peer);
         ctx.path = Some(path);
         ctx.route = Some(route);
+        Ok(Admission::Routed)
+    }
+
+    /// Authentication: who is this? `Err` is the 401 to send.
+    async fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), (&'static str, String)> {
+        let (Some(route), Some(path)) = (&ctx.route, &ctx.path) else {
+            return Ok(());
+        };
+        let facts = RequestFacts {
+            request_id: ctx.request_id.as_str(),
+            route: &route.name,
+            client_ip: ctx.client_ip,
+            path: path.path(),
+        };
+        let authorization = session
+            .req_header()
+            .headers
+            .get(::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        match self
+            .authn
+            .authenticate(&route.auth, authorization, &facts, unix_now())
+            .await
+        {
+            AuthOutcome::Public => Ok(()),
+            AuthOutcome::Authenticated {
+                principal,
+                credential,
+            } => {
+                ctx.principal = Some(principal);
+                ctx.credential = credential;
+                Ok(())
+            }
+            AuthOutcome::Challenge(www) => Err(("unauthenticated", www)),
+            AuthOutcome::StepUp(step_up) => Err(("step_up_required", step_up.challenge())),
+        }
+    }
+
+    /// The identity headers and assertion for the upstream.
+    fn inject_identity(
+        &self,
+        upstream: &mut RequestHeader,
+        route: &Route,
+        principal: &Principal,
+        credential: [u8; 32],
+    ) -> pingora::Result<()> {
+        let names = &self.identity;
+        let cap = names.max_bytes;
+        upstream.insert_header(names.user.clone(), header_safe(&principal.id, cap))?;
+        if let Some(n) = &principal.display_name {
+            upstream.insert_header(names.name.clone(), header_safe(n, cap))?;
+        }
+        if let Some(e) = &principal.email {
+            upstream.insert_header(names.email.clone(), header_safe(e, cap))?;
+        }
+        if !principal.roles.is_empty() {
+            upstream.insert_header(names.roles.clone(), joined_within(&principal.roles, cap))?;
+        }
+        let assertion =
+            self.authn
+                .signer
+                .assertion(principal, credential, &route.auth.audience, unix_now());
+        match assertion {
+            Some(a) => upstream.insert_header(names.assertion.clone(), a)?,
+            // Never forward an authenticated request without its assertion.
+            None => {
+                return Error::e_explain(ErrorType::HTTPStatus(500), "assertion signing failed")
+            }
+        }
         Ok(())
     }
+}
+
+/// What admission decided.
+enum Admission {
+    Routed,
+    Reserved(Reserved),
+}
+
+/// phigate's own endpoints.
+enum Reserved {
+    Jwks,
+}
+
+const RESERVED_PREFIX: &str = "/.phigate/";
+
+/// Header names for identity injection, resolved once.
+struct IdentityNames {
+    user: ::http::HeaderName,
+    name: ::http::HeaderName,
+    email: ::http::HeaderName,
+    roles: ::http::HeaderName,
+    assertion: ::http::HeaderName,
+    max_bytes: usize,
+}
+
+impl IdentityNames {
+    fn from_config(c: &crate::config::IdentityHeadersConfig) -> Result<IdentityNames, PoolError> {
+        let name = |s: &str| {
+            ::http::HeaderName::from_bytes(s.as_bytes()).map_err(|_| PoolError {
+                pool: "identity_headers".into(),
+                reason: format!("{s:?} is not a header name"),
+            })
+        };
+        Ok(IdentityNames {
+            user: name(&c.user)?,
+            name: name(&c.name)?,
+            email: name(&c.email)?,
+            roles: name(&c.roles)?,
+            assertion: name(&c.assertion)?,
+            max_bytes: c.max_header_bytes.max(64),
+        })
+    }
+}
+
+/// A claim value fit for a header: control characters become spaces and it
+/// is cut (at a character boundary) to `cap` bytes.
+fn header_safe(v: &str, cap: usize) -> String {
+    let mut out = String::with_capacity(v.len().min(cap));
+    for c in v.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > cap {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Comma-joined values, stopping before the one that would exceed `cap`.
+fn joined_within(values: &[String], cap: usize) -> String {
+    let mut out = String::new();
+    for v in values {
+        let v = header_safe(&v.replace(',', " "), cap);
+        let extra = if out.is_empty() { v.len() } else { v.len() + 1 };
+        if out.len() + extra > cap {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&v);
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn host_bytes(req: &RequestHeader) -> Option<&[u8]> {
@@ -235,13 +422,16 @@ impl ProxyHttp for Phigate {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
-            request_id: RequestId::generate(),
+            request_id: RequestId::unassigned(),
             route: None,
             path: None,
             forwarded: None,
             upstream_host: None,
             body_bytes: 0,
             rejection: None,
+            client_ip: None,
+            principal: None,
+            credential: [0; 32],
         }
     }
 
@@ -264,7 +454,12 @@ impl ProxyHttp for Phigate {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         match self.admit(session, ctx) {
-            Ok(()) => {
+            Ok(Admission::Reserved(Reserved::Jwks)) => {
+                let jwks = self.authn.signer.jwks().clone();
+                respond::send_json(session, 200, &jwks, ctx.request_id.as_str()).await?;
+                Ok(true)
+            }
+            Ok(Admission::Routed) => {
                 // Remove client-sent identity, hop-by-hop and forwarding
                 // headers now, before any later stage could read them.
                 let websocket = ctx.route.as_ref().is_some_and(|r| r.websocket);
@@ -275,6 +470,20 @@ impl ProxyHttp for Phigate {
                 // HTTP/1.1 keep-alive is unbounded by default; bound the idle wait.
                 if session.get_keepalive() == Some(0) {
                     session.set_keepalive(Some(self.hygiene.keepalive_secs));
+                }
+                // Authentication: who is asking?
+                if let Err((reason, www)) = self.authenticate(session, ctx).await {
+                    ctx.rejection = Some(reason);
+                    metrics().rejections.with_label_values(&[reason]).inc();
+                    respond::send_error_with(
+                        session,
+                        401,
+                        ctx.request_id.as_str(),
+                        false,
+                        &[("WWW-Authenticate", www)],
+                    )
+                    .await?;
+                    return Ok(true);
                 }
                 Ok(false)
             }
@@ -360,6 +569,14 @@ impl ProxyHttp for Phigate {
             }
         }
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if !route.auth.forward_authorization {
+            upstream.remove_header(&::http::header::AUTHORIZATION);
+        }
+        if let Some(principal) = &ctx.principal {
+            if route.auth.identity_headers {
+                self.inject_identity(upstream, &route, principal, ctx.credential)?;
+            }
+        }
         if !route.preserve_host {
             if let Some(host) = &ctx.upstream_host {
                 upstream.insert_header("Host", host.as_str())?;

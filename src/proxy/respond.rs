@@ -11,6 +11,7 @@ use pingora::proxy::Session;
 pub fn error_code(status: u16) -> &'static str {
     match status {
         400 => "bad_request",
+        401 => "unauthorized",
         403 => "forbidden",
         404 => "not_found",
         405 => "method_not_allowed",
@@ -23,6 +24,24 @@ pub fn error_code(status: u16) -> &'static str {
         504 => "gateway_timeout",
         _ => "internal_error",
     }
+}
+
+/// A complete JSON response (phigate's own endpoints under `/.phigate/`).
+pub async fn send_json(
+    session: &mut Session,
+    status: u16,
+    body: &serde_json::Value,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let body = Bytes::from(body.to_string());
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "public, max-age=300")?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
 }
 
 /// The JSON body of a generated error.
@@ -43,8 +62,22 @@ pub async fn send_error(
     request_id: &str,
     close: bool,
 ) -> pingora::Result<()> {
+    send_error_with(session, status, request_id, close, &[]).await
+}
+
+/// [`send_error`] with extra headers (e.g. `WWW-Authenticate`).
+pub async fn send_error_with(
+    session: &mut Session,
+    status: u16,
+    request_id: &str,
+    close: bool,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
     let body = error_body(status, request_id);
-    let mut resp = ResponseHeader::build(status, Some(6))?;
+    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
+    for (name, value) in extra {
+        resp.insert_header(*name, value.as_str())?;
+    }
     resp.insert_header("Content-Type", "application/json")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header("Cache-Control", "no-store")?;

@@ -31,6 +31,8 @@ use tls::{ReloadOutcome, ReloadingCert};
 pub enum StartError {
     #[error(transparent)]
     Pool(#[from] crate::proxy::PoolError),
+    #[error(transparent)]
+    Authn(#[from] crate::authn::SetupError),
     #[error("listener {address}: {source}")]
     Tls {
         address: String,
@@ -168,6 +170,7 @@ fn unreachable_tls(address: &str) -> ! {
 pub fn build(config: &Config) -> Result<Server, StartError> {
     pingora::tls::install_default_crypto_provider();
     let mut conf = ServerConf {
+        work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(config.server.grace_period.get().as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.get().as_secs()),
         ..ServerConf::default()
@@ -188,7 +191,8 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let (phigate, pools) = Phigate::from_config(config)?;
+    let authn = crate::authn::build(config)?;
+    let (phigate, pools) = Phigate::from_config(config, authn)?;
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = Some(config.hygiene.max_requests_per_connection.max(1));
     options.h2_idle_timeout = Some(config.hygiene.keepalive_timeout.get());

@@ -425,7 +425,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A minimal route + upstream config for one pool. Health checks go to
+/// A minimal public route + upstream config for one pool. Health checks go to
 /// `/healthz` (the demo upstream and the harness's nginx both serve it)
 /// unless `extra_upstream` configures them.
 pub fn route_to(name: &str, prefix: &str, origins: &[String], extra_upstream: &str) -> String {
@@ -436,7 +436,7 @@ pub fn route_to(name: &str, prefix: &str, origins: &[String], extra_upstream: &s
         format!("[upstreams.{name}.health_check]\npath = \"/healthz\"\ninterval = \"1s\"\n")
     };
     format!(
-        "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{name}\"\n\n[upstreams.{name}]\norigins = [{}]\n{extra_upstream}\n{health}",
+        "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{name}\"\nauth = {{ kind = \"public\" }}\n\n[upstreams.{name}]\norigins = [{}]\n{extra_upstream}\n{health}",
         origins.join(", ")
     )
 }

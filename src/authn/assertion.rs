@@ -1,0 +1,209 @@
+//! The identity assertion upstreams can verify: a short-lived ES256 JWT in
+//! `X-Phigate-Assertion`, with its public key at `/.phigate/jwks.json`.
+//!
+//! Plain identity headers are only as trustworthy as the network between
+//! phigate and the app; a signed assertion is not. Signing costs tens of
+//! microseconds, so an assertion is reused for the same credential and
+//! audience until shortly before it expires.
+
+use super::principal::Principal;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an assertion is valid.
+pub const ASSERTION_TTL: Duration = Duration::from_secs(120);
+/// An assertion is re-signed when less than this is left of it.
+const REUSE_MARGIN: u64 = 60;
+
+/// Signs assertions with one P-256 key.
+pub struct AssertionSigner {
+    issuer: String,
+    kid: String,
+    key: EncodingKey,
+    jwks: serde_json::Value,
+    cache: moka::sync::Cache<CacheKey, Arc<(String, u64)>>,
+}
+
+/// (credential hash, audience) → (assertion, its `exp`).
+type CacheKey = ([u8; 32], Arc<str>);
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    iss: &'a str,
+    aud: &'a str,
+    sub: &'a str,
+    iat: u64,
+    exp: u64,
+    /// The identity provider (or service method) that vouched for `sub`.
+    idp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<&'a str>,
+    roles: &'a [String],
+    amr: &'a [String],
+    mfa: bool,
+    method: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    #[error("assertion key: {0}")]
+    Key(String),
+}
+
+impl AssertionSigner {
+    /// A signer with a fresh key (one per process). Replicas behind one load
+    /// balancer should share a key file instead, see [`Self::from_pem`].
+    pub fn generate(issuer: &str) -> Result<AssertionSigner, SignerError> {
+        let kp = rcgen::KeyPair::generate().map_err(|e| SignerError::Key(e.to_string()))?;
+        Self::from_key_pair(issuer, &kp)
+    }
+
+    /// A signer from a PKCS#8 PEM P-256 private key.
+    pub fn from_pem(issuer: &str, pem: &str) -> Result<AssertionSigner, SignerError> {
+        let kp = rcgen::KeyPair::from_pem(pem).map_err(|e| SignerError::Key(e.to_string()))?;
+        if !kp.is_compatible(&rcgen::PKCS_ECDSA_P256_SHA256) {
+            return Err(SignerError::Key("the key must be ECDSA P-256".into()));
+        }
+        Self::from_key_pair(issuer, &kp)
+    }
+
+    fn from_key_pair(issuer: &str, kp: &rcgen::KeyPair) -> Result<AssertionSigner, SignerError> {
+        let der = kp.serialize_der();
+        let key = EncodingKey::from_ec_der(&der);
+        let public = kp.public_key_raw();
+        if public.len() != 65 || public[0] != 4 {
+            return Err(SignerError::Key(
+                "unexpected P-256 public key encoding".into(),
+            ));
+        }
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let thumb = {
+            use sha2::Digest;
+            // RFC 7638 thumbprint as the key id: stable for the same key.
+            let canonical = format!(
+                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+                b64(&public[1..33]),
+                b64(&public[33..65])
+            );
+            b64(&sha2::Sha256::digest(canonical.as_bytes()))
+        };
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": thumb,
+            "x": b64(&public[1..33]), "y": b64(&public[33..65]),
+        }]});
+        Ok(AssertionSigner {
+            issuer: issuer.to_string(),
+            kid: thumb,
+            key,
+            jwks,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(ASSERTION_TTL)
+                .build(),
+        })
+    }
+
+    /// The public key set for `/.phigate/jwks.json`.
+    pub fn jwks(&self) -> &serde_json::Value {
+        &self.jwks
+    }
+
+    /// An assertion about `principal` for `audience`, reused per
+    /// `credential` (a hash of the token, session or key) while fresh.
+    pub fn assertion(
+        &self,
+        principal: &Principal,
+        credential: [u8; 32],
+        audience: &Arc<str>,
+        now: u64,
+    ) -> Option<String> {
+        let cache_key = (credential, audience.clone());
+        if let Some(hit) = self.cache.get(&cache_key) {
+            if hit.1 > now + REUSE_MARGIN {
+                return Some(hit.0.clone());
+            }
+        }
+        let exp = now + ASSERTION_TTL.as_secs();
+        let claims = Claims {
+            iss: &self.issuer,
+            aud: audience,
+            sub: &principal.id,
+            iat: now,
+            exp,
+            idp: &principal.issuer,
+            name: principal.display_name.as_deref(),
+            email: principal.email.as_deref(),
+            roles: &principal.roles,
+            amr: &principal.amr,
+            mfa: principal.mfa,
+            method: principal.method.as_str(),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("JWT".into());
+        let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;
+        self.cache.insert(cache_key, Arc::new((token.clone(), exp)));
+        Some(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::AuthMethod;
+    use jsonwebtoken::jwk::JwkSet;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    #[test]
+    fn assertions_verify_against_published_jwks_and_are_reused() {
+        let signer = AssertionSigner::generate("phigate").unwrap();
+        let mut p = Principal::service(
+            "alice",
+            "https://idp",
+            AuthMethod::Bearer,
+            vec!["nurse".into()],
+        );
+        p.mfa = true;
+        let aud: Arc<str> = Arc::from("ehr");
+        let now = jsonwebtoken::get_current_timestamp();
+        let a = signer.assertion(&p, [1; 32], &aud, now).unwrap();
+        assert_eq!(
+            signer.assertion(&p, [1; 32], &aud, now + 5).unwrap(),
+            a,
+            "reused"
+        );
+        let mut bob = p.clone();
+        bob.id = "bob".into();
+        assert_ne!(
+            signer.assertion(&bob, [2; 32], &aud, now).unwrap(),
+            a,
+            "per principal"
+        );
+        assert!(signer.cache.entry_count() <= 2);
+
+        let jwks: JwkSet = serde_json::from_value(signer.jwks().clone()).unwrap();
+        let key = DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&["ehr"]);
+        v.set_issuer(&["phigate"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(&a, &key, &v).unwrap();
+        assert_eq!(data.claims["sub"], "alice");
+        assert_eq!(data.claims["roles"][0], "nurse");
+        assert_eq!(data.claims["mfa"], true);
+        assert_eq!(
+            data.header.kid.as_deref(),
+            jwks.keys[0].common.key_id.as_deref()
+        );
+    }
+
+    #[test]
+    fn non_p256_keys_are_refused() {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        assert!(AssertionSigner::from_pem("phigate", &kp.serialize_pem()).is_err());
+    }
+}

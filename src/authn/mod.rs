@@ -1,0 +1,278 @@
+//! Authentication: who is asking?
+//!
+//! Each route says which credentials it accepts and how strong the
+//! authentication must be. [`Authenticator::authenticate`] turns a request's
+//! credentials into a [`Principal`] or into the exact answer the client
+//! needs: a 401 challenge (RFC 6750) or a step-up (RFC 9470). Every refusal
+//! emits an [`AuthEvent`]. Nothing here trusts a header a client could set
+//! except the credential itself.
+
+pub mod apikey;
+pub mod assertion;
+pub mod bearer;
+pub mod events;
+pub mod jwks;
+pub mod mfa;
+pub mod principal;
+mod setup;
+
+pub use apikey::{ApiKeyConfig, ApiKeyStore};
+pub use assertion::AssertionSigner;
+pub use bearer::{BearerVerifier, TokenRejection};
+pub use events::{AuthEvent, AuthEventKind, AuthEventSink, LogSink};
+pub use mfa::{MfaRules, StepUp, Strength};
+pub use principal::{AuthMethod, ClaimMapping, Principal, PrincipalKind};
+pub use setup::{asymmetric_algorithm as setup_asymmetric_algorithm, build, SetupError};
+
+use crate::config::{AuthKind, CredentialKind};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// A route's authentication requirements, resolved from config.
+#[derive(Debug, Clone)]
+pub struct RouteAuth {
+    pub kind: AuthKind,
+    pub bearer: bool,
+    pub api_key: bool,
+    /// Identity provider names whose tokens count (empty = all).
+    pub issuers: Vec<String>,
+    pub strength: Strength,
+    pub public_paths: Vec<String>,
+    pub forward_authorization: bool,
+    pub identity_headers: bool,
+    pub audience: Arc<str>,
+}
+
+impl RouteAuth {
+    pub fn from_config(route_name: &str, c: &crate::config::RouteAuthConfig) -> RouteAuth {
+        RouteAuth {
+            kind: c.kind,
+            bearer: c.accept.contains(&CredentialKind::Bearer),
+            api_key: c.accept.contains(&CredentialKind::ApiKey),
+            issuers: c.issuers.clone(),
+            strength: Strength {
+                require_mfa: c.require_mfa,
+                max_auth_age: c.max_auth_age.map(|d| d.get().as_secs()),
+            },
+            public_paths: c
+                .public_paths
+                .iter()
+                .map(|p| trim_slash(p).to_string())
+                .collect(),
+            forward_authorization: c.forward_authorization,
+            identity_headers: c.identity_headers,
+            audience: Arc::from(c.assertion_audience.as_deref().unwrap_or(route_name)),
+        }
+    }
+
+    /// Whether `path` (normalized) needs no credentials on this route.
+    pub fn is_public(&self, path: &str) -> bool {
+        self.kind == AuthKind::Public
+            || self.public_paths.iter().any(|p| {
+                path.strip_prefix(p.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    }
+}
+
+fn trim_slash(p: &str) -> &str {
+    if p.len() > 1 {
+        p.trim_end_matches('/')
+    } else {
+        p
+    }
+}
+
+/// The result of authenticating one request.
+#[derive(Debug)]
+pub enum AuthOutcome {
+    /// No credentials needed here.
+    Public,
+    /// Verified. `credential` identifies the credential (a hash), not the person.
+    Authenticated {
+        principal: Arc<Principal>,
+        credential: [u8; 32],
+    },
+    /// 401 with this `WWW-Authenticate` value.
+    Challenge(String),
+    /// 401 asking for stronger or fresher authentication.
+    StepUp(StepUp),
+}
+
+/// What the glue knows about the request, for events.
+pub struct RequestFacts<'a> {
+    pub request_id: &'a str,
+    pub route: &'a str,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub path: &'a str,
+}
+
+/// All authentication state: verifiers, keys, the assertion signer, the event sink.
+pub struct Authenticator {
+    pub bearer: Option<BearerVerifier>,
+    pub api_keys: ApiKeyStore,
+    pub signer: AssertionSigner,
+    pub events: Arc<dyn AuthEventSink>,
+    /// Issuer name → its MFA rules (for step-up `acr_values`).
+    mfa_by_issuer: Vec<(String, MfaRules)>,
+}
+
+const REALM: &str = "Bearer realm=\"phigate\"";
+
+impl Authenticator {
+    pub fn new(
+        bearer: Option<BearerVerifier>,
+        api_keys: ApiKeyStore,
+        signer: AssertionSigner,
+        events: Arc<dyn AuthEventSink>,
+        mfa_by_issuer: Vec<(String, MfaRules)>,
+    ) -> Authenticator {
+        Authenticator {
+            bearer,
+            api_keys,
+            signer,
+            events,
+            mfa_by_issuer,
+        }
+    }
+
+    /// Authenticates a request on `route` at `now` (Unix seconds).
+    pub async fn authenticate(
+        &self,
+        route: &RouteAuth,
+        authorization: Option<&[u8]>,
+        facts: &RequestFacts<'_>,
+        now: u64,
+    ) -> AuthOutcome {
+        if route.is_public(facts.path) {
+            return AuthOutcome::Public;
+        }
+        let Some(authorization) = authorization else {
+            self.emit(facts, AuthEventKind::CredentialMissing, "none", None);
+            return AuthOutcome::Challenge(REALM.to_string());
+        };
+        if route.api_key {
+            if let Some(key) = apikey::api_key_credential(authorization) {
+                return self.with_api_key(route, key, facts);
+            }
+        }
+        if route.bearer {
+            if let Some(token) = bearer::bearer_token(authorization) {
+                return self.with_bearer(route, token, facts, now).await;
+            }
+        }
+        self.emit(
+            facts,
+            AuthEventKind::CredentialMissing,
+            "unsupported_scheme",
+            None,
+        );
+        AuthOutcome::Challenge(REALM.to_string())
+    }
+
+    fn with_api_key(&self, route: &RouteAuth, key: &str, facts: &RequestFacts<'_>) -> AuthOutcome {
+        match self.api_keys.verify(key) {
+            Ok(principal) => {
+                if route.strength.require_mfa || route.strength.max_auth_age.is_some() {
+                    // A service credential can never satisfy a person's MFA.
+                    self.emit(
+                        facts,
+                        AuthEventKind::ApiKeyRejected,
+                        "mfa_required",
+                        Some(&principal),
+                    );
+                    return AuthOutcome::Challenge(format!(
+                        "{REALM}, error=\"invalid_token\", error_description=\"this route requires a person's multi-factor sign-in\""
+                    ));
+                }
+                AuthOutcome::Authenticated {
+                    credential: Sha256::digest(key.as_bytes()).into(),
+                    principal,
+                }
+            }
+            Err(e) => {
+                self.emit(facts, AuthEventKind::ApiKeyRejected, e.reason(), None);
+                AuthOutcome::Challenge(
+                    "ApiKey realm=\"phigate\", error=\"invalid_key\"".to_string(),
+                )
+            }
+        }
+    }
+
+    async fn with_bearer(
+        &self,
+        route: &RouteAuth,
+        token: &str,
+        facts: &RequestFacts<'_>,
+        now: u64,
+    ) -> AuthOutcome {
+        let Some(verifier) = &self.bearer else {
+            self.emit(
+                facts,
+                AuthEventKind::TokenRejected,
+                "no_identity_provider",
+                None,
+            );
+            return AuthOutcome::Challenge(invalid_token());
+        };
+        let principal = match verifier.verify(token, now).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.emit(facts, AuthEventKind::TokenRejected, e.reason(), None);
+                return AuthOutcome::Challenge(invalid_token());
+            }
+        };
+        let issuer_name = verifier.issuer_name(&principal.issuer);
+        if !route.issuers.is_empty()
+            && !issuer_name.is_some_and(|n| route.issuers.iter().any(|i| i == n))
+        {
+            self.emit(
+                facts,
+                AuthEventKind::TokenRejected,
+                "issuer_not_allowed_here",
+                Some(&principal),
+            );
+            return AuthOutcome::Challenge(invalid_token());
+        }
+        let rules = issuer_name
+            .and_then(|n| self.mfa_by_issuer.iter().find(|(i, _)| i == n))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        if let Err(step_up) = mfa::check_strength(&principal, route.strength, &rules, now) {
+            self.emit(
+                facts,
+                AuthEventKind::StepUpRequired,
+                step_up.reason.as_str(),
+                Some(&principal),
+            );
+            return AuthOutcome::StepUp(step_up);
+        }
+        AuthOutcome::Authenticated {
+            credential: Sha256::digest(token.as_bytes()).into(),
+            principal,
+        }
+    }
+
+    fn emit(
+        &self,
+        facts: &RequestFacts<'_>,
+        kind: AuthEventKind,
+        reason: &'static str,
+        principal: Option<&Principal>,
+    ) {
+        self.events.emit(AuthEvent {
+            kind,
+            reason,
+            request_id: facts.request_id.to_string(),
+            route: facts.route.to_string(),
+            client_ip: facts.client_ip,
+            principal: principal.map(|p| p.id.clone()),
+            issuer: principal.map(|p| p.issuer.clone()),
+            method: principal.map(|p| p.method),
+        });
+    }
+}
+
+fn invalid_token() -> String {
+    format!("{REALM}, error=\"invalid_token\", error_description=\"the access token is not valid\"")
+}

@@ -1,0 +1,102 @@
+//! Builds the [`Authenticator`](super::Authenticator) from validated config.
+
+use super::bearer::{BearerVerifier, Issuer, IssuerRules};
+use super::jwks::{CachePolicy, HttpJwks, JwksCache};
+use super::{ApiKeyStore, AssertionSigner, Authenticator, LogSink};
+use crate::config::Config;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SetupError(pub String);
+
+/// Parses a JWS algorithm name allowed for a JWKS issuer (no HMAC, no `none`).
+pub fn asymmetric_algorithm(name: &str) -> Option<jsonwebtoken::Algorithm> {
+    let alg = jsonwebtoken::Algorithm::from_str(name).ok()?;
+    super::jwks::family_of(alg).map(|_| alg)
+}
+
+/// An HTTP client for talking to identity providers.
+pub fn idp_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, SetupError> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent("phigate");
+    if let Some(path) = ca_file {
+        let certs =
+            crate::server::tls::load_ca_bundle(path).map_err(|e| SetupError(e.to_string()))?;
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            let cert = reqwest::Certificate::from_der(&c).map_err(|e| SetupError(e.to_string()))?;
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build()
+        .map_err(|e| SetupError(format!("HTTP client: {e}")))
+}
+
+pub fn build(config: &Config) -> Result<Arc<Authenticator>, SetupError> {
+    let mut issuers = Vec::new();
+    let mut mfa = Vec::new();
+    for idp in &config.identity_providers {
+        let client = idp_client(idp.ca_file.as_deref())?;
+        let source = HttpJwks::new(client, &idp.issuer, idp.jwks_uri.clone());
+        let keys = JwksCache::new(
+            Box::new(source),
+            CachePolicy {
+                ttl: idp.jwks_cache_ttl.get(),
+                min_refresh_interval: idp.jwks_min_refresh_interval.get(),
+                max_stale: idp.jwks_max_stale.get(),
+            },
+        );
+        let algorithms = idp
+            .algorithms
+            .iter()
+            .map(|a| {
+                asymmetric_algorithm(a).ok_or_else(|| {
+                    SetupError(format!(
+                        "identity provider {}: algorithm {a} not allowed",
+                        idp.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        issuers.push(Arc::new(Issuer {
+            name: idp.name.clone(),
+            rules: IssuerRules {
+                issuer: idp.issuer.clone(),
+                audiences: idp.audiences.clone(),
+                algorithms,
+                leeway: idp.leeway.get(),
+                required_typ: idp.required_typ.clone(),
+                claims: idp.claims.clone(),
+                mfa: idp.mfa.clone(),
+            },
+            keys,
+        }));
+        mfa.push((idp.name.clone(), idp.mfa.clone()));
+    }
+    let bearer = (!issuers.is_empty()).then(|| BearerVerifier::new(issuers, 100_000));
+    let api_keys = ApiKeyStore::new(&config.api_keys).map_err(SetupError)?;
+    let ih = &config.identity_headers;
+    let signer = match &ih.assertion_key {
+        Some(secret) => {
+            let pem = secret
+                .resolve()
+                .map_err(|e| SetupError(format!("identity_headers.assertion_key: {e}")))?;
+            AssertionSigner::from_pem(&ih.assertion_issuer, &pem)
+        }
+        None => AssertionSigner::generate(&ih.assertion_issuer),
+    }
+    .map_err(|e| SetupError(e.to_string()))?;
+    Ok(Arc::new(Authenticator::new(
+        bearer,
+        api_keys,
+        signer,
+        Arc::new(LogSink),
+        mfa,
+    )))
+}
