@@ -38,6 +38,23 @@ enum Command {
     },
     /// Run phigate in front of a synthetic CCM/FHIR system, all on loopback.
     Demo(phigate::demo::DemoArgs),
+    /// Generate credentials.
+    #[command(subcommand)]
+    Keygen(Keygen),
+}
+
+#[derive(Subcommand)]
+enum Keygen {
+    /// A new API key for a service: prints the key once, and the
+    /// `[[api_keys]]` entry (salted hash only) for phigate.toml.
+    ApiKey {
+        /// The service principal's id, e.g. `rpm-gateway`.
+        #[arg(long)]
+        id: String,
+        /// Roles of the service principal (repeatable).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,6 +95,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keygen(Keygen::ApiKey { id, roles }) => {
+            if id.is_empty() || id.chars().any(|c| c.is_control() || c == '"') {
+                eprintln!("phigate keygen: --id must be a plain name");
+                return ExitCode::FAILURE;
+            }
+            let k = phigate::authn::apikey::generate();
+            let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+            eprintln!(
+                "API key for {id} (shown once; give it to the service, store it as a secret):"
+            );
+            println!("{}", k.key);
+            eprintln!();
+            eprintln!("Add to phigate.toml:");
+            eprintln!(
+                "[[api_keys]]\nid = {id:?}\nkey_id = {:?}\nhash = {:?}\nroles = [{}]",
+                k.key_id,
+                k.hash,
+                roles.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
         Command::Demo(args) => match phigate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -509,3 +509,250 @@ pub fn tls_listener(port: u16, cert: &Path, key: &Path, extra: &str) -> String {
         key.display()
     )
 }
+
+/// The real OpenID provider (`oidc-provider` on Node, from `tests/idp`).
+pub struct Idp {
+    pub port: u16,
+    pub issuer: String,
+    pub keys: PathBuf,
+    pub dir: tempfile::TempDir,
+    proc: Option<Proc>,
+    access_ttl: u64,
+}
+
+impl Idp {
+    pub fn start() -> Idp {
+        Self::start_with_ttl(300)
+    }
+
+    /// An IdP whose access tokens live `access_ttl` seconds.
+    pub fn start_with_ttl(access_ttl: u64) -> Idp {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut idp = Idp {
+            port,
+            issuer: format!("http://127.0.0.1:{port}"),
+            keys: dir.path().join("keys.json"),
+            dir,
+            proc: None,
+            access_ttl,
+        };
+        idp.launch();
+        idp
+    }
+
+    fn launch(&mut self) {
+        let node = require("node");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+        assert!(
+            root.join("node_modules/oidc-provider").exists(),
+            "the test IdP's npm packages are not installed: {SETUP}"
+        );
+        let mut child = Command::new(node)
+            .arg(root.join("server.js"))
+            .args(["--port", &self.port.to_string(), "--keys"])
+            .arg(&self.keys)
+            .args(["--access-ttl", &self.access_ttl.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start node ({e}): {SETUP}"));
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        wait_for_port(addr, "test IdP", &mut child);
+        self.proc = Some(Proc {
+            child,
+            name: "idp".into(),
+        });
+    }
+
+    /// Stops the IdP (its port goes dark).
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    /// Restarts on the same port (same issuer) with brand-new signing keys.
+    pub fn rotate_keys(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_file(&self.keys);
+        let _ = std::fs::remove_file(self.keys.with_extension("json.pem.json"));
+        self.launch();
+    }
+
+    /// The `[[identity_providers]]` table for phigate.
+    pub fn provider_config(&self, extra: &str) -> String {
+        format!(
+            "[[identity_providers]]\nname = \"test\"\nissuer = \"{}\"\naudiences = [\"phigate\"]\ndangerous_allow_http = true\n{extra}\n[identity_providers.mfa]\nacr_values = [\"urn:phigate:mfa\"]\n",
+            self.issuer
+        )
+    }
+
+    /// How many times the JWKS endpoint was fetched.
+    pub fn jwks_requests(&self) -> u64 {
+        let r = http_get(
+            format!("127.0.0.1:{}", self.port).parse().unwrap(),
+            "/__stats",
+        )
+        .unwrap();
+        r.json()["jwks_requests"].as_u64().unwrap_or(0)
+    }
+
+    /// The IdP's private signing keys as (kid, alg, PKCS#8 PEM).
+    pub fn signing_keys(&self) -> Vec<(String, String, String)> {
+        let path = PathBuf::from(format!("{}.pem.json", self.keys.display()));
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        v.as_object()
+            .unwrap()
+            .iter()
+            .map(|(kid, k)| {
+                (
+                    kid.clone(),
+                    k["alg"].as_str().unwrap().to_string(),
+                    k["pem"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// An access token for `user` through the real authorization code flow
+    /// with PKCE: sign in (password, plus the one-time code when `mfa`),
+    /// `auth_age` seconds ago, then exchange the code.
+    pub fn token(&self, user: &str, mfa: bool, auth_age: u64) -> String {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(self.token_async(user, mfa, auth_age))
+    }
+
+    async fn token_async(&self, user: &str, mfa: bool, auth_age: u64) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let verifier = b64(&rand::random::<[u8; 32]>());
+        let challenge = b64(&sha2::Sha256::digest(verifier.as_bytes()));
+        let redirect = "http://127.0.0.1/cli-callback";
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let mut cookies: std::collections::BTreeMap<String, String> = Default::default();
+        let mut url = format!(
+            "{}/auth?client_id=test-cli&response_type=code&scope=openid%20phigate%20offline_access&prompt=consent&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256&state=st&nonce=nc",
+            self.issuer,
+            urlencode(redirect)
+        );
+        let mut logged_in = false;
+        for _ in 0..12 {
+            let cookie = cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let resp = client
+                .get(&url)
+                .header("Cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            keep_cookies(&resp, &mut cookies);
+            if resp.status() == 200 && !logged_in {
+                let body = resp.text().await.unwrap();
+                let action = body
+                    .split("action=\"")
+                    .nth(1)
+                    .and_then(|s| s.split('"').next())
+                    .expect("login form")
+                    .to_string();
+                let cookie = cookies
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let form = format!(
+                    "login={user}&password=test&otp={}&auth_age={auth_age}",
+                    if mfa { "1" } else { "0" }
+                );
+                let resp = client
+                    .post(format!("{}{action}", self.issuer))
+                    .header("Cookie", cookie)
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(form)
+                    .send()
+                    .await
+                    .unwrap();
+                keep_cookies(&resp, &mut cookies);
+                logged_in = true;
+                url = absolute(&self.issuer, location(&resp));
+                continue;
+            }
+            let loc = absolute(&self.issuer, location(&resp));
+            if loc.starts_with(redirect) {
+                let code = loc
+                    .split("code=")
+                    .nth(1)
+                    .and_then(|s| s.split('&').next())
+                    .expect("code in callback")
+                    .to_string();
+                let resp = client
+                    .post(format!("{}/token", self.issuer))
+                    .header("Content-Type", "application/x-www-form-urlencoded")
+                    .body(format!(
+                        "grant_type=authorization_code&code={code}&redirect_uri={}&client_id=test-cli&code_verifier={verifier}",
+                        urlencode(redirect)
+                    ))
+                    .send()
+                    .await
+                    .unwrap();
+                let v: serde_json::Value = resp.json().await.unwrap();
+                return v["access_token"]
+                    .as_str()
+                    .expect("access_token")
+                    .to_string();
+            }
+            url = loc;
+        }
+        panic!("the code flow did not reach the callback");
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_else(|| panic!("no redirect from the IdP (status {})", resp.status()))
+        .to_string()
+}
+
+fn absolute(base: &str, loc: String) -> String {
+    if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{base}{loc}")
+    }
+}
+
+fn keep_cookies(resp: &reqwest::Response, jar: &mut std::collections::BTreeMap<String, String>) {
+    for v in resp.headers().get_all("set-cookie") {
+        let Ok(v) = v.to_str() else { continue };
+        if let Some((kv, _)) = v.split_once(';').or(Some((v, ""))) {
+            if let Some((k, val)) = kv.split_once('=') {
+                if val.is_empty() {
+                    jar.remove(k.trim());
+                } else {
+                    jar.insert(k.trim().to_string(), val.to_string());
+                }
+            }
+        }
+    }
+}

@@ -34,15 +34,21 @@ function args() {
   return out;
 }
 
+// Also writes `<path>.pem.json` ({kid: {alg, pem}}) so tests can mint tokens
+// the provider's own keys sign (edge cases a real login cannot produce).
 async function loadKeys(path) {
   if (existsSync(path)) return JSON.parse(readFileSync(path, 'utf8'));
   const keys = [];
+  const pems = {};
   for (const alg of ['RS256', 'ES256']) {
     const { privateKey } = await jose.generateKeyPair(alg, { extractable: true });
     const jwk = await jose.exportJWK(privateKey);
-    keys.push({ ...jwk, alg, use: 'sig', kid: `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}` });
+    const kid = `${alg.toLowerCase()}-${randomUUID().slice(0, 8)}`;
+    keys.push({ ...jwk, alg, use: 'sig', kid });
+    pems[kid] = { alg, pem: await jose.exportPKCS8(privateKey) };
   }
   writeFileSync(path, JSON.stringify({ keys }, null, 2));
+  writeFileSync(`${path}.pem.json`, JSON.stringify(pems, null, 2));
   return { keys };
 }
 
@@ -197,9 +203,15 @@ async function main() {
     req.on('error', reject);
   });
 
+  let jwksRequests = 0;
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, issuer);
+      if (url.pathname === '/jwks') jwksRequests += 1;
+      if (url.pathname === '/__stats') {
+        res.setHeader('Content-Type', 'application/json');
+        return res.end(JSON.stringify({ jwks_requests: jwksRequests }));
+      }
       const m = url.pathname.match(/^\/interaction\/([^/]+)(\/login)?$/);
       if (!m) return handle(req, res);
       const details = await provider.interactionDetails(req, res);
