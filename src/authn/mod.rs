@@ -10,10 +10,13 @@
 pub mod apikey;
 pub mod assertion;
 pub mod bearer;
+pub mod browser;
+pub mod cookie;
 pub mod events;
 pub mod jwks;
 pub mod mfa;
 pub mod principal;
+pub mod session;
 mod setup;
 
 pub use apikey::{ApiKeyConfig, ApiKeyStore};
@@ -41,10 +44,27 @@ pub struct RouteAuth {
     pub forward_authorization: bool,
     pub identity_headers: bool,
     pub audience: Arc<str>,
+    /// Browser routes: session timeouts.
+    pub limits: session::SessionLimits,
 }
 
 impl RouteAuth {
-    pub fn from_config(route_name: &str, c: &crate::config::RouteAuthConfig) -> RouteAuth {
+    pub fn from_config(
+        route_name: &str,
+        c: &crate::config::RouteAuthConfig,
+        browser: Option<&crate::config::BrowserConfig>,
+    ) -> RouteAuth {
+        let default = session::SessionLimits::default();
+        let limits = session::SessionLimits {
+            idle: c
+                .session_idle_timeout
+                .or(browser.map(|b| b.session_idle_timeout))
+                .map_or(default.idle, |d| d.get()),
+            absolute: c
+                .session_absolute_timeout
+                .or(browser.map(|b| b.session_absolute_timeout))
+                .map_or(default.absolute, |d| d.get()),
+        };
         RouteAuth {
             kind: c.kind,
             bearer: c.accept.contains(&CredentialKind::Bearer),
@@ -62,6 +82,7 @@ impl RouteAuth {
             forward_authorization: c.forward_authorization,
             identity_headers: c.identity_headers,
             audience: Arc::from(c.assertion_audience.as_deref().unwrap_or(route_name)),
+            limits,
         }
     }
 
@@ -97,6 +118,10 @@ pub enum AuthOutcome {
     Challenge(String),
     /// 401 asking for stronger or fresher authentication.
     StepUp(StepUp),
+    /// Browser: 302 to the identity provider to sign in (or step up).
+    Redirect(String),
+    /// The identity provider cannot be reached to start a login: 503.
+    Unavailable,
 }
 
 /// What the glue knows about the request, for events.
@@ -107,9 +132,20 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
 }
 
+/// The credentials a request carries, and what a browser login needs.
+pub struct Credentials<'a> {
+    pub authorization: Option<&'a [u8]>,
+    pub cookie: Option<&'a [u8]>,
+    /// A page load (GET/HEAD accepting HTML): redirect to sign in rather than 401.
+    pub wants_page: bool,
+    /// The path and query to come back to after signing in.
+    pub return_to: &'a str,
+}
+
 /// All authentication state: verifiers, keys, the assertion signer, the event sink.
 pub struct Authenticator {
     pub bearer: Option<BearerVerifier>,
+    pub browser: Option<browser::BrowserSso>,
     pub api_keys: ApiKeyStore,
     pub signer: AssertionSigner,
     pub events: Arc<dyn AuthEventSink>,
@@ -129,6 +165,7 @@ impl Authenticator {
     ) -> Authenticator {
         Authenticator {
             bearer,
+            browser: None,
             api_keys,
             signer,
             events,
@@ -140,14 +177,17 @@ impl Authenticator {
     pub async fn authenticate(
         &self,
         route: &RouteAuth,
-        authorization: Option<&[u8]>,
+        creds: &Credentials<'_>,
         facts: &RequestFacts<'_>,
         now: u64,
     ) -> AuthOutcome {
         if route.is_public(facts.path) {
             return AuthOutcome::Public;
         }
-        let Some(authorization) = authorization else {
+        let Some(authorization) = creds.authorization else {
+            if route.kind == AuthKind::Browser {
+                return self.with_session(route, creds, facts, now).await;
+            }
             self.emit(facts, AuthEventKind::CredentialMissing, "none", None);
             return AuthOutcome::Challenge(REALM.to_string());
         };
@@ -168,6 +208,82 @@ impl Authenticator {
             None,
         );
         AuthOutcome::Challenge(REALM.to_string())
+    }
+
+    /// Browser routes: the session cookie, or a redirect to sign in.
+    async fn with_session(
+        &self,
+        route: &RouteAuth,
+        creds: &Credentials<'_>,
+        facts: &RequestFacts<'_>,
+        now: u64,
+    ) -> AuthOutcome {
+        let Some(browser) = &self.browser else {
+            return AuthOutcome::Challenge(REALM.to_string());
+        };
+        let mut logged_off = false;
+        let session = match browser.session(creds.cookie, route.limits, now).await {
+            Ok(s) => s,
+            Err(expiry) => {
+                logged_off = true;
+                let kind = match expiry {
+                    session::Expiry::Idle => AuthEventKind::SessionIdleExpired,
+                    session::Expiry::Absolute => AuthEventKind::SessionAbsoluteExpired,
+                };
+                self.emit(facts, kind, "timeout", None);
+                None
+            }
+        };
+        let step_up = match &session {
+            Some(s) => {
+                let rules = self.rules_for(&s.principal.issuer);
+                match mfa::check_strength(&s.principal, route.strength, &rules, now) {
+                    Ok(()) => {
+                        return AuthOutcome::Authenticated {
+                            credential: browser::BrowserSso::credential(s),
+                            principal: s.principal.clone(),
+                        }
+                    }
+                    Err(step_up) => {
+                        self.emit(
+                            facts,
+                            AuthEventKind::StepUpRequired,
+                            step_up.reason.as_str(),
+                            Some(&s.principal),
+                        );
+                        Some(step_up)
+                    }
+                }
+            }
+            None => None,
+        };
+        if !creds.wants_page {
+            return match step_up {
+                Some(s) => AuthOutcome::StepUp(s),
+                None => AuthOutcome::Challenge(REALM.to_string()),
+            };
+        }
+        let return_to = browser::safe_return_path(creds.return_to).unwrap_or_else(|| "/".into());
+        match browser
+            .start_login(&return_to, step_up.as_ref(), logged_off)
+            .await
+        {
+            Ok(url) => AuthOutcome::Redirect(url),
+            Err(e) => {
+                self.emit(facts, AuthEventKind::LoginFailed, e.reason(), None);
+                AuthOutcome::Unavailable
+            }
+        }
+    }
+
+    /// The MFA rules of the identity provider whose `iss` is `issuer`.
+    fn rules_for(&self, issuer: &str) -> MfaRules {
+        self.bearer
+            .as_ref()
+            .and_then(|b| b.issuer_name(issuer))
+            .and_then(|n| self.mfa_by_issuer.iter().find(|(i, _)| i == n))
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
     }
 
     fn with_api_key(&self, route: &RouteAuth, key: &str, facts: &RequestFacts<'_>) -> AuthOutcome {
@@ -253,7 +369,7 @@ impl Authenticator {
         }
     }
 
-    fn emit(
+    pub fn emit(
         &self,
         facts: &RequestFacts<'_>,
         kind: AuthEventKind,

@@ -92,11 +92,65 @@ pub fn build(config: &Config) -> Result<Arc<Authenticator>, SetupError> {
         None => AssertionSigner::generate(&ih.assertion_issuer),
     }
     .map_err(|e| SetupError(e.to_string()))?;
-    Ok(Arc::new(Authenticator::new(
-        bearer,
-        api_keys,
-        signer,
-        Arc::new(LogSink),
-        mfa,
-    )))
+    let browser = match &config.browser {
+        Some(b) => Some(browser_sso(b, config)?),
+        None => None,
+    };
+    let mut authn = Authenticator::new(bearer, api_keys, signer, Arc::new(LogSink), mfa);
+    authn.browser = browser;
+    Ok(Arc::new(authn))
+}
+
+fn browser_sso(
+    b: &crate::config::BrowserConfig,
+    config: &Config,
+) -> Result<super::browser::BrowserSso, SetupError> {
+    use super::browser::{BrowserSettings, BrowserSso};
+    let idp = config
+        .identity_providers
+        .iter()
+        .find(|p| p.name == b.identity_provider)
+        .ok_or_else(|| {
+            SetupError(format!(
+                "browser: no identity provider {:?}",
+                b.identity_provider
+            ))
+        })?;
+    let secret = b
+        .client_secret
+        .resolve()
+        .map_err(|e| SetupError(format!("browser.client_secret: {e}")))?;
+    let keys = b
+        .cookie_keys
+        .iter()
+        .map(|k| k.resolve())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SetupError(format!("browser.cookie_keys: {e}")))?;
+    let keyring = if keys.is_empty() {
+        super::cookie::Keyring::random()
+    } else {
+        super::cookie::Keyring::from_base64(&keys)
+            .map_err(|e| SetupError(format!("browser.cookie_keys: {e}")))?
+    };
+    let store = Arc::new(super::session::MemoryStore::new(
+        b.max_sessions,
+        b.session_absolute_timeout.get(),
+    ));
+    Ok(BrowserSso::new(
+        BrowserSettings {
+            issuer: idp.issuer.clone(),
+            client_id: b.client_id.clone(),
+            client_secret: secret,
+            redirect_uri: b.redirect_uri.clone(),
+            post_logout_redirect_uri: b.post_logout_redirect_uri.clone(),
+            scopes: b.scopes.clone(),
+            cookie_name: b.cookie_name.clone(),
+            refresh_interval: b.refresh_interval.get(),
+            claims: idp.claims.clone(),
+            mfa: idp.mfa.clone(),
+        },
+        idp_client(idp.ca_file.as_deref())?,
+        store,
+        keyring,
+    ))
 }

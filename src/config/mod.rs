@@ -203,6 +203,9 @@ impl Config {
         if let Err(e) = crate::authn::ApiKeyStore::new(&self.api_keys) {
             out.push(("api_keys".into(), e));
         }
+        if let Some(b) = &self.browser {
+            check_browser(b, self, &mut out);
+        }
         let ih = &self.identity_headers;
         for (field, v) in [
             ("user", &ih.user),
@@ -321,14 +324,23 @@ fn check_route_auth(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(
     if a.kind == AuthKind::Public {
         return;
     }
-    if a.accept.is_empty() {
+    if a.kind == AuthKind::Browser && config.browser.is_none() {
+        out.push((
+            format!("{key}.kind"),
+            "browser routes need a [browser] section (single sign-on client)".into(),
+        ));
+    }
+    if a.accept.is_empty() && a.kind != AuthKind::Browser {
         out.push((
             format!("{key}.accept"),
             "accepts no credential; list \"bearer\" and/or \"api_key\", or make the route public"
                 .into(),
         ));
     }
-    if a.accept.contains(&CredentialKind::Bearer) && config.identity_providers.is_empty() {
+    if a.kind == AuthKind::Api
+        && a.accept.contains(&CredentialKind::Bearer)
+        && config.identity_providers.is_empty()
+    {
         out.push((
             format!("{key}.accept"),
             format!(
@@ -364,6 +376,58 @@ fn check_route_auth(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(
                 ),
             ));
         }
+    }
+}
+
+fn check_browser(b: &BrowserConfig, config: &Config, out: &mut Vec<(String, String)>) {
+    if !config
+        .identity_providers
+        .iter()
+        .any(|p| p.name == b.identity_provider)
+    {
+        out.push((
+            "browser.identity_provider".into(),
+            format!("no identity provider named {:?}", b.identity_provider),
+        ));
+    }
+    let https_or_loopback = |u: &str| {
+        u.starts_with("https://")
+            || u.starts_with("http://127.0.0.1")
+            || u.starts_with("http://localhost")
+    };
+    if !b.redirect_uri.ends_with("/.phigate/callback") || !https_or_loopback(&b.redirect_uri) {
+        out.push((
+            "browser.redirect_uri".into(),
+            "must be an https:// URL ending in /.phigate/callback, registered at the IdP".into(),
+        ));
+    }
+    if !b.cookie_name.starts_with("__Host-") {
+        out.push((
+            "browser.cookie_name".into(),
+            "must start with __Host- (host-only, Secure, Path=/)".into(),
+        ));
+    }
+    if !b.scopes.iter().any(|s| s == "openid") {
+        out.push(("browser.scopes".into(), "must include \"openid\"".into()));
+    }
+    if let Err(e) = b.client_secret.resolve() {
+        out.push(("browser.client_secret".into(), e.to_string()));
+    }
+    let keys: Result<Vec<String>, _> = b.cookie_keys.iter().map(|k| k.resolve()).collect();
+    match keys {
+        Err(e) => out.push(("browser.cookie_keys".into(), e.to_string())),
+        Ok(keys) if !keys.is_empty() => {
+            if let Err(e) = crate::authn::cookie::Keyring::from_base64(&keys) {
+                out.push(("browser.cookie_keys".into(), e.to_string()));
+            }
+        }
+        Ok(_) => {}
+    }
+    if b.session_idle_timeout > b.session_absolute_timeout {
+        out.push((
+            "browser.session_idle_timeout".into(),
+            "longer than session_absolute_timeout".into(),
+        ));
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Config {
     /// The identity headers and assertion sent to upstreams.
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
+    /// Browser single sign-on, for routes with `auth.kind = "browser"`.
+    pub browser: Option<BrowserConfig>,
 }
 
 /// Process-wide settings.
@@ -375,6 +377,10 @@ pub enum AuthKind {
     /// 401 with `WWW-Authenticate`. The default.
     #[default]
     Api,
+    /// People in browsers: a session from single sign-on (`[browser]`);
+    /// page loads without one are redirected to the IdP, other requests
+    /// get 401. Bearer tokens and API keys in `accept` also work.
+    Browser,
     /// Anyone, no credentials: the route must say so explicitly.
     Public,
 }
@@ -422,6 +428,10 @@ pub struct RouteAuthConfig {
     pub identity_headers: bool,
     /// `aud` of the assertion; default: the route name.
     pub assertion_audience: Option<String>,
+    /// Browser routes: idle timeout for this route; default `[browser]`'s.
+    pub session_idle_timeout: Option<HumanDuration>,
+    /// Browser routes: absolute timeout for this route; default `[browser]`'s.
+    pub session_absolute_timeout: Option<HumanDuration>,
 }
 
 fn default_accept() -> Vec<CredentialKind> {
@@ -440,6 +450,8 @@ impl Default for RouteAuthConfig {
             forward_authorization: false,
             identity_headers: true,
             assertion_audience: None,
+            session_idle_timeout: None,
+            session_absolute_timeout: None,
         }
     }
 }
@@ -482,4 +494,67 @@ impl Default for IdentityHeadersConfig {
             assertion_key: None,
         }
     }
+}
+
+/// Browser single sign-on (OIDC authorization code flow with PKCE) for
+/// routes with `auth.kind = "browser"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserConfig {
+    /// The `[[identity_providers]]` entry (by name) users sign in with.
+    pub identity_provider: String,
+    /// The OAuth client registered for phigate at the IdP.
+    pub client_id: String,
+    /// Its secret, by reference: `env:NAME` or `file:/path`.
+    pub client_secret: super::SecretRef,
+    /// Exactly the redirect URI registered at the IdP; its path must be
+    /// `/.phigate/callback`, e.g. `https://portal.hospital.example/.phigate/callback`.
+    pub redirect_uri: String,
+    /// Where the IdP sends the browser after logout (registered there too).
+    pub post_logout_redirect_uri: Option<String>,
+    /// Scopes to request. Default `["openid", "profile", "email", "offline_access"]`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Session cookie name; must start with `__Host-`. Default `"__Host-phigate"`.
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// AES-256-GCM keys for the cookie (32 bytes, base64), as secret
+    /// references, newest first: the first encrypts, all decrypt. Default: a
+    /// random key per process (sessions end on restart).
+    #[serde(default)]
+    pub cookie_keys: Vec<super::SecretRef>,
+    /// Sign out after this long without a request. Default `"15m"`; routes may override.
+    #[serde(default = "default_idle")]
+    pub session_idle_timeout: HumanDuration,
+    /// Sign out this long after login, whatever the activity. Default `"12h"`.
+    #[serde(default = "default_absolute")]
+    pub session_absolute_timeout: HumanDuration,
+    /// How often a session is revalidated with the IdP using its refresh
+    /// token (when one was issued); a refusal signs the user out. Default `"5m"`.
+    #[serde(default = "default_refresh")]
+    pub refresh_interval: HumanDuration,
+    /// Most concurrent sessions kept in memory. Default 100000.
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u64,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email", "offline_access"]
+        .map(String::from)
+        .to_vec()
+}
+fn default_cookie_name() -> String {
+    "__Host-phigate".into()
+}
+fn default_idle() -> HumanDuration {
+    HumanDuration::secs(15 * 60)
+}
+fn default_absolute() -> HumanDuration {
+    HumanDuration::secs(12 * 3600)
+}
+fn default_refresh() -> HumanDuration {
+    HumanDuration::secs(300)
+}
+fn default_max_sessions() -> u64 {
+    100_000
 }

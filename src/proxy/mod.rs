@@ -12,7 +12,8 @@ pub use pool::{Pool, PoolError};
 pub use respond::{error_body, error_code};
 pub use router::{request_host, routing_view, Router};
 
-use crate::authn::RequestFacts;
+use crate::authn::browser::{parse_query, safe_return_path, LoginError};
+use crate::authn::{AuthEventKind, Credentials, RequestFacts};
 use crate::authn::{AuthOutcome, Authenticator, Principal, RouteAuth};
 use crate::config::{Config, RouteConfig};
 use crate::http::{
@@ -80,6 +81,7 @@ pub struct Phigate {
     hygiene: Hygiene,
     authn: Arc<Authenticator>,
     identity: IdentityNames,
+    browser_limits: crate::authn::session::SessionLimits,
 }
 
 impl Phigate {
@@ -108,7 +110,7 @@ impl Phigate {
                     allow_double_slash: r.allow_double_slash,
                     preserve_host: r.preserve_host,
                     hosts_listed: !r.hosts.is_empty(),
-                    auth: RouteAuth::from_config(&r.name, &r.auth),
+                    auth: RouteAuth::from_config(&r.name, &r.auth, config.browser.as_ref()),
                 }),
             ))
         });
@@ -144,6 +146,12 @@ impl Phigate {
                 hygiene,
                 authn,
                 identity,
+                browser_limits: RouteAuth::from_config(
+                    "",
+                    &crate::config::RouteAuthConfig::default(),
+                    config.browser.as_ref(),
+                )
+                .limits,
             },
             pools.into_values().collect(),
         ))
@@ -206,10 +214,20 @@ impl Phigate {
         };
         // phigate's own endpoints come before every route and are never forwarded.
         if let Some(rest) = path.path().strip_prefix(RESERVED_PREFIX) {
-            return match (rest, &req.method) {
-                ("jwks.json", &::http::Method::GET) => Ok(Admission::Reserved(Reserved::Jwks)),
-                _ => Err((404, "reserved_path")),
+            use ::http::Method;
+            let which = match (rest, &req.method) {
+                ("jwks.json", &Method::GET) => Reserved::Jwks,
+                ("login", &Method::GET) => Reserved::Login,
+                ("callback", &Method::GET) => Reserved::Callback,
+                ("logout", &Method::GET | &Method::POST) => Reserved::Logout,
+                ("userinfo", &Method::GET) => Reserved::Userinfo,
+                _ => return Err((404, "reserved_path")),
             };
+            ctx.client_ip = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip());
+            return Ok(Admission::Reserved(which));
         }
         let route = self
             .router
@@ -251,11 +269,7 @@ impl Phigate {
     }
 
     /// Authentication: who is this? `Err` is the 401 to send.
-    async fn authenticate(
-        &self,
-        session: &Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<(), (&'static str, String)> {
+    async fn authenticate(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
         let (Some(route), Some(path)) = (&ctx.route, &ctx.path) else {
             return Ok(());
         };
@@ -265,14 +279,22 @@ impl Phigate {
             client_ip: ctx.client_ip,
             path: path.path(),
         };
-        let authorization = session
-            .req_header()
-            .headers
-            .get(::http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
+        let req = session.req_header();
+        let header = |name| {
+            req.headers
+                .get(name)
+                .map(|v: &::http::HeaderValue| v.as_bytes())
+        };
+        let return_to = path.to_uri_string();
+        let creds = Credentials {
+            authorization: header(::http::header::AUTHORIZATION),
+            cookie: header(::http::header::COOKIE),
+            wants_page: wants_page(req),
+            return_to: &return_to,
+        };
         match self
             .authn
-            .authenticate(&route.auth, authorization, &facts, unix_now())
+            .authenticate(&route.auth, &creds, &facts, unix_now())
             .await
         {
             AuthOutcome::Public => Ok(()),
@@ -284,8 +306,117 @@ impl Phigate {
                 ctx.credential = credential;
                 Ok(())
             }
-            AuthOutcome::Challenge(www) => Err(("unauthenticated", www)),
-            AuthOutcome::StepUp(step_up) => Err(("step_up_required", step_up.challenge())),
+            AuthOutcome::Challenge(www) => Err(Refusal::Unauthenticated(www)),
+            AuthOutcome::StepUp(step_up) => Err(Refusal::StepUp(step_up.challenge())),
+            AuthOutcome::Redirect(url) => Err(Refusal::SignIn(url)),
+            AuthOutcome::Unavailable => Err(Refusal::ProviderUnavailable),
+        }
+    }
+
+    /// phigate's own endpoints under `/.phigate/`.
+    async fn reserved(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        which: Reserved,
+    ) -> pingora::Result<()> {
+        let id = ctx.request_id.as_str().to_string();
+        let facts = RequestFacts {
+            request_id: &id,
+            route: ".phigate",
+            client_ip: ctx.client_ip,
+            path: "",
+        };
+        let cookie = session
+            .req_header()
+            .headers
+            .get(::http::header::COOKIE)
+            .map(|v| v.as_bytes().to_vec());
+        let query = session.req_header().uri.query().unwrap_or("").to_string();
+        let browser = self.authn.browser.as_ref();
+        match (which, browser) {
+            (Reserved::Jwks, _) => {
+                let jwks = self.authn.signer.jwks().clone();
+                respond::send_json(session, 200, &jwks, &id).await
+            }
+            (_, None) => respond::send_error(session, 404, &id, false).await,
+            (Reserved::Login, Some(b)) => {
+                let rd = parse_query(&query)
+                    .into_iter()
+                    .find(|(k, _)| k == "rd")
+                    .and_then(|(_, v)| safe_return_path(&v))
+                    .unwrap_or_else(|| "/".into());
+                match b.start_login(&rd, None, false).await {
+                    Ok(url) => respond::redirect(session, &url, None, &id).await,
+                    Err(e) => {
+                        self.authn
+                            .emit(&facts, AuthEventKind::LoginFailed, e.reason(), None);
+                        respond::send_error(session, 503, &id, false).await
+                    }
+                }
+            }
+            (Reserved::Callback, Some(b)) => match b.callback(&query, unix_now()).await {
+                Ok(done) => {
+                    // A fresh session replaces whatever the browser had.
+                    if let Some(old) = cookie.as_deref() {
+                        b.forget(old).await;
+                    }
+                    self.authn.emit(
+                        &facts,
+                        AuthEventKind::LoginSucceeded,
+                        "code_flow",
+                        Some(&done.principal),
+                    );
+                    respond::redirect(session, &done.return_to, Some(&done.set_cookie), &id).await
+                }
+                Err(e) => {
+                    self.authn
+                        .emit(&facts, AuthEventKind::LoginFailed, e.reason(), None);
+                    let status = if matches!(e, LoginError::Provider(_)) {
+                        503
+                    } else {
+                        400
+                    };
+                    respond::send_error(session, status, &id, false).await
+                }
+            },
+            (Reserved::Logout, Some(b)) => {
+                let principal = match cookie.as_deref() {
+                    Some(c) => b.peek(c).await,
+                    None => None,
+                };
+                let (clear, target) = b.logout(cookie.as_deref()).await;
+                self.authn
+                    .emit(&facts, AuthEventKind::Logout, "user", principal.as_deref());
+                respond::redirect(session, &target, Some(&clear), &id).await
+            }
+            (Reserved::Userinfo, Some(b)) => {
+                let limits = crate::authn::session::SessionLimits {
+                    idle: self.browser_limits.idle,
+                    absolute: self.browser_limits.absolute,
+                };
+                match b.session(cookie.as_deref(), limits, unix_now()).await {
+                    Ok(Some(s)) => {
+                        let p = &s.principal;
+                        let body = serde_json::json!({
+                            "sub": p.id, "idp": p.issuer, "name": p.display_name,
+                            "email": p.email, "roles": p.roles, "mfa": p.mfa,
+                            "auth_time": p.auth_time,
+                        });
+                        respond::send_json(session, 200, &body, &id).await
+                    }
+                    _ => {
+                        respond::send_error_with(
+                            session,
+                            401,
+                            &id,
+                            false,
+                            &[("WWW-Authenticate", "Bearer realm=\"phigate\"".into())],
+                        )
+                        .await
+                    }
+                }
+            }
         }
     }
 
@@ -331,8 +462,59 @@ enum Admission {
 }
 
 /// phigate's own endpoints.
+#[derive(Clone, Copy)]
 enum Reserved {
     Jwks,
+    Login,
+    Callback,
+    Logout,
+    Userinfo,
+}
+
+/// Why authentication did not let a request through.
+enum Refusal {
+    Unauthenticated(String),
+    StepUp(String),
+    SignIn(String),
+    ProviderUnavailable,
+}
+
+/// Removes phigate's own session cookie from the request's `Cookie`
+/// header(s): the app has no use for it and must never be able to replay it.
+fn strip_cookie(req: &mut RequestHeader, name: &str) -> pingora::Result<()> {
+    let values: Vec<String> = req
+        .headers
+        .get_all(::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(String::from)
+        .collect();
+    if values.is_empty() {
+        return Ok(());
+    }
+    let prefix = format!("{name}=");
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
+        .collect();
+    req.remove_header(&::http::header::COOKIE);
+    if !kept.is_empty() {
+        req.insert_header(::http::header::COOKIE, kept.join("; "))?;
+    }
+    Ok(())
+}
+
+/// A page load a browser makes (navigate), as opposed to an API call.
+fn wants_page(req: &RequestHeader) -> bool {
+    let get = req.method == ::http::Method::GET || req.method == ::http::Method::HEAD;
+    let html = req
+        .headers
+        .get(::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    get && html
 }
 
 const RESERVED_PREFIX: &str = "/.phigate/";
@@ -454,9 +636,8 @@ impl ProxyHttp for Phigate {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         match self.admit(session, ctx) {
-            Ok(Admission::Reserved(Reserved::Jwks)) => {
-                let jwks = self.authn.signer.jwks().clone();
-                respond::send_json(session, 200, &jwks, ctx.request_id.as_str()).await?;
+            Ok(Admission::Reserved(which)) => {
+                self.reserved(session, ctx, which).await?;
                 Ok(true)
             }
             Ok(Admission::Routed) => {
@@ -472,17 +653,31 @@ impl ProxyHttp for Phigate {
                     session.set_keepalive(Some(self.hygiene.keepalive_secs));
                 }
                 // Authentication: who is asking?
-                if let Err((reason, www)) = self.authenticate(session, ctx).await {
+                if let Err(refusal) = self.authenticate(session, ctx).await {
+                    let id = ctx.request_id.as_str().to_string();
+                    let reason = match refusal {
+                        Refusal::Unauthenticated(www) | Refusal::StepUp(www) => {
+                            respond::send_error_with(
+                                session,
+                                401,
+                                &id,
+                                false,
+                                &[("WWW-Authenticate", www)],
+                            )
+                            .await?;
+                            "unauthenticated"
+                        }
+                        Refusal::SignIn(url) => {
+                            respond::redirect(session, &url, None, &id).await?;
+                            "sign_in_redirect"
+                        }
+                        Refusal::ProviderUnavailable => {
+                            respond::send_error(session, 503, &id, false).await?;
+                            "identity_provider_unavailable"
+                        }
+                    };
                     ctx.rejection = Some(reason);
                     metrics().rejections.with_label_values(&[reason]).inc();
-                    respond::send_error_with(
-                        session,
-                        401,
-                        ctx.request_id.as_str(),
-                        false,
-                        &[("WWW-Authenticate", www)],
-                    )
-                    .await?;
                     return Ok(true);
                 }
                 Ok(false)
@@ -571,6 +766,9 @@ impl ProxyHttp for Phigate {
         upstream.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         if !route.auth.forward_authorization {
             upstream.remove_header(&::http::header::AUTHORIZATION);
+        }
+        if let Some(name) = self.authn.browser.as_ref().map(|b| b.cookie_name()) {
+            strip_cookie(upstream, name)?;
         }
         if let Some(principal) = &ctx.principal {
             if route.auth.identity_headers {

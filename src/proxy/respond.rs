@@ -44,6 +44,26 @@ pub async fn send_json(
     Ok(())
 }
 
+/// A 302 to `location`, optionally setting a cookie. Never cached.
+pub async fn redirect(
+    session: &mut Session,
+    location: &str,
+    set_cookie: Option<&str>,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(302, Some(6))?;
+    resp.insert_header("Location", location)?;
+    if let Some(c) = set_cookie {
+        resp.insert_header("Set-Cookie", c)?;
+    }
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("Content-Length", "0")?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(None, true).await?;
+    Ok(())
+}
+
 /// The JSON body of a generated error.
 pub fn error_body(status: u16, request_id: &str) -> Bytes {
     let body = serde_json::json!({

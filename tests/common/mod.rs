@@ -518,6 +518,7 @@ pub struct Idp {
     pub dir: tempfile::TempDir,
     proc: Option<Proc>,
     access_ttl: u64,
+    extra: Vec<String>,
 }
 
 impl Idp {
@@ -527,6 +528,21 @@ impl Idp {
 
     /// An IdP whose access tokens live `access_ttl` seconds.
     pub fn start_with_ttl(access_ttl: u64) -> Idp {
+        Self::start_for(access_ttl, &[])
+    }
+
+    /// An IdP whose `phigate-web` client accepts phigate at `https://localhost:PORT`.
+    pub fn start_for_phigate(phigate_port: u16) -> Idp {
+        Self::start_for(
+            300,
+            &[
+                format!("--redirect-uri=https://localhost:{phigate_port}/.phigate/callback"),
+                format!("--post-logout-uri=https://localhost:{phigate_port}/"),
+            ],
+        )
+    }
+
+    fn start_for(access_ttl: u64, extra: &[String]) -> Idp {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut idp = Idp {
@@ -536,6 +552,7 @@ impl Idp {
             dir,
             proc: None,
             access_ttl,
+            extra: extra.to_vec(),
         };
         idp.launch();
         idp
@@ -553,6 +570,10 @@ impl Idp {
             .args(["--port", &self.port.to_string(), "--keys"])
             .arg(&self.keys)
             .args(["--access-ttl", &self.access_ttl.to_string()])
+            .args(self.extra.iter().flat_map(|a| {
+                let (k, v) = a.split_once('=').unwrap_or((a, ""));
+                [k.to_string(), v.to_string()]
+            }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -755,4 +776,35 @@ fn keep_cookies(resp: &reqwest::Response, jar: &mut std::collections::BTreeMap<S
             }
         }
     }
+}
+
+/// Runs a headless-Chromium scenario (tests/idp/browser.mjs) and returns
+/// one JSON result per step.
+pub fn browser(steps: serde_json::Value) -> Vec<serde_json::Value> {
+    let node = require("node");
+    require("chromium");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/idp");
+    assert!(
+        root.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: {SETUP}"
+    );
+    let out = Command::new(node)
+        .arg(root.join("browser.mjs"))
+        .arg(steps.to_string())
+        .output()
+        .expect("run the browser driver");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().last().unwrap_or("[]");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
+        panic!(
+            "browser driver output ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        out.status.success(),
+        "browser driver failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    v.as_array().cloned().unwrap_or_default()
 }

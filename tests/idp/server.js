@@ -100,7 +100,7 @@ async function main() {
       };
     },
     claims: {
-      openid: ['sub'],
+      openid: ['sub', 'acr', 'amr', 'auth_time'],
       email: ['email', 'email_verified'],
       profile: ['name'],
       phigate: ['roles', 'org', 'npi', 'care_teams', 'fhirUser', 'patient'],
@@ -113,7 +113,13 @@ async function main() {
         enabled: true,
         logoutSource: async (ctx, form) => {
           // Confirm without a click: the tests drive logout end to end.
-          ctx.body = `<!DOCTYPE html><html><body>${form}<script>document.forms[0].submit()</script></body></html>`;
+          // "Yes, sign me out" of the provider too (the button's value).
+          ctx.body = `<!DOCTYPE html><html><body>${form}<script>
+            const f = document.forms[0];
+            const yes = document.createElement('input');
+            yes.type = 'hidden'; yes.name = 'logout'; yes.value = 'yes';
+            f.appendChild(yes); f.submit();
+          </script></body></html>`;
         },
       },
       resourceIndicators: {
@@ -164,6 +170,7 @@ async function main() {
       };
     },
     pkce: { required: () => true },
+    conformIdTokenClaims: false,
     ttl: {
       AccessToken: opts.accessTtl,
       IdToken: opts.accessTtl,

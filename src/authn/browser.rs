@@ -1,0 +1,513 @@
+//! Browser single sign-on for apps that know nothing about OIDC.
+//!
+//! The authorization code flow with PKCE (S256), `state` and `nonce`, run by
+//! the `openidconnect` crate, on phigate's reserved paths (`/.phigate/login`,
+//! `/callback`, `/logout`, `/userinfo`). A successful login creates a new
+//! server-side session (never reusing an id: no fixation) referenced by an
+//! encrypted `__Host-` cookie. Pending logins live server-side too, keyed by
+//! `state`, so a replayed or forged callback finds nothing.
+
+use super::cookie::Keyring;
+use super::mfa::{MfaRules, StepUp};
+use super::principal::{AuthMethod, ClaimMapping, Principal};
+use super::session::{new_session_id, Expiry, Session, SessionLimits, SessionStore};
+use base64::Engine;
+use openidconnect::core::{
+    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreProviderMetadata,
+};
+use openidconnect::{
+    AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, TokenResponse,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+type Client = CoreClient<
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+/// Browser SSO settings, resolved from config.
+pub struct BrowserSettings {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub redirect_uri: String,
+    pub post_logout_redirect_uri: Option<String>,
+    pub scopes: Vec<String>,
+    pub cookie_name: String,
+    pub refresh_interval: Duration,
+    pub claims: ClaimMapping,
+    pub mfa: MfaRules,
+}
+
+/// Why a browser login step failed. Reasons go to events; the browser sees
+/// a generic error page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoginError {
+    #[error("identity provider unavailable: {0}")]
+    Provider(String),
+    #[error("unknown, expired or replayed login state")]
+    BadState,
+    #[error("the identity provider returned an error")]
+    ProviderDenied,
+    #[error("code exchange failed")]
+    Exchange,
+    #[error("ID token invalid: {0}")]
+    IdToken(String),
+    #[error("missing code")]
+    MissingCode,
+}
+
+impl LoginError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LoginError::Provider(_) => "provider_unavailable",
+            LoginError::BadState => "bad_state",
+            LoginError::ProviderDenied => "provider_denied",
+            LoginError::Exchange => "code_exchange_failed",
+            LoginError::IdToken(_) => "id_token_invalid",
+            LoginError::MissingCode => "missing_code",
+        }
+    }
+}
+
+struct Pending {
+    verifier: String,
+    nonce: String,
+    return_to: String,
+}
+
+/// What a completed login produced.
+pub struct LoggedIn {
+    pub set_cookie: String,
+    pub return_to: String,
+    pub principal: Arc<Principal>,
+}
+
+/// The browser SSO state of one phigate.
+pub struct BrowserSso {
+    settings: BrowserSettings,
+    http: reqwest::Client,
+    provider: tokio::sync::OnceCell<(Client, Option<String>)>,
+    pending: moka::future::Cache<String, Arc<Pending>>,
+    pub store: Arc<dyn SessionStore>,
+    keyring: Keyring,
+}
+
+/// How long a started login may take to come back.
+const LOGIN_TTL: Duration = Duration::from_secs(600);
+
+impl BrowserSso {
+    pub fn new(
+        settings: BrowserSettings,
+        http: reqwest::Client,
+        store: Arc<dyn SessionStore>,
+        keyring: Keyring,
+    ) -> BrowserSso {
+        BrowserSso {
+            settings,
+            http,
+            provider: tokio::sync::OnceCell::new(),
+            pending: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(LOGIN_TTL)
+                .build(),
+            store,
+            keyring,
+        }
+    }
+
+    /// Discovery, once (retried on the next login if it failed).
+    async fn provider(&self) -> Result<&(Client, Option<String>), LoginError> {
+        self.provider
+            .get_or_try_init(|| async {
+                let issuer = IssuerUrl::new(self.settings.issuer.clone())
+                    .map_err(|e| LoginError::Provider(e.to_string()))?;
+                let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+                    .await
+                    .map_err(|e| LoginError::Provider(e.to_string()))?;
+                let redirect = RedirectUrl::new(self.settings.redirect_uri.clone())
+                    .map_err(|e| LoginError::Provider(e.to_string()))?;
+                let client = CoreClient::from_provider_metadata(
+                    metadata,
+                    ClientId::new(self.settings.client_id.clone()),
+                    Some(ClientSecret::new(self.settings.client_secret.clone())),
+                )
+                .set_redirect_uri(redirect);
+                let end_session = self.end_session_endpoint().await;
+                Ok((client, end_session))
+            })
+            .await
+    }
+
+    /// `end_session_endpoint` (RP-initiated logout) is not in the core metadata.
+    async fn end_session_endpoint(&self) -> Option<String> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.settings.issuer.trim_end_matches('/')
+        );
+        let v: serde_json::Value = self.http.get(url).send().await.ok()?.json().await.ok()?;
+        v.get("end_session_endpoint")?.as_str().map(String::from)
+    }
+
+    /// The IdP authorization URL that starts a login returning to `return_to`.
+    /// A step-up adds `acr_values`, `max_age` and `prompt=login`; `force`
+    /// (after an automatic logoff) adds `prompt=login` so the IdP's own
+    /// session cannot sign the user back in silently.
+    pub async fn start_login(
+        &self,
+        return_to: &str,
+        step_up: Option<&StepUp>,
+        force: bool,
+    ) -> Result<String, LoginError> {
+        let (client, _) = self.provider().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut req = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for s in &self.settings.scopes {
+            if s != "openid" {
+                req = req.add_scope(Scope::new(s.clone()));
+            }
+        }
+        if let Some(s) = step_up {
+            for acr in &s.acr_values {
+                req = req.add_auth_context_value(AuthenticationContextClass::new(acr.clone()));
+            }
+            if let Some(age) = s.max_age {
+                req = req.set_max_age(Duration::from_secs(age));
+            }
+        }
+        if force || step_up.is_some() {
+            req = req.add_prompt(CoreAuthPrompt::Login);
+        }
+        let (url, state, nonce) = req.url();
+        self.pending
+            .insert(
+                state.secret().clone(),
+                Arc::new(Pending {
+                    verifier: verifier.secret().clone(),
+                    nonce: nonce.secret().clone(),
+                    return_to: return_to.to_string(),
+                }),
+            )
+            .await;
+        Ok(url.to_string())
+    }
+
+    /// Completes a login from the callback's query string.
+    pub async fn callback(&self, query: &str, now: u64) -> Result<LoggedIn, LoginError> {
+        let params = parse_query(query);
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let state = get("state").ok_or(LoginError::BadState)?;
+        // One use only: taking it out defeats replay.
+        let pending = self
+            .pending
+            .remove(state)
+            .await
+            .ok_or(LoginError::BadState)?;
+        if get("error").is_some() {
+            return Err(LoginError::ProviderDenied);
+        }
+        let code = get("code").ok_or(LoginError::MissingCode)?;
+        let (client, _) = self.provider().await?;
+        let token = client
+            .exchange_code(AuthorizationCode::new(code.to_string()))
+            .map_err(|_| LoginError::Exchange)?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier.clone()))
+            .request_async(&self.http)
+            .await
+            .map_err(|_| LoginError::Exchange)?;
+        let id_token = token
+            .id_token()
+            .ok_or_else(|| LoginError::IdToken("no id_token".into()))?;
+        let nonce = Nonce::new(pending.nonce.clone());
+        id_token
+            .claims(&client.id_token_verifier(), &nonce)
+            .map_err(|e| LoginError::IdToken(e.to_string()))?;
+        // Verified above: now read every claim (roles and the like) from it.
+        let raw = id_token.to_string();
+        let claims = jwt_payload(&raw).ok_or_else(|| LoginError::IdToken("payload".into()))?;
+        let principal = self
+            .settings
+            .claims
+            .principal(
+                &claims,
+                &self.settings.issuer,
+                AuthMethod::Session,
+                &self.settings.mfa,
+            )
+            .ok_or_else(|| LoginError::IdToken("no subject".into()))?;
+        let principal = Arc::new(principal);
+        let session = Session {
+            id: new_session_id(),
+            principal: principal.clone(),
+            created_at: now,
+            last_seen: now,
+            refresh_token: token.refresh_token().map(|t| t.secret().clone()),
+            last_refreshed: now,
+            id_token: Some(raw),
+        };
+        let set_cookie = self.cookie(&session.id);
+        self.store.put(session).await;
+        Ok(LoggedIn {
+            set_cookie,
+            return_to: pending.return_to.clone(),
+            principal,
+        })
+    }
+
+    /// The session a request's `Cookie` header refers to, checked against
+    /// `limits` and touched. `Ok(None)`: no (valid) cookie at all.
+    pub async fn session(
+        &self,
+        cookie_header: Option<&[u8]>,
+        limits: SessionLimits,
+        now: u64,
+    ) -> Result<Option<Session>, Expiry> {
+        let Some(id) = cookie_header.and_then(|h| self.session_id(h)) else {
+            return Ok(None);
+        };
+        let Some(mut session) = self.store.get(&id).await else {
+            return Ok(None);
+        };
+        if let Err(e) = session.check(limits, now) {
+            self.store.remove(&id).await;
+            return Err(e);
+        }
+        if now.saturating_sub(session.last_refreshed) > self.settings.refresh_interval.as_secs() {
+            if let Some(rt) = session.refresh_token.clone() {
+                match self.refresh(&rt).await {
+                    Some(new_rt) => {
+                        session.refresh_token = new_rt.or(Some(rt));
+                        session.last_refreshed = now;
+                    }
+                    None => {
+                        // The IdP no longer vouches for this user: sign out.
+                        self.store.remove(&id).await;
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        session.last_seen = now;
+        self.store.put(session.clone()).await;
+        Ok(Some(session))
+    }
+
+    /// Revalidates with the IdP; `Some(new refresh token if rotated)` on success.
+    async fn refresh(&self, refresh_token: &str) -> Option<Option<String>> {
+        let (client, _) = self.provider().await.ok()?;
+        let rt = RefreshToken::new(refresh_token.to_string());
+        let resp = client
+            .exchange_refresh_token(&rt)
+            .ok()?
+            .request_async(&self.http)
+            .await
+            .ok()?;
+        Some(resp.refresh_token().map(|t| t.secret().clone()))
+    }
+
+    /// Ends the session; returns (clearing Set-Cookie, where to send the browser).
+    pub async fn logout(&self, cookie_header: Option<&[u8]>) -> (String, String) {
+        let mut id_token = None;
+        if let Some(id) = cookie_header.and_then(|h| self.session_id(h)) {
+            if let Some(s) = self.store.get(&id).await {
+                id_token = s.id_token;
+            }
+            self.store.remove(&id).await;
+        }
+        let fallback = self
+            .settings
+            .post_logout_redirect_uri
+            .clone()
+            .unwrap_or_else(|| "/".into());
+        let target = match self.provider().await {
+            Ok((_, Some(end))) => {
+                let mut u = format!("{end}?client_id={}", urlencode(&self.settings.client_id));
+                if let Some(t) = id_token {
+                    u.push_str(&format!("&id_token_hint={}", urlencode(&t)));
+                }
+                if let Some(p) = &self.settings.post_logout_redirect_uri {
+                    u.push_str(&format!("&post_logout_redirect_uri={}", urlencode(p)));
+                }
+                u
+            }
+            _ => fallback,
+        };
+        (self.clear_cookie(), target)
+    }
+
+    pub fn cookie_name(&self) -> &str {
+        &self.settings.cookie_name
+    }
+
+    /// Removes the session a cookie refers to, if any.
+    pub async fn forget(&self, cookie_header: &[u8]) {
+        if let Some(id) = self.session_id(cookie_header) {
+            self.store.remove(&id).await;
+        }
+    }
+
+    /// The principal of a cookie's session, without touching it.
+    pub async fn peek(&self, cookie_header: &[u8]) -> Option<Arc<Principal>> {
+        let id = self.session_id(cookie_header)?;
+        self.store.get(&id).await.map(|s| s.principal)
+    }
+
+    fn session_id(&self, cookie_header: &[u8]) -> Option<String> {
+        let header = std::str::from_utf8(cookie_header).ok()?;
+        let sealed = header
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(n, _)| *n == self.settings.cookie_name)
+            .map(|(_, v)| v)?;
+        String::from_utf8(self.keyring.open(sealed)?).ok()
+    }
+
+    fn cookie(&self, session_id: &str) -> String {
+        format!(
+            "{}={}; Path=/; Secure; HttpOnly; SameSite=Lax",
+            self.settings.cookie_name,
+            self.keyring.seal(session_id.as_bytes())
+        )
+    }
+
+    pub fn clear_cookie(&self) -> String {
+        format!(
+            "{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+            self.settings.cookie_name
+        )
+    }
+
+    /// A hash identifying the session's credential (for the assertion cache).
+    pub fn credential(session: &Session) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(session.id.as_bytes()).into()
+    }
+}
+
+/// The payload of a JWT whose signature has already been verified.
+fn jwt_payload(jwt: &str) -> Option<serde_json::Value> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// `application/x-www-form-urlencoded` pairs, percent-decoded.
+pub fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Some((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A post-login return target: a same-origin path only. Absolute URLs,
+/// scheme-relative `//host`, `/\host`, backslashes, control characters and
+/// encoded whitespace or slashes that a browser would fold into one of those
+/// are refused (open redirects).
+pub fn safe_return_path(raw: &str) -> Option<String> {
+    if raw.is_empty() || raw.len() > 2048 || !raw.starts_with('/') {
+        return None;
+    }
+    let lower = raw.to_ascii_lowercase();
+    let bad_encodings = ["%09", "%0a", "%0d", "%00", "%20", "%2f", "%5c", "%25"];
+    if raw
+        .bytes()
+        .any(|b| b.is_ascii_control() || b == b'\\' || b == b' ')
+        || raw.starts_with("//")
+        || bad_encodings.iter().any(|e| lower.contains(e))
+        || !raw.is_ascii()
+    {
+        return None;
+    }
+    Some(raw.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths_are_same_origin_only() {
+        for ok in ["/", "/portal/chart?id=1", "/a/b#frag"] {
+            assert_eq!(safe_return_path(ok).as_deref(), Some(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/%2f%2fevil.example",
+            "/%5cevil.example",
+            "/%09/evil.example",
+            "/%0d%0aSet-Cookie:x=y",
+            "/a b",
+            "javascript:alert(1)",
+            "",
+            "/%2F%2Fevil",
+            "/\u{3000}/evil",
+            "/%252f%252fevil",
+        ] {
+            assert_eq!(safe_return_path(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn queries_decode() {
+        let q = parse_query("code=a%2Bb&state=x+y&empty=");
+        assert_eq!(q[0], ("code".into(), "a+b".into()));
+        assert_eq!(q[1], ("state".into(), "x y".into()));
+        assert!(parse_query("bad=%zz").is_empty());
+    }
+}

@@ -1,0 +1,342 @@
+//! Browser single sign-on with a real browser (Debian's headless Chromium)
+//! against the real OpenID provider: the code flow lands on the original
+//! URL, the session cookie's attributes, automatic logoff (idle and
+//! absolute), logout, step-up, tampered cookies, replayed or missing
+//! `state`, and open-redirect attempts.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+struct Sso {
+    px: Phigate,
+    idp: Idp,
+    _up: Upstream,
+    _ca: TestCa,
+    base: String,
+}
+
+/// phigate over TLS on `https://localhost:PORT` with a browser route `/__echo`.
+fn sso(route_auth: &str) -> Sso {
+    let port = free_port();
+    let idp = Idp::start_for_phigate(port);
+    let up = Upstream::demo();
+    let ca = TestCa::new();
+    let (cert, key) = ca.issue("server", &["localhost", "127.0.0.1"]);
+    let secret = ca.dir.path().join("client-secret");
+    std::fs::write(&secret, "phigate-web-test-secret\n").unwrap();
+    let body = format!(
+        r#"{provider}
+[browser]
+identity_provider = "test"
+client_id = "phigate-web"
+client_secret = "file:{secret}"
+redirect_uri = "https://localhost:{port}/.phigate/callback"
+post_logout_redirect_uri = "https://localhost:{port}/"
+
+[[routes]]
+name = "app"
+path_prefix = "/__echo"
+upstream = "app"
+auth = {{ kind = "browser", {route_auth} }}
+
+[upstreams.app]
+origins = ["{origin}"]
+[upstreams.app.health_check]
+path = "/healthz"
+"#,
+        provider = idp.provider_config(""),
+        secret = secret.display(),
+        origin = up.origin(),
+    );
+    let px = Phigate::start_with(&tls_listener(port, &cert, &key, ""), port, &body);
+    Sso {
+        px,
+        idp,
+        _up: up,
+        _ca: ca,
+        base: format!("https://localhost:{port}"),
+    }
+}
+
+fn on_idp_login(step: &serde_json::Value, idp: &Idp) -> bool {
+    step["url"].as_str().unwrap_or("").starts_with(&idp.issuer)
+        && step["text"].as_str().unwrap_or("").contains("Sign in")
+}
+
+fn echoed_json(step: &serde_json::Value) -> serde_json::Value {
+    serde_json::from_str(step["text"].as_str().unwrap_or("")).unwrap_or(json!(null))
+}
+
+fn echoed_header(step: &serde_json::Value, name: &str) -> Vec<String> {
+    echoed_json(step)["headers"]
+        .as_array()
+        .map(|hs| {
+            hs.iter()
+                .filter(|h| h[0].as_str() == Some(name))
+                .filter_map(|h| h[1].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn code_flow_lands_on_the_original_url_with_a_safe_cookie() {
+    let s = sso("");
+    let target = format!("{}/__echo/chart?id=7", s.base);
+    let r = browser(json!([
+        {"op": "goto", "url": target},
+        {"op": "login", "user": "alice", "mfa": true},
+        {"op": "cookies", "url": s.base},
+        {"op": "goto", "url": format!("{}/.phigate/userinfo", s.base)},
+    ]));
+    assert!(
+        on_idp_login(&r[0], &s.idp),
+        "not sent to the IdP: {:?}",
+        r[0]
+    );
+    assert_eq!(
+        r[1]["url"], target,
+        "did not land on the original URL: {:?}",
+        r[1]
+    );
+    assert_eq!(
+        echoed_header(&r[1], "x-phigate-user"),
+        vec!["alice".to_string()]
+    );
+    // The app never sees phigate's session cookie.
+    let cookies_seen = echoed_header(&r[1], "cookie").join(";");
+    assert!(!cookies_seen.contains("__Host-phigate"), "{cookies_seen}");
+
+    let cookies = r[2]["cookies"].as_array().unwrap();
+    let c = cookies
+        .iter()
+        .find(|c| c["name"] == "__Host-phigate")
+        .expect("session cookie");
+    assert_eq!(c["secure"], true);
+    assert_eq!(c["httpOnly"], true);
+    assert_eq!(c["sameSite"], "Lax");
+    assert_eq!(c["path"], "/");
+    assert!(c
+        .get("domain")
+        .and_then(|d| d.as_str())
+        .is_none_or(|d| d == "localhost"));
+
+    let me: serde_json::Value = serde_json::from_str(r[3]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(me["sub"], "alice");
+    assert_eq!(me["mfa"], true);
+    let m = s.px.metrics();
+    assert!(
+        metric_value(
+            &m,
+            "phigate_auth_events_total{event=\"login_succeeded\",reason=\"code_flow\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn idle_timeout_forces_a_real_sign_in_again() {
+    let s = sso("session_idle_timeout = \"2s\"");
+    let target = format!("{}/__echo/x", s.base);
+    let r = browser(json!([
+        {"op": "goto", "url": target},
+        {"op": "login", "user": "bob", "mfa": false},
+        {"op": "sleep", "ms": 1000},
+        {"op": "goto", "url": target},
+        {"op": "sleep", "ms": 3200},
+        {"op": "goto", "url": target},
+    ]));
+    assert_eq!(r[1]["url"], target);
+    assert_eq!(
+        r[3]["url"], target,
+        "activity within the idle window keeps the session"
+    );
+    // The IdP still has its own session, but automatic logoff demands a sign-in.
+    assert!(
+        on_idp_login(&r[5], &s.idp),
+        "idle session was not logged off: {:?}",
+        r[5]
+    );
+    let m = s.px.metrics();
+    assert!(
+        metric_value(
+            &m,
+            "phigate_auth_events_total{event=\"session_idle_expired\",reason=\"timeout\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn absolute_timeout_ends_even_an_active_session() {
+    let s = sso("session_idle_timeout = \"1m\", session_absolute_timeout = \"3s\"");
+    let target = format!("{}/__echo/x", s.base);
+    let r = browser(json!([
+        {"op": "goto", "url": target},
+        {"op": "login", "user": "bob", "mfa": false},
+        {"op": "sleep", "ms": 1500},
+        {"op": "goto", "url": target},
+        {"op": "sleep", "ms": 2500},
+        {"op": "goto", "url": target},
+    ]));
+    assert_eq!(r[3]["url"], target);
+    assert!(
+        on_idp_login(&r[5], &s.idp),
+        "absolute timeout not enforced: {:?}",
+        r[5]
+    );
+}
+
+#[test]
+fn logout_ends_both_sessions() {
+    let s = sso("");
+    let target = format!("{}/__echo/x", s.base);
+    let r = browser(json!([
+        {"op": "goto", "url": target},
+        {"op": "login", "user": "alice", "mfa": true},
+        {"op": "goto", "url": format!("{}/.phigate/logout", s.base)},
+        {"op": "cookies", "url": s.base},
+        {"op": "goto", "url": target},
+    ]));
+    assert_eq!(r[1]["url"], target);
+    assert!(
+        r[2]["url"].as_str().unwrap().starts_with(&s.base),
+        "not back from the IdP: {:?}",
+        r[2]
+    );
+    assert!(!r[3]["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "__Host-phigate"));
+    assert!(
+        on_idp_login(&r[4], &s.idp),
+        "still signed in after logout: {:?}",
+        r[4]
+    );
+}
+
+#[test]
+fn step_up_sends_the_browser_back_for_mfa() {
+    let s = sso("require_mfa = true");
+    let target = format!("{}/__echo/records", s.base);
+    let r = browser(json!([
+        {"op": "goto", "url": target},
+        {"op": "login", "user": "bob", "mfa": false},
+        {"op": "login", "user": "bob", "mfa": true},
+    ]));
+    assert!(
+        on_idp_login(&r[1], &s.idp),
+        "a password-only login was let through: {:?}",
+        r[1]
+    );
+    assert_eq!(r[2]["url"], target);
+    assert_eq!(
+        echoed_header(&r[2], "x-phigate-user"),
+        vec!["bob".to_string()]
+    );
+}
+
+#[test]
+fn open_redirects_are_refused() {
+    let s = sso("");
+    for rd in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/%2F%2Fevil.example",
+        "/\\evil.example",
+    ] {
+        let r = browser(json!([
+            {"op": "goto", "url": format!("{}/.phigate/login?rd={}", s.base, urlencoding(rd))},
+            {"op": "login", "user": "alice", "mfa": true},
+        ]));
+        let landed = r[1]["url"].as_str().unwrap_or("");
+        assert!(landed.starts_with(&s.base), "rd={rd} led to {landed}");
+        assert!(!landed.contains("evil"), "rd={rd} led to {landed}");
+    }
+}
+
+#[test]
+fn tampered_cookies_and_bad_callbacks_are_refused() {
+    let s = sso("");
+    let target = format!("{}/__echo/x", s.base);
+    let r = browser(json!([
+        {"op": "goto", "url": target},
+        {"op": "login", "user": "alice", "mfa": true},
+        {"op": "cookies", "url": s.base},
+    ]));
+    let cookie = r[2]["cookies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "__Host-phigate")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s._ca.ca_pem).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let status = |path: &str, cookie: Option<&str>| {
+        let mut req = client
+            .get(format!("{}{path}", s.base))
+            .header("Accept", "application/json");
+        if let Some(c) = cookie {
+            req = req.header("Cookie", format!("__Host-phigate={c}"));
+        }
+        rt.block_on(req.send()).unwrap().status().as_u16()
+    };
+    assert_eq!(
+        status("/__echo/x", Some(&cookie)),
+        200,
+        "the real cookie works outside the browser too"
+    );
+    let mut flipped = cookie.clone().into_bytes();
+    let i = flipped.len() / 2;
+    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        status("/__echo/x", Some(std::str::from_utf8(&flipped).unwrap())),
+        401
+    );
+    assert_eq!(status("/__echo/x", Some("garbage")), 401);
+    assert_eq!(status("/__echo/x", None), 401);
+    // Callbacks without, with unknown, or with replayed state.
+    assert_eq!(status("/.phigate/callback?code=abc", None), 400);
+    assert_eq!(
+        status("/.phigate/callback?code=abc&state=forged", None),
+        400
+    );
+    let m = s.px.metrics();
+    assert!(
+        metric_value(
+            &m,
+            "phigate_auth_events_total{event=\"login_failed\",reason=\"bad_state\"}"
+        )
+        .unwrap_or(0.0)
+            >= 2.0,
+        "{m}"
+    );
+}
+
+fn urlencoding(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
