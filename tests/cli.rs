@@ -176,27 +176,44 @@ fn demo_serves_synthetic_fhir_over_tls() {
     }
     let banner = std::fs::read_to_string(state.path().join("stdout")).unwrap();
     assert!(banner.contains("curl --cacert"), "{banner}");
+    assert!(banner.contains("$CARE_MANAGER_TOKEN"), "{banner}");
 
+    // The credentials file the banner points at: tokens per persona, the API key.
+    let env = std::fs::read_to_string(state.path().join("tokens.env")).unwrap();
+    let var = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("{name} missing from tokens.env"))
+            .to_string()
+    };
     let ca = reqwest::Certificate::from_pem(&std::fs::read(state.path().join("cert.pem")).unwrap())
         .unwrap();
     let client = reqwest::blocking_client(ca);
     let base = format!("https://localhost:{port}");
+    let care_manager = format!("Bearer {}", var("CARE_MANAGER_TOKEN"));
     let r = client
-        .get(format!("{base}/fhir/Patient/pat-0001"))
+        .get_with(format!("{base}/fhir/Patient/pat-0001"), &care_manager)
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
     let patient: serde_json::Value = r.json().unwrap();
     assert_eq!(patient["resourceType"], "Patient");
-    let r = client
-        .get(format!(
-            "{base}/fhir/Observation?patient=Patient/pat-0001&_count=5"
-        ))
-        .send()
-        .unwrap();
-    let bundle: serde_json::Value = r.json().unwrap();
-    assert_eq!(bundle["type"], "searchset");
-    assert!(client.get(format!("{base}/admin")).send().unwrap().status() == 404);
+    for persona in ["PHYSICIAN", "BILLING", "SUPPORT", "PATIENT"] {
+        let auth = format!("Bearer {}", var(&format!("{persona}_TOKEN")));
+        let url = format!("{base}/fhir/Observation?patient=Patient/pat-0001&_count=5");
+        let r = client.get_with(url, &auth).send().unwrap();
+        assert_eq!(r.status(), 200, "{persona}");
+        let bundle: serde_json::Value = r.json().unwrap();
+        assert_eq!(bundle["type"], "searchset");
+    }
+    let device = format!("ApiKey {}", var("DEVICE_GATEWAY_KEY"));
+    let r = client.get_with(format!("{base}/fhir/Patient/pat-0001"), &device);
+    assert_eq!(r.send().unwrap().status(), 200);
+    // Without credentials: 401; the metadata is public; unrouted is 404.
+    let status = |path: &str| client.get(format!("{base}{path}")).send().unwrap().status();
+    assert_eq!(status("/fhir/Patient/pat-0001"), 401);
+    assert_eq!(status("/fhir/metadata"), 200);
+    assert_eq!(status("/admin"), 404);
 }
 
 #[test]
@@ -261,6 +278,12 @@ mod reqwest {
     impl BlockingClient {
         pub fn get(&self, url: String) -> Pending<'_> {
             Pending(self, self.client.get(url))
+        }
+        pub fn get_with(&self, url: String, authorization: &str) -> Pending<'_> {
+            Pending(
+                self,
+                self.client.get(url).header("Authorization", authorization),
+            )
         }
     }
     impl<'a> Pending<'a> {

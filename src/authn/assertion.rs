@@ -18,12 +18,56 @@ pub const ASSERTION_TTL: Duration = Duration::from_secs(120);
 /// An assertion is re-signed when less than this is left of it.
 const REUSE_MARGIN: u64 = 60;
 
+/// A P-256 signing key with its public JWK set (RFC 7638 thumbprint as `kid`).
+pub struct SigningKey {
+    pub kid: String,
+    pub encoding: EncodingKey,
+    pub jwks: serde_json::Value,
+}
+
+impl SigningKey {
+    pub fn generate() -> Result<SigningKey, SignerError> {
+        let kp = rcgen::KeyPair::generate().map_err(|e| SignerError::Key(e.to_string()))?;
+        Self::from_key_pair(&kp)
+    }
+
+    pub fn from_key_pair(kp: &rcgen::KeyPair) -> Result<SigningKey, SignerError> {
+        let public = kp.public_key_raw();
+        if public.len() != 65 || public[0] != 4 {
+            return Err(SignerError::Key(
+                "unexpected P-256 public key encoding".into(),
+            ));
+        }
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let (x, y) = (b64(&public[1..33]), b64(&public[33..65]));
+        let kid = {
+            use sha2::Digest;
+            let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+            b64(&sha2::Sha256::digest(canonical.as_bytes()))
+        };
+        let jwks = serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid, "x": x, "y": y,
+        }]});
+        Ok(SigningKey {
+            kid,
+            encoding: EncodingKey::from_ec_der(&kp.serialize_der()),
+            jwks,
+        })
+    }
+
+    /// Signs `claims` as an ES256 JWT with this key's `kid` and `typ`.
+    pub fn sign(&self, typ: &str, claims: &impl Serialize) -> Option<String> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(&header, claims, &self.encoding).ok()
+    }
+}
+
 /// Signs assertions with one P-256 key.
 pub struct AssertionSigner {
     issuer: String,
-    kid: String,
-    key: EncodingKey,
-    jwks: serde_json::Value,
+    key: SigningKey,
     cache: moka::sync::Cache<CacheKey, Arc<(String, u64)>>,
 }
 
@@ -73,34 +117,9 @@ impl AssertionSigner {
     }
 
     fn from_key_pair(issuer: &str, kp: &rcgen::KeyPair) -> Result<AssertionSigner, SignerError> {
-        let der = kp.serialize_der();
-        let key = EncodingKey::from_ec_der(&der);
-        let public = kp.public_key_raw();
-        if public.len() != 65 || public[0] != 4 {
-            return Err(SignerError::Key(
-                "unexpected P-256 public key encoding".into(),
-            ));
-        }
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let thumb = {
-            use sha2::Digest;
-            // RFC 7638 thumbprint as the key id: stable for the same key.
-            let canonical = format!(
-                r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-                b64(&public[1..33]),
-                b64(&public[33..65])
-            );
-            b64(&sha2::Sha256::digest(canonical.as_bytes()))
-        };
-        let jwks = serde_json::json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": thumb,
-            "x": b64(&public[1..33]), "y": b64(&public[33..65]),
-        }]});
         Ok(AssertionSigner {
             issuer: issuer.to_string(),
-            kid: thumb,
-            key,
-            jwks,
+            key: SigningKey::from_key_pair(kp)?,
             cache: moka::sync::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(ASSERTION_TTL)
@@ -110,7 +129,7 @@ impl AssertionSigner {
 
     /// The public key set for `/.phigate/jwks.json`.
     pub fn jwks(&self) -> &serde_json::Value {
-        &self.jwks
+        &self.key.jwks
     }
 
     /// An assertion about `principal` for `audience`, reused per
@@ -143,10 +162,7 @@ impl AssertionSigner {
             mfa: principal.mfa,
             method: principal.method.as_str(),
         };
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".into());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key).ok()?;
+        let token = self.key.sign("JWT", &claims)?;
         self.cache.insert(cache_key, Arc::new((token.clone(), exp)));
         Some(token)
     }

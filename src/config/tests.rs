@@ -217,8 +217,25 @@ fn demo_config_template_is_valid() {
         upstream_only: None,
         state_dir: None,
     };
-    let text = crate::demo::render_config(&args, "127.0.0.1:1".parse().unwrap(), &cert, &key);
-    for placeholder in ["{listen}", "{admin}", "{cert}", "{key}", "{upstream}"] {
+    let k = crate::authn::apikey::generate();
+    let text = crate::demo::render_config(
+        &args,
+        "127.0.0.1:1".parse().unwrap(),
+        &cert,
+        &key,
+        "http://127.0.0.1:2",
+        (&k.key_id, &k.hash),
+    );
+    for placeholder in [
+        "{listen}",
+        "{admin}",
+        "{cert}",
+        "{key}",
+        "{upstream}",
+        "{issuer}",
+        "{api_key_id}",
+        "{api_key_hash}",
+    ] {
         assert!(
             !text.contains(placeholder),
             "unfilled {placeholder}:\n{text}"

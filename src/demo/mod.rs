@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod fhir;
+pub mod issuer;
 
 pub use data::DemoData;
 pub use fhir::serve;

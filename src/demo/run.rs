@@ -75,6 +75,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             }
         })?;
 
+    let issuer = super::issuer::DemoIssuer::start().context("starting the demo issuer")?;
+    let api_key = crate::authn::apikey::generate();
+
     let dir = match &args.state_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("phigate-demo-{}", std::process::id())),
@@ -84,11 +87,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         .write(&dir)
         .context("writing the demo certificate")?;
     let config_path = dir.join("phigate-demo.toml");
-    let text = render_config(&args, upstream_addr, &cert, &key);
+    let text = render_config(
+        &args,
+        upstream_addr,
+        &cert,
+        &key,
+        &issuer.issuer,
+        (&api_key.key_id, &api_key.hash),
+    );
     std::fs::write(&config_path, &text)?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let server = crate::server::build(&config)?;
-    print_banner(&args, &cert, &config_path);
+    let tokens = write_tokens(&dir, &issuer, &api_key.key)?;
+    print_banner(&args, &cert, &config_path, &tokens);
     server.run_forever()
 }
 
@@ -119,19 +130,65 @@ async fn stop_signal() {
     }
 }
 
-/// Fills the embedded template.
-pub fn render_config(args: &DemoArgs, upstream: SocketAddr, cert: &Path, key: &Path) -> String {
+/// Fills the embedded template. `api_key` is (key id, salted hash).
+pub fn render_config(
+    args: &DemoArgs,
+    upstream: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    issuer: &str,
+    api_key: (&str, &str),
+) -> String {
     DEMO_CONFIG
         .replace("{listen}", &args.listen.to_string())
         .replace("{admin}", &args.admin.to_string())
         .replace("{cert}", &cert.display().to_string())
         .replace("{key}", &key.display().to_string())
         .replace("{upstream}", &upstream.to_string())
+        .replace("{issuer}", issuer)
+        .replace("{api_key_id}", api_key.0)
+        .replace("{api_key_hash}", api_key.1)
 }
 
-fn print_banner(args: &DemoArgs, cert: &Path, config: &Path) {
+/// Mints a token per persona and writes them, with the device gateway's
+/// key, as shell exports to `DIR/tokens.env` (owner-only). Returns its path.
+fn write_tokens(
+    dir: &Path,
+    issuer: &super::issuer::DemoIssuer,
+    api_key: &str,
+) -> anyhow::Result<PathBuf> {
+    use std::fmt::Write as _;
+    let mut out = String::from("# phigate demo credentials for synthetic personas (valid 12 h)\n");
+    for p in super::issuer::personas() {
+        let token = issuer
+            .token(&p, 12 * 3600)
+            .context("signing a demo token")?;
+        let _ = writeln!(out, "# {}\nexport {}_TOKEN={token}", p.description, p.var);
+    }
+    let _ = writeln!(
+        out,
+        "# remote-monitoring device gateway (API key)\nexport DEVICE_GATEWAY_KEY={api_key}"
+    );
+    let path = dir.join("tokens.env");
+    crate::server::tls::write_private(&path, out.as_bytes())?;
+    Ok(path)
+}
+
+fn print_banner(args: &DemoArgs, cert: &Path, config: &Path, tokens: &Path) {
     let base = format!("https://localhost:{}", args.listen.port());
     let ca = cert.display();
+    let personas: Vec<String> = super::issuer::personas()
+        .iter()
+        .map(|p| {
+            format!(
+                "  ${}_TOKEN{:>width$}{}",
+                p.var,
+                "",
+                p.description,
+                width = 14 - p.var.len()
+            )
+        })
+        .collect();
     println!(
         r#"phigate demo is running (synthetic data: {patients} patients, seed {seed})
 
@@ -139,13 +196,21 @@ fn print_banner(args: &DemoArgs, cert: &Path, config: &Path) {
   admin plane   http://{admin}/metrics  /healthz  /readyz
   certificate   {ca}  (generated for this run)
   config        {config}
+  credentials   {tokens}
+
+Personas (synthetic; tokens from the demo's own issuer, valid 12 h):
+{personas}
+  $DEVICE_GATEWAY_KEY     remote-monitoring device gateway (API key)
 
 Try:
-  curl --cacert {ca} {base}/fhir/Patient/pat-0001
-  curl --cacert {ca} '{base}/fhir/Observation?patient=Patient/pat-0001&_count=5'
-  curl --cacert {ca} {base}/fhir/Patient/pat-0001/\$everything
-  curl --cacert {ca} -i {base}/fhir/Patient/..%2F..%2Fadmin     # ambiguous path: 400
-  curl --cacert {ca} -i {base}/admin                            # unrouted: 404
+  source {tokens}
+  curl --cacert {ca} -H "Authorization: Bearer $CARE_MANAGER_TOKEN" {base}/fhir/Patient/pat-0001
+  curl --cacert {ca} -H "Authorization: Bearer $PHYSICIAN_TOKEN" '{base}/fhir/Observation?patient=Patient/pat-0001&_count=5'
+  curl --cacert {ca} -H "Authorization: ApiKey $DEVICE_GATEWAY_KEY" {base}/fhir/Patient/pat-0001/\$everything
+  curl --cacert {ca} -i {base}/fhir/Patient/pat-0001                        # no credentials: 401
+  curl --cacert {ca} {base}/fhir/metadata                                   # public
+  curl --cacert {ca} -i {base}/fhir/Patient/..%2F..%2Fadmin                 # ambiguous path: 400
+  curl --cacert {ca} {base}/.phigate/jwks.json                              # keys for X-Phigate-Assertion
   curl -s http://{admin}/metrics | grep ^phigate_
 
 Stop with Ctrl-C."#,
@@ -153,5 +218,7 @@ Stop with Ctrl-C."#,
         seed = args.seed,
         admin = args.admin,
         config = config.display(),
+        tokens = tokens.display(),
+        personas = personas.join("\n"),
     );
 }
