@@ -15,6 +15,7 @@ pub mod cookie;
 pub mod events;
 pub mod jwks;
 pub mod mfa;
+pub mod mtls;
 pub mod principal;
 pub mod session;
 mod setup;
@@ -37,6 +38,7 @@ pub struct RouteAuth {
     pub kind: AuthKind,
     pub bearer: bool,
     pub api_key: bool,
+    pub client_cert: bool,
     /// Identity provider names whose tokens count (empty = all).
     pub issuers: Vec<String>,
     pub strength: Strength,
@@ -69,6 +71,7 @@ impl RouteAuth {
             kind: c.kind,
             bearer: c.accept.contains(&CredentialKind::Bearer),
             api_key: c.accept.contains(&CredentialKind::ApiKey),
+            client_cert: c.accept.contains(&CredentialKind::ClientCertificate),
             issuers: c.issuers.clone(),
             strength: Strength {
                 require_mfa: c.require_mfa,
@@ -140,11 +143,14 @@ pub struct Credentials<'a> {
     pub wants_page: bool,
     /// The path and query to come back to after signing in.
     pub return_to: &'a str,
+    /// The verified TLS client certificate, if the client presented one.
+    pub client_cert: Option<&'a mtls::ClientCertIdentity>,
 }
 
 /// All authentication state: verifiers, keys, the assertion signer, the event sink.
 pub struct Authenticator {
     pub bearer: Option<BearerVerifier>,
+    pub certificates: mtls::CertificateMap,
     pub browser: Option<browser::BrowserSso>,
     pub api_keys: ApiKeyStore,
     pub signer: AssertionSigner,
@@ -165,6 +171,7 @@ impl Authenticator {
     ) -> Authenticator {
         Authenticator {
             bearer,
+            certificates: mtls::CertificateMap::default(),
             browser: None,
             api_keys,
             signer,
@@ -185,6 +192,11 @@ impl Authenticator {
             return AuthOutcome::Public;
         }
         let Some(authorization) = creds.authorization else {
+            if route.client_cert {
+                if let Some(cert) = creds.client_cert {
+                    return self.with_certificate(route, cert, facts);
+                }
+            }
             if route.kind == AuthKind::Browser {
                 return self.with_session(route, creds, facts, now).await;
             }
@@ -284,6 +296,36 @@ impl Authenticator {
             .and_then(|n| self.mfa_by_issuer.iter().find(|(i, _)| i == n))
             .map(|(_, r)| r.clone())
             .unwrap_or_default()
+    }
+
+    fn with_certificate(
+        &self,
+        route: &RouteAuth,
+        cert: &mtls::ClientCertIdentity,
+        facts: &RequestFacts<'_>,
+    ) -> AuthOutcome {
+        let Some(principal) = self.certificates.principal(cert) else {
+            self.emit(
+                facts,
+                AuthEventKind::CertificateRejected,
+                "not_listed",
+                None,
+            );
+            return AuthOutcome::Challenge(REALM.to_string());
+        };
+        if route.strength.require_mfa || route.strength.max_auth_age.is_some() {
+            self.emit(
+                facts,
+                AuthEventKind::CertificateRejected,
+                "mfa_required",
+                Some(&principal),
+            );
+            return AuthOutcome::Challenge(REALM.to_string());
+        }
+        AuthOutcome::Authenticated {
+            credential: cert.fingerprint,
+            principal,
+        }
     }
 
     fn with_api_key(&self, route: &RouteAuth, key: &str, facts: &RequestFacts<'_>) -> AuthOutcome {

@@ -98,6 +98,7 @@ pub fn build(config: &Config) -> Result<Arc<Authenticator>, SetupError> {
     };
     let mut authn = Authenticator::new(bearer, api_keys, signer, Arc::new(LogSink), mfa);
     authn.browser = browser;
+    authn.certificates = super::mtls::CertificateMap::new(&config.service_certificates);
     Ok(Arc::new(authn))
 }
 

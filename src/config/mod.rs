@@ -121,6 +121,9 @@ impl Config {
             if let Some(tls) = &mut l.tls {
                 fix(&mut tls.cert);
                 fix(&mut tls.key);
+                if let Some(ca) = &mut tls.client_ca {
+                    fix(ca);
+                }
             }
         }
         for u in self.upstreams.values_mut() {
@@ -200,6 +203,14 @@ impl Config {
             }
             check_identity_provider(&key, idp, &mut out);
         }
+        for (i, c) in self.service_certificates.iter().enumerate() {
+            if c.matchers() != 1 {
+                out.push((
+                    format!("service_certificates[{i}]"),
+                    "set exactly one of subject_cn, san_dns, san_uri".into(),
+                ));
+            }
+        }
         if let Err(e) = crate::authn::ApiKeyStore::new(&self.api_keys) {
             out.push(("api_keys".into(), e));
         }
@@ -252,6 +263,11 @@ fn check_listener(key: &str, l: &ListenerConfig, out: &mut Vec<(String, String)>
                         format!("{key}.tls.{field}"),
                         format!("cannot read {}: {e}", p.display()),
                     ));
+                }
+            }
+            if let Some(ca) = &tls.client_ca {
+                if let Err(e) = crate::server::tls::load_ca_bundle(ca) {
+                    out.push((format!("{key}.tls.client_ca"), e.to_string()));
                 }
             }
             if tls.cert.exists() && tls.key.exists() {
@@ -348,6 +364,24 @@ fn check_route_auth(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(
                 r.name
             ),
         ));
+    }
+    if a.accept.contains(&CredentialKind::ClientCertificate) {
+        if config.service_certificates.is_empty() {
+            out.push((
+                format!("{key}.accept"),
+                "accepts client_certificate but no [[service_certificates]] are configured".into(),
+            ));
+        }
+        if !config
+            .listeners
+            .iter()
+            .any(|l| l.tls.as_ref().is_some_and(|t| t.client_ca.is_some()))
+        {
+            out.push((
+                format!("{key}.accept"),
+                "accepts client_certificate but no listener has tls.client_ca".into(),
+            ));
+        }
     }
     if a.accept.contains(&CredentialKind::ApiKey) && config.api_keys.is_empty() {
         out.push((

@@ -38,6 +38,9 @@ pub struct Config {
     /// API keys for service integrations (`phigate keygen api-key`).
     #[serde(default)]
     pub api_keys: Vec<crate::authn::ApiKeyConfig>,
+    /// Client certificates accepted as service identities (mTLS).
+    #[serde(default)]
+    pub service_certificates: Vec<crate::authn::mtls::ServiceCertificateConfig>,
     /// The identity headers and assertion sent to upstreams.
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
@@ -107,6 +110,22 @@ pub struct TlsConfig {
     /// Default `"10s"`.
     #[serde(default = "default_reload_interval")]
     pub reload_interval: HumanDuration,
+    /// PEM CA bundle for client certificates (mTLS). When set, clients may
+    /// (or must, see `client_auth`) present a certificate signed by it; a
+    /// presented certificate that does not verify fails the handshake.
+    pub client_ca: Option<PathBuf>,
+    /// `"optional"` (default when `client_ca` is set) or `"required"`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+}
+
+/// Whether a listener with `client_ca` demands a client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    #[default]
+    Optional,
+    Required,
 }
 
 fn yes() -> bool {
@@ -393,6 +412,9 @@ pub enum CredentialKind {
     Bearer,
     /// `Authorization: ApiKey phg_...` from `[[api_keys]]`.
     ApiKey,
+    /// A TLS client certificate listed in `[[service_certificates]]`,
+    /// verified by the listener's `client_ca`.
+    ClientCertificate,
 }
 
 /// A route's authentication requirements.

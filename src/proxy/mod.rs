@@ -13,6 +13,7 @@ pub use respond::{error_body, error_code};
 pub use router::{request_host, routing_view, Router};
 
 use crate::authn::browser::{parse_query, safe_return_path, LoginError};
+use crate::authn::mtls::ClientCertIdentity;
 use crate::authn::{AuthEventKind, Credentials, RequestFacts};
 use crate::authn::{AuthOutcome, Authenticator, Principal, RouteAuth};
 use crate::config::{Config, RouteConfig};
@@ -286,7 +287,12 @@ impl Phigate {
                 .map(|v: &::http::HeaderValue| v.as_bytes())
         };
         let return_to = path.to_uri_string();
+        let client_cert = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<ClientCertIdentity>());
         let creds = Credentials {
+            client_cert,
             authorization: header(::http::header::AUTHORIZATION),
             cookie: header(::http::header::COOKIE),
             wants_page: wants_page(req),

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod tls;
 
+use crate::authn::mtls::ClientCertIdentity;
 use crate::config::{Config, ListenerConfig};
 use crate::metrics::metrics;
 use crate::proxy::{Phigate, Pool};
@@ -45,19 +46,52 @@ pub enum StartError {
     },
 }
 
-/// Counts completed handshakes by protocol version.
-struct HandshakeMetrics;
+/// After each handshake: count it by protocol version, and name the client
+/// certificate (already verified against `client_ca` by rustls) for the
+/// authentication stage.
+struct HandshakeObserver;
 
 #[async_trait]
-impl TlsAccept for HandshakeMetrics {
+impl TlsAccept for HandshakeObserver {
     async fn handshake_complete_callback(
         &self,
         tls: &TlsRef,
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let version = tls.version().unwrap_or("unknown");
         metrics().tls_handshakes.with_label_values(&[version]).inc();
-        None
+        let der = tls.peer_certificate_der()?;
+        ClientCertIdentity::from_der(der).map(|id| Arc::new(id) as Arc<dyn Any + Send + Sync>)
     }
+}
+
+/// A rustls verifier for client certificates signed by `ca`.
+fn client_verifier(
+    tls: &crate::config::TlsConfig,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, tls::TlsMaterialError> {
+    let Some(ca) = &tls.client_ca else {
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in tls::load_ca_bundle(ca)? {
+        roots.add(c).map_err(|e| tls::TlsMaterialError::BadCa {
+            path: ca.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = match tls.client_auth {
+        crate::config::ClientAuth::Optional => builder.allow_unauthenticated(),
+        crate::config::ClientAuth::Required => builder,
+    };
+    builder
+        .build()
+        .map(Some)
+        .map_err(|e| tls::TlsMaterialError::BadCa {
+            path: ca.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// Polls listener certificates for changes.
@@ -147,8 +181,13 @@ impl BackgroundService for AdminPlane {
     }
 }
 
-fn tls_settings(l: &ListenerConfig, cert: Arc<ReloadingCert>, http2: bool) -> TlsSettings {
-    let callbacks: TlsAcceptCallbacks = Box::new(HandshakeMetrics);
+fn tls_settings(
+    l: &ListenerConfig,
+    cert: Arc<ReloadingCert>,
+    http2: bool,
+    client: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> TlsSettings {
+    let callbacks: TlsAcceptCallbacks = Box::new(HandshakeObserver);
     // `with_callbacks` only fails for OpenSSL backends; rustls always succeeds.
     let mut settings = match TlsSettings::with_callbacks(callbacks) {
         Ok(s) => s,
@@ -156,6 +195,9 @@ fn tls_settings(l: &ListenerConfig, cert: Arc<ReloadingCert>, http2: bool) -> Tl
     };
     settings.set_cert_resolver(cert);
     settings.set_alpn(if http2 { ALPN::H2H1 } else { ALPN::H1 });
+    if let Some(v) = client {
+        settings.set_client_cert_verifier(v);
+    }
     settings
 }
 
@@ -211,7 +253,15 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
                     }
                 })?);
                 certs.push((cert.clone(), t.reload_interval.get()));
-                service.add_tls_with_settings(&l.address, None, tls_settings(l, cert, t.http2));
+                let client = client_verifier(t).map_err(|source| StartError::Tls {
+                    address: l.address.clone(),
+                    source,
+                })?;
+                service.add_tls_with_settings(
+                    &l.address,
+                    None,
+                    tls_settings(l, cert, t.http2, client),
+                );
             }
             None => service.add_tcp(&l.address),
         }

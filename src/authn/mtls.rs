@@ -1,0 +1,160 @@
+//! Service identities from TLS client certificates.
+//!
+//! The listener verifies the chain against its `client_ca` during the
+//! handshake; this module only names what was verified ([`ClientCertIdentity`])
+//! and maps it to a service principal by exact subject CN, DNS SAN or URI SAN
+//! from `[[service_certificates]]`. A verified but unlisted certificate is
+//! refused: being signed by the CA is not the same as being allowed in.
+
+use super::principal::{AuthMethod, Principal};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// What a verified client certificate says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertIdentity {
+    pub subject_cn: Option<String>,
+    pub san_dns: Vec<String>,
+    pub san_uri: Vec<String>,
+    /// SHA-256 of the certificate (hex), for events and the assertion cache.
+    pub fingerprint: [u8; 32],
+}
+
+impl ClientCertIdentity {
+    /// Reads a DER certificate; `None` if it does not parse.
+    pub fn from_der(der: &[u8]) -> Option<ClientCertIdentity> {
+        use sha2::Digest;
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let subject_cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .map(String::from);
+        let (mut san_dns, mut san_uri) = (Vec::new(), Vec::new());
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::DNSName(d) => san_dns.push(d.to_string()),
+                    GeneralName::URI(u) => san_uri.push(u.to_string()),
+                    _ => {}
+                }
+            }
+        }
+        Some(ClientCertIdentity {
+            subject_cn,
+            san_dns,
+            san_uri,
+            fingerprint: sha2::Sha256::digest(der).into(),
+        })
+    }
+}
+
+/// One accepted service certificate (exactly one matcher).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCertificateConfig {
+    /// The service principal's id.
+    pub id: String,
+    /// Match the certificate's subject common name exactly.
+    pub subject_cn: Option<String>,
+    /// Match a DNS subject alternative name exactly.
+    pub san_dns: Option<String>,
+    /// Match a URI subject alternative name exactly (e.g. a SPIFFE id).
+    pub san_uri: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+impl ServiceCertificateConfig {
+    /// How many matchers are set (must be exactly one).
+    pub fn matchers(&self) -> usize {
+        [&self.subject_cn, &self.san_dns, &self.san_uri]
+            .iter()
+            .filter(|m| m.is_some())
+            .count()
+    }
+
+    fn matches(&self, c: &ClientCertIdentity) -> bool {
+        match (&self.subject_cn, &self.san_dns, &self.san_uri) {
+            (Some(cn), None, None) => c.subject_cn.as_deref() == Some(cn.as_str()),
+            (None, Some(dns), None) => c.san_dns.iter().any(|d| d == dns),
+            (None, None, Some(uri)) => c.san_uri.iter().any(|u| u == uri),
+            _ => false,
+        }
+    }
+}
+
+/// The configured service certificates.
+#[derive(Default)]
+pub struct CertificateMap {
+    entries: Vec<(ServiceCertificateConfig, Arc<Principal>)>,
+}
+
+impl CertificateMap {
+    pub fn new(configs: &[ServiceCertificateConfig]) -> CertificateMap {
+        CertificateMap {
+            entries: configs
+                .iter()
+                .map(|c| {
+                    let p = Principal::service(
+                        &c.id,
+                        "mtls",
+                        AuthMethod::ClientCertificate,
+                        c.roles.clone(),
+                    );
+                    (c.clone(), Arc::new(p))
+                })
+                .collect(),
+        }
+    }
+
+    /// The service principal for a verified certificate, if it is listed.
+    pub fn principal(&self, cert: &ClientCertIdentity) -> Option<Arc<Principal>> {
+        self.entries
+            .iter()
+            .find(|(c, _)| c.matches(cert))
+            .map(|(_, p)| p.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_maps_exactly() {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["gw.devices.test".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "rpm-gateway");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let id = ClientCertIdentity::from_der(cert.der()).unwrap();
+        assert_eq!(id.subject_cn.as_deref(), Some("rpm-gateway"));
+        assert_eq!(id.san_dns, ["gw.devices.test"]);
+
+        let entry = |cn: Option<&str>, dns: Option<&str>| ServiceCertificateConfig {
+            id: "rpm-gateway".into(),
+            subject_cn: cn.map(String::from),
+            san_dns: dns.map(String::from),
+            san_uri: None,
+            roles: vec!["device_gateway".into()],
+        };
+        assert!(CertificateMap::new(&[entry(Some("rpm-gateway"), None)])
+            .principal(&id)
+            .is_some());
+        assert!(CertificateMap::new(&[entry(None, Some("gw.devices.test"))])
+            .principal(&id)
+            .is_some());
+        assert!(CertificateMap::new(&[entry(Some("rpm"), None)])
+            .principal(&id)
+            .is_none());
+        assert!(CertificateMap::new(&[entry(None, Some("devices.test"))])
+            .principal(&id)
+            .is_none());
+        assert_eq!(entry(Some("a"), Some("b")).matchers(), 2);
+    }
+}
