@@ -674,12 +674,50 @@ impl Idp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();
-        let mut cookies: std::collections::BTreeMap<String, String> = Default::default();
-        let mut url = format!(
+        let url = format!(
             "{}/auth?client_id=test-cli&response_type=code&scope=openid%20phigate%20offline_access&prompt=consent&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256&state=st&nonce=nc",
             self.issuer,
             urlencode(redirect)
         );
+        let loc = self
+            .follow_login(&client, &url, redirect, user, mfa, auth_age)
+            .await;
+        let code = loc
+            .split("code=")
+            .nth(1)
+            .and_then(|s| s.split('&').next())
+            .expect("code in callback")
+            .to_string();
+        let resp = client
+            .post(format!("{}/token", self.issuer))
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=authorization_code&code={code}&redirect_uri={}&client_id=test-cli&code_verifier={verifier}",
+                urlencode(redirect)
+            ))
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = resp.json().await.unwrap();
+        v["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string()
+    }
+
+    /// Follows an authorization URL through the IdP's sign-in (as `user`)
+    /// and returns the callback URL it redirects to (starting with `redirect`).
+    pub async fn follow_login(
+        &self,
+        client: &reqwest::Client,
+        start: &str,
+        redirect: &str,
+        user: &str,
+        mfa: bool,
+        auth_age: u64,
+    ) -> String {
+        let mut cookies: std::collections::BTreeMap<String, String> = Default::default();
+        let mut url = start.to_string();
         let mut logged_in = false;
         for _ in 0..12 {
             let cookie = cookies
@@ -726,27 +764,7 @@ impl Idp {
             }
             let loc = absolute(&self.issuer, location(&resp));
             if loc.starts_with(redirect) {
-                let code = loc
-                    .split("code=")
-                    .nth(1)
-                    .and_then(|s| s.split('&').next())
-                    .expect("code in callback")
-                    .to_string();
-                let resp = client
-                    .post(format!("{}/token", self.issuer))
-                    .header("Content-Type", "application/x-www-form-urlencoded")
-                    .body(format!(
-                        "grant_type=authorization_code&code={code}&redirect_uri={}&client_id=test-cli&code_verifier={verifier}",
-                        urlencode(redirect)
-                    ))
-                    .send()
-                    .await
-                    .unwrap();
-                let v: serde_json::Value = resp.json().await.unwrap();
-                return v["access_token"]
-                    .as_str()
-                    .expect("access_token")
-                    .to_string();
+                return loc;
             }
             url = loc;
         }
