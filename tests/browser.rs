@@ -139,14 +139,15 @@ fn code_flow_lands_on_the_original_url_with_a_safe_cookie() {
 
 #[test]
 fn idle_timeout_forces_a_real_sign_in_again() {
-    let s = sso("session_idle_timeout = \"2s\"");
+    // Timestamps are whole seconds: keep gaps well clear of the limit.
+    let s = sso("session_idle_timeout = \"3s\"");
     let target = format!("{}/__echo/x", s.base);
     let r = browser(json!([
         {"op": "goto", "url": target},
         {"op": "login", "user": "bob", "mfa": false},
-        {"op": "sleep", "ms": 1000},
+        {"op": "sleep", "ms": 800},
         {"op": "goto", "url": target},
-        {"op": "sleep", "ms": 3200},
+        {"op": "sleep", "ms": 5000},
         {"op": "goto", "url": target},
     ]));
     assert_eq!(r[1]["url"], target);
@@ -174,14 +175,14 @@ fn idle_timeout_forces_a_real_sign_in_again() {
 
 #[test]
 fn absolute_timeout_ends_even_an_active_session() {
-    let s = sso("session_idle_timeout = \"1m\", session_absolute_timeout = \"3s\"");
+    let s = sso("session_idle_timeout = \"1m\", session_absolute_timeout = \"4s\"");
     let target = format!("{}/__echo/x", s.base);
     let r = browser(json!([
         {"op": "goto", "url": target},
         {"op": "login", "user": "bob", "mfa": false},
-        {"op": "sleep", "ms": 1500},
+        {"op": "sleep", "ms": 800},
         {"op": "goto", "url": target},
-        {"op": "sleep", "ms": 2500},
+        {"op": "sleep", "ms": 5000},
         {"op": "goto", "url": target},
     ]));
     assert_eq!(r[3]["url"], target);
