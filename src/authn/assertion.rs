@@ -3,20 +3,19 @@
 //!
 //! Plain identity headers are only as trustworthy as the network between
 //! phigate and the app; a signed assertion is not. Signing costs tens of
-//! microseconds, so an assertion is reused for the same credential and
-//! audience until shortly before it expires.
+//! microseconds, so callers reuse an assertion (the proxy caches it with
+//! the other identity headers per credential) until shortly before `exp`.
 
 use super::principal::Principal;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an assertion is valid.
 pub const ASSERTION_TTL: Duration = Duration::from_secs(120);
-/// An assertion is re-signed when less than this is left of it.
-const REUSE_MARGIN: u64 = 60;
+/// Reuse an assertion only while more than this is left of it.
+pub const REUSE_MARGIN: u64 = 60;
 
 /// A P-256 signing key with its public JWK set (RFC 7638 thumbprint as `kid`).
 pub struct SigningKey {
@@ -68,11 +67,7 @@ impl SigningKey {
 pub struct AssertionSigner {
     issuer: String,
     key: SigningKey,
-    cache: moka::sync::Cache<CacheKey, Arc<(String, u64)>>,
 }
-
-/// (credential hash, audience) → (assertion, its `exp`).
-type CacheKey = ([u8; 32], Arc<str>);
 
 #[derive(Serialize)]
 struct Claims<'a> {
@@ -120,10 +115,6 @@ impl AssertionSigner {
         Ok(AssertionSigner {
             issuer: issuer.to_string(),
             key: SigningKey::from_key_pair(kp)?,
-            cache: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_live(ASSERTION_TTL)
-                .build(),
         })
     }
 
@@ -132,21 +123,13 @@ impl AssertionSigner {
         &self.key.jwks
     }
 
-    /// An assertion about `principal` for `audience`, reused per
-    /// `credential` (a hash of the token, session or key) while fresh.
+    /// A signed assertion about `principal` for `audience`, and its `exp`.
     pub fn assertion(
         &self,
         principal: &Principal,
-        credential: [u8; 32],
-        audience: &Arc<str>,
+        audience: &str,
         now: u64,
-    ) -> Option<String> {
-        let cache_key = (credential, audience.clone());
-        if let Some(hit) = self.cache.get(&cache_key) {
-            if hit.1 > now + REUSE_MARGIN {
-                return Some(hit.0.clone());
-            }
-        }
+    ) -> Option<(String, u64)> {
         let exp = now + ASSERTION_TTL.as_secs();
         let claims = Claims {
             iss: &self.issuer,
@@ -162,9 +145,7 @@ impl AssertionSigner {
             mfa: principal.mfa,
             method: principal.method.as_str(),
         };
-        let token = self.key.sign("JWT", &claims)?;
-        self.cache.insert(cache_key, Arc::new((token.clone(), exp)));
-        Some(token)
+        Some((self.key.sign("JWT", &claims)?, exp))
     }
 }
 
@@ -176,7 +157,7 @@ mod tests {
     use jsonwebtoken::{DecodingKey, Validation};
 
     #[test]
-    fn assertions_verify_against_published_jwks_and_are_reused() {
+    fn assertions_verify_against_published_jwks() {
         let signer = AssertionSigner::generate("phigate").unwrap();
         let mut p = Principal::service(
             "alice",
@@ -185,22 +166,9 @@ mod tests {
             vec!["nurse".into()],
         );
         p.mfa = true;
-        let aud: Arc<str> = Arc::from("ehr");
         let now = jsonwebtoken::get_current_timestamp();
-        let a = signer.assertion(&p, [1; 32], &aud, now).unwrap();
-        assert_eq!(
-            signer.assertion(&p, [1; 32], &aud, now + 5).unwrap(),
-            a,
-            "reused"
-        );
-        let mut bob = p.clone();
-        bob.id = "bob".into();
-        assert_ne!(
-            signer.assertion(&bob, [2; 32], &aud, now).unwrap(),
-            a,
-            "per principal"
-        );
-        assert!(signer.cache.entry_count() <= 2);
+        let (a, exp) = signer.assertion(&p, "ehr", now).unwrap();
+        assert_eq!(exp, now + ASSERTION_TTL.as_secs());
 
         let jwks: JwkSet = serde_json::from_value(signer.jwks().clone()).unwrap();
         let key = DecodingKey::from_jwk(&jwks.keys[0]).unwrap();

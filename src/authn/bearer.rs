@@ -132,18 +132,23 @@ impl BearerVerifier {
             .map(|i| i.name.as_str())
     }
 
-    /// Verifies `token` at `now` (Unix seconds) and returns its principal.
-    pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Principal>, TokenRejection> {
+    /// Verifies `token` at `now` (Unix seconds): its principal, and the
+    /// token's SHA-256 (which names the credential from here on).
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Arc<Principal>, [u8; 32]), TokenRejection> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRejection::TooLarge);
         }
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(v) = self.cache.get(&digest) {
-            return check_window(&v, now).map(|()| v.principal.clone());
+            return check_window(&v, now).map(|()| (v.principal.clone(), digest));
         }
         let verified = Arc::new(self.verify_uncached(token, now).await?);
         self.cache.insert(digest, verified.clone());
-        Ok(verified.principal.clone())
+        Ok((verified.principal.clone(), digest))
     }
 
     async fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, TokenRejection> {

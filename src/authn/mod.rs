@@ -141,8 +141,8 @@ pub struct Credentials<'a> {
     pub cookie: Option<&'a [u8]>,
     /// A page load (GET/HEAD accepting HTML): redirect to sign in rather than 401.
     pub wants_page: bool,
-    /// The path and query to come back to after signing in.
-    pub return_to: &'a str,
+    /// The request's normalized target, to come back to after signing in.
+    pub target: &'a crate::http::NormalizedPath,
     /// The verified TLS client certificate, if the client presented one.
     pub client_cert: Option<&'a mtls::ClientCertIdentity>,
 }
@@ -275,7 +275,8 @@ impl Authenticator {
                 None => AuthOutcome::Challenge(REALM.to_string()),
             };
         }
-        let return_to = browser::safe_return_path(creds.return_to).unwrap_or_else(|| "/".into());
+        let return_to =
+            browser::safe_return_path(&creds.target.to_uri_string()).unwrap_or_else(|| "/".into());
         match browser
             .start_login(&return_to, step_up.as_ref(), logged_off)
             .await
@@ -373,8 +374,8 @@ impl Authenticator {
             );
             return AuthOutcome::Challenge(invalid_token());
         };
-        let principal = match verifier.verify(token, now).await {
-            Ok(p) => p,
+        let (principal, credential) = match verifier.verify(token, now).await {
+            Ok(verified) => verified,
             Err(e) => {
                 self.emit(facts, AuthEventKind::TokenRejected, e.reason(), None);
                 return AuthOutcome::Challenge(invalid_token());
@@ -406,7 +407,7 @@ impl Authenticator {
             return AuthOutcome::StepUp(step_up);
         }
         AuthOutcome::Authenticated {
-            credential: Sha256::digest(token.as_bytes()).into(),
+            credential,
             principal,
         }
     }

@@ -12,6 +12,7 @@ pub use pool::{Pool, PoolError};
 pub use respond::{error_body, error_code};
 pub use router::{request_host, routing_view, Router};
 
+use crate::authn::assertion::REUSE_MARGIN;
 use crate::authn::browser::{parse_query, safe_return_path, LoginError};
 use crate::authn::mtls::ClientCertIdentity;
 use crate::authn::{AuthEventKind, Credentials, RequestFacts};
@@ -82,6 +83,8 @@ pub struct Phigate {
     hygiene: Hygiene,
     authn: Arc<Authenticator>,
     identity: IdentityNames,
+    /// (credential, audience) → prepared identity headers.
+    identity_cache: moka::sync::Cache<([u8; 32], Arc<str>), Arc<IdentityBundle>>,
     browser_limits: crate::authn::session::SessionLimits,
 }
 
@@ -147,6 +150,10 @@ impl Phigate {
                 hygiene,
                 authn,
                 identity,
+                identity_cache: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(crate::authn::assertion::ASSERTION_TTL)
+                    .build(),
                 browser_limits: RouteAuth::from_config(
                     "",
                     &crate::config::RouteAuthConfig::default(),
@@ -286,7 +293,6 @@ impl Phigate {
                 .get(name)
                 .map(|v: &::http::HeaderValue| v.as_bytes())
         };
-        let return_to = path.to_uri_string();
         let client_cert = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
@@ -296,7 +302,7 @@ impl Phigate {
             authorization: header(::http::header::AUTHORIZATION),
             cookie: header(::http::header::COOKIE),
             wants_page: wants_page(req),
-            return_to: &return_to,
+            target: path,
         };
         match self
             .authn
@@ -426,7 +432,8 @@ impl Phigate {
         }
     }
 
-    /// The identity headers and assertion for the upstream.
+    /// The identity headers and assertion for the upstream, prepared once
+    /// per credential and audience and reused until the assertion nears `exp`.
     fn inject_identity(
         &self,
         upstream: &mut RequestHeader,
@@ -434,31 +441,53 @@ impl Phigate {
         principal: &Principal,
         credential: [u8; 32],
     ) -> pingora::Result<()> {
-        let names = &self.identity;
-        let cap = names.max_bytes;
-        upstream.insert_header(names.user.clone(), header_safe(&principal.id, cap))?;
-        if let Some(n) = &principal.display_name {
-            upstream.insert_header(names.name.clone(), header_safe(n, cap))?;
-        }
-        if let Some(e) = &principal.email {
-            upstream.insert_header(names.email.clone(), header_safe(e, cap))?;
-        }
-        if !principal.roles.is_empty() {
-            upstream.insert_header(names.roles.clone(), joined_within(&principal.roles, cap))?;
-        }
-        let assertion =
-            self.authn
-                .signer
-                .assertion(principal, credential, &route.auth.audience, unix_now());
-        match assertion {
-            Some(a) => upstream.insert_header(names.assertion.clone(), a)?,
-            // Never forward an authenticated request without its assertion.
-            None => {
-                return Error::e_explain(ErrorType::HTTPStatus(500), "assertion signing failed")
+        let now = unix_now();
+        let key = (credential, route.auth.audience.clone());
+        let bundle = match self.identity_cache.get(&key) {
+            Some(b) if b.exp > now + REUSE_MARGIN => b,
+            _ => {
+                let Some(b) = self.identity_bundle(route, principal, now) else {
+                    // Never forward an authenticated request without its assertion.
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(500),
+                        "assertion signing failed",
+                    );
+                };
+                let b = Arc::new(b);
+                self.identity_cache.insert(key, b.clone());
+                b
             }
+        };
+        for (name, value) in &bundle.headers {
+            upstream.insert_header(name.clone(), value.clone())?;
         }
         Ok(())
     }
+
+    fn identity_bundle(&self, route: &Route, p: &Principal, now: u64) -> Option<IdentityBundle> {
+        let names = &self.identity;
+        let cap = names.max_bytes;
+        let value = |s: String| ::http::HeaderValue::from_str(&s).ok();
+        let mut headers = vec![(names.user.clone(), value(header_safe(&p.id, cap))?)];
+        if let Some(n) = &p.display_name {
+            headers.push((names.name.clone(), value(header_safe(n, cap))?));
+        }
+        if let Some(e) = &p.email {
+            headers.push((names.email.clone(), value(header_safe(e, cap))?));
+        }
+        if !p.roles.is_empty() {
+            headers.push((names.roles.clone(), value(joined_within(&p.roles, cap))?));
+        }
+        let (assertion, exp) = self.authn.signer.assertion(p, &route.auth.audience, now)?;
+        headers.push((names.assertion.clone(), value(assertion)?));
+        Some(IdentityBundle { headers, exp })
+    }
+}
+
+/// Identity header values ready to send, and when the assertion expires.
+struct IdentityBundle {
+    headers: Vec<(::http::HeaderName, ::http::HeaderValue)>,
+    exp: u64,
 }
 
 /// What admission decided.
