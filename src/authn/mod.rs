@@ -249,7 +249,7 @@ impl Authenticator {
         let step_up = match &session {
             Some(s) => {
                 let rules = self.rules_for(&s.principal.issuer);
-                match mfa::check_strength(&s.principal, route.strength, &rules, now) {
+                match mfa::check_strength(&s.principal, route.strength, rules, now) {
                     Ok(()) => {
                         return AuthOutcome::Authenticated {
                             credential: browser::BrowserSso::credential(s),
@@ -289,14 +289,17 @@ impl Authenticator {
         }
     }
 
-    /// The MFA rules of the identity provider whose `iss` is `issuer`.
-    fn rules_for(&self, issuer: &str) -> MfaRules {
+    /// The MFA rules of the identity provider whose `iss` is `issuer`
+    /// (borrowed: this runs on every authenticated request).
+    fn rules_for(&self, issuer: &str) -> &MfaRules {
+        static NONE: once_cell::sync::Lazy<MfaRules> =
+            once_cell::sync::Lazy::new(MfaRules::default);
         self.bearer
             .as_ref()
             .and_then(|b| b.issuer_name(issuer))
             .and_then(|n| self.mfa_by_issuer.iter().find(|(i, _)| i == n))
-            .map(|(_, r)| r.clone())
-            .unwrap_or_default()
+            .map(|(_, r)| r)
+            .unwrap_or(&NONE)
     }
 
     fn with_certificate(
@@ -393,11 +396,8 @@ impl Authenticator {
             );
             return AuthOutcome::Challenge(invalid_token());
         }
-        let rules = issuer_name
-            .and_then(|n| self.mfa_by_issuer.iter().find(|(i, _)| i == n))
-            .map(|(_, r)| r.clone())
-            .unwrap_or_default();
-        if let Err(step_up) = mfa::check_strength(&principal, route.strength, &rules, now) {
+        let rules = self.rules_for(&principal.issuer);
+        if let Err(step_up) = mfa::check_strength(&principal, route.strength, rules, now) {
             self.emit(
                 facts,
                 AuthEventKind::StepUpRequired,
