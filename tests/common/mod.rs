@@ -677,7 +677,7 @@ impl Idp {
         let url = format!(
             "{}/auth?client_id=test-cli&response_type=code&scope=openid%20phigate%20offline_access&prompt=consent&redirect_uri={}&code_challenge={challenge}&code_challenge_method=S256&state=st&nonce=nc",
             self.issuer,
-            urlencode(redirect)
+            phigate::authn::browser::urlencode(redirect)
         );
         let loc = self
             .follow_login(&client, &url, redirect, user, mfa, auth_age)
@@ -693,7 +693,7 @@ impl Idp {
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(format!(
                 "grant_type=authorization_code&code={code}&redirect_uri={}&client_id=test-cli&code_verifier={verifier}",
-                urlencode(redirect)
+                phigate::authn::browser::urlencode(redirect)
             ))
             .send()
             .await
@@ -720,14 +720,9 @@ impl Idp {
         let mut url = start.to_string();
         let mut logged_in = false;
         for _ in 0..12 {
-            let cookie = cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join("; ");
             let resp = client
                 .get(&url)
-                .header("Cookie", &cookie)
+                .header("Cookie", cookie_header(&cookies))
                 .send()
                 .await
                 .unwrap();
@@ -740,18 +735,13 @@ impl Idp {
                     .and_then(|s| s.split('"').next())
                     .expect("login form")
                     .to_string();
-                let cookie = cookies
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect::<Vec<_>>()
-                    .join("; ");
                 let form = format!(
                     "login={user}&password=test&otp={}&auth_age={auth_age}",
                     if mfa { "1" } else { "0" }
                 );
                 let resp = client
                     .post(format!("{}{action}", self.issuer))
-                    .header("Cookie", cookie)
+                    .header("Cookie", cookie_header(&cookies))
                     .header("Content-Type", "application/x-www-form-urlencoded")
                     .body(form)
                     .send()
@@ -772,15 +762,11 @@ impl Idp {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+fn cookie_header(jar: &std::collections::BTreeMap<String, String>) -> String {
+    jar.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn location(resp: &reqwest::Response) -> String {
