@@ -18,8 +18,12 @@ struct Sso {
 
 /// phigate over TLS on `https://localhost:PORT` with a browser route `/__echo`.
 fn sso(route_auth: &str) -> Sso {
+    sso_with(route_auth, &[])
+}
+
+fn sso_with(route_auth: &str, idp_flags: &[&str]) -> Sso {
     let port = free_port();
-    let idp = Idp::start_for_phigate(port);
+    let idp = Idp::start_for_phigate_with(port, idp_flags);
     let up = Upstream::demo();
     let ca = TestCa::new();
     let (cert, key) = ca.issue("server", &["localhost", "127.0.0.1"]);
@@ -327,6 +331,58 @@ fn tampered_cookies_and_bad_callbacks_are_refused() {
         )
         .unwrap_or(0.0)
             >= 2.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn an_id_token_with_another_nonce_is_refused() {
+    // The IdP re-signs its ID tokens, with its own key, carrying a foreign nonce.
+    let s = sso_with("", &["--tamper-nonce"]);
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s._ca.ca_pem).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let no_redirect = || reqwest::redirect::Policy::none();
+    let phigate = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(no_redirect())
+        .build()
+        .unwrap();
+    let idp_client = reqwest::Client::builder()
+        .redirect(no_redirect())
+        .build()
+        .unwrap();
+    let r = rt
+        .block_on(
+            phigate
+                .get(format!("{}/.phigate/login?rd=/__echo/x", s.base))
+                .send(),
+        )
+        .unwrap();
+    let authorize = r.headers()["location"].to_str().unwrap().to_string();
+    let callback_base = format!("{}/.phigate/callback", s.base);
+    let callback =
+        rt.block_on(
+            s.idp
+                .follow_login(&idp_client, &authorize, &callback_base, "alice", true, 0),
+        );
+    let r = rt.block_on(phigate.get(&callback).send()).unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "an ID token with a foreign nonce was accepted"
+    );
+    assert!(r.headers().get("set-cookie").is_none());
+    let m = s.px.metrics();
+    assert!(
+        metric_value(
+            &m,
+            "phigate_auth_events_total{event=\"login_failed\",reason=\"id_token_invalid\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
         "{m}"
     );
 }

@@ -551,13 +551,17 @@ impl Idp {
 
     /// An IdP whose `phigate-web` client accepts phigate at `https://localhost:PORT`.
     pub fn start_for_phigate(phigate_port: u16) -> Idp {
-        Self::start_for(
-            300,
-            &[
-                format!("--redirect-uri=https://localhost:{phigate_port}/.phigate/callback"),
-                format!("--post-logout-uri=https://localhost:{phigate_port}/"),
-            ],
-        )
+        Self::start_for_phigate_with(phigate_port, &[])
+    }
+
+    /// Same, with extra flags for the IdP (e.g. `--tamper-nonce`).
+    pub fn start_for_phigate_with(phigate_port: u16, flags: &[&str]) -> Idp {
+        let mut extra = vec![
+            format!("--redirect-uri=https://localhost:{phigate_port}/.phigate/callback"),
+            format!("--post-logout-uri=https://localhost:{phigate_port}/"),
+        ];
+        extra.extend(flags.iter().map(|f| f.to_string()));
+        Self::start_for(300, &extra)
     }
 
     fn start_for(access_ttl: u64, extra: &[String]) -> Idp {
@@ -588,9 +592,9 @@ impl Idp {
             .args(["--port", &self.port.to_string(), "--keys"])
             .arg(&self.keys)
             .args(["--access-ttl", &self.access_ttl.to_string()])
-            .args(self.extra.iter().flat_map(|a| {
-                let (k, v) = a.split_once('=').unwrap_or((a, ""));
-                [k.to_string(), v.to_string()]
+            .args(self.extra.iter().flat_map(|a| match a.split_once('=') {
+                Some((k, v)) => vec![k.to_string(), v.to_string()],
+                None => vec![a.clone()],
             }))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

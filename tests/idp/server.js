@@ -18,7 +18,7 @@ import * as jose from 'jose';
 import Provider from 'oidc-provider';
 
 function args() {
-  const out = { port: 4000, keys: 'keys.json', redirectUris: [], postLogoutUris: [], accessTtl: 300 };
+  const out = { port: 4000, keys: 'keys.json', redirectUris: [], postLogoutUris: [], accessTtl: 300, tamperNonce: false };
   const a = process.argv.slice(2);
   for (let i = 0; i < a.length; i += 1) {
     const v = a[i + 1];
@@ -28,6 +28,7 @@ function args() {
       case '--redirect-uri': out.redirectUris.push(v); i += 1; break;
       case '--post-logout-uri': out.postLogoutUris.push(v); i += 1; break;
       case '--access-ttl': out.accessTtl = Number(v); i += 1; break;
+      case '--tamper-nonce': out.tamperNonce = true; break;
       default: throw new Error(`unknown argument ${a[i]}`);
     }
   }
@@ -211,9 +212,40 @@ async function main() {
   });
 
   let jwksRequests = 0;
+  // --tamper-nonce: ID tokens from the token endpoint are re-signed, with the
+  // provider's own key, carrying a different nonce. A relying party must
+  // refuse them even though the signature is valid.
+  const tamper = async (body) => {
+    const out = JSON.parse(body);
+    if (!out.id_token) return body;
+    const [h] = out.id_token.split('.');
+    const header = JSON.parse(Buffer.from(h, 'base64url').toString());
+    const payload = jose.decodeJwt(out.id_token);
+    const jwk = jwks.keys.find((k) => k.kid === header.kid);
+    const key = await jose.importJWK(jwk, header.alg);
+    out.id_token = await new jose.SignJWT({ ...payload, nonce: 'not-the-nonce-you-sent' })
+      .setProtectedHeader(header)
+      .sign(key);
+    return JSON.stringify(out);
+  };
+
   const server = createServer(async (req, res) => {
     try {
       const url = new URL(req.url, issuer);
+      if (opts.tamperNonce && url.pathname === '/token') {
+        const chunks = [];
+        const { write, end } = res;
+        res.write = (c) => { chunks.push(Buffer.from(c)); return true; };
+        res.end = (c) => {
+          if (c) chunks.push(Buffer.from(c));
+          tamper(Buffer.concat(chunks).toString()).then((body) => {
+            res.removeHeader('content-length');
+            res.write = write; res.end = end;
+            res.end(body);
+          });
+        };
+        return handle(req, res);
+      }
       if (url.pathname === '/jwks') jwksRequests += 1;
       if (url.pathname === '/__stats') {
         res.setHeader('Content-Type', 'application/json');
