@@ -386,3 +386,76 @@ fn an_id_token_with_another_nonce_is_refused() {
         "{m}"
     );
 }
+
+#[test]
+fn replayed_callbacks_and_injected_codes_are_refused() {
+    let s = sso("");
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s._ca.ca_pem).unwrap()).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let phigate = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let idp_client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = |rd: &str| {
+        let r = rt
+            .block_on(
+                phigate
+                    .get(format!("{}/.phigate/login?rd={rd}", s.base))
+                    .send(),
+            )
+            .unwrap();
+        assert_eq!(r.status(), 302);
+        r.headers()["location"].to_str().unwrap().to_string()
+    };
+    let callback_base = format!("{}/.phigate/callback", s.base);
+    let state_of = |url: &str| {
+        url.split("state=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    // Two logins started; only the second is completed at the IdP.
+    let first = start("/__echo/a");
+    let second = start("/__echo/b");
+    let callback =
+        rt.block_on(
+            s.idp
+                .follow_login(&idp_client, &second, &callback_base, "alice", true, 0),
+        );
+    assert_eq!(state_of(&callback), state_of(&second));
+
+    // Code injection: the second login's code delivered with the first's state.
+    let injected = callback.replace(&state_of(&second), &state_of(&first));
+    let r = rt.block_on(phigate.get(&injected).send()).unwrap();
+    assert_eq!(r.status(), 400, "a code from another login was accepted");
+
+    // The genuine callback works once...
+    let callback2 = {
+        let third = start("/__echo/c");
+        rt.block_on(
+            s.idp
+                .follow_login(&idp_client, &third, &callback_base, "alice", true, 0),
+        )
+    };
+    let r = rt.block_on(phigate.get(&callback2).send()).unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/__echo/c");
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("__Host-phigate="));
+    // ...and a replay of it is refused.
+    let r = rt.block_on(phigate.get(&callback2).send()).unwrap();
+    assert_eq!(r.status(), 400);
+}
