@@ -63,6 +63,37 @@ path = "/healthz"
     }
 }
 
+/// A runtime and non-redirecting HTTP clients: one trusting phigate's test
+/// CA, one for the IdP (for tests that script the flow without a browser).
+struct Http {
+    rt: tokio::runtime::Runtime,
+    phigate: reqwest::Client,
+    idp: reqwest::Client,
+}
+
+impl Sso {
+    fn http(&self) -> Http {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(&self._ca.ca_pem).unwrap()).unwrap();
+        let client = |ca: Option<reqwest::Certificate>| {
+            let b = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+            match ca {
+                Some(ca) => b.add_root_certificate(ca),
+                None => b,
+            }
+            .build()
+            .unwrap()
+        };
+        Http {
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            phigate: client(Some(ca)),
+            idp: client(None),
+        }
+    }
+}
+
 fn on_idp_login(step: &serde_json::Value, idp: &Idp) -> bool {
     step["url"].as_str().unwrap_or("").starts_with(&idp.issuer)
         && step["text"].as_str().unwrap_or("").contains("Sign in")
@@ -284,16 +315,11 @@ fn tampered_cookies_and_bad_callbacks_are_refused() {
         .as_str()
         .unwrap()
         .to_string();
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s._ca.ca_pem).unwrap()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let Http {
+        rt,
+        phigate: client,
+        ..
+    } = s.http();
     let status = |path: &str, cookie: Option<&str>| {
         let mut req = client
             .get(format!("{}{path}", s.base))
@@ -339,21 +365,11 @@ fn tampered_cookies_and_bad_callbacks_are_refused() {
 fn an_id_token_with_another_nonce_is_refused() {
     // The IdP re-signs its ID tokens, with its own key, carrying a foreign nonce.
     let s = sso_with("", &["--tamper-nonce"]);
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s._ca.ca_pem).unwrap()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let no_redirect = || reqwest::redirect::Policy::none();
-    let phigate = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .redirect(no_redirect())
-        .build()
-        .unwrap();
-    let idp_client = reqwest::Client::builder()
-        .redirect(no_redirect())
-        .build()
-        .unwrap();
+    let Http {
+        rt,
+        phigate,
+        idp: idp_client,
+    } = s.http();
     let r = rt
         .block_on(
             phigate
@@ -390,20 +406,11 @@ fn an_id_token_with_another_nonce_is_refused() {
 #[test]
 fn replayed_callbacks_and_injected_codes_are_refused() {
     let s = sso("");
-    let ca = reqwest::Certificate::from_pem(&std::fs::read(&s._ca.ca_pem).unwrap()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let phigate = reqwest::Client::builder()
-        .add_root_certificate(ca)
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let idp_client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let Http {
+        rt,
+        phigate,
+        idp: idp_client,
+    } = s.http();
     let start = |rd: &str| {
         let r = rt
             .block_on(

@@ -89,6 +89,11 @@ impl RouteAuth {
         }
     }
 
+    /// MFA or a recent sign-in is required: only a person can provide it.
+    fn needs_a_person(&self) -> bool {
+        self.strength.require_mfa || self.strength.max_auth_age.is_some()
+    }
+
     /// Whether `path` (normalized) needs no credentials on this route.
     pub fn is_public(&self, path: &str) -> bool {
         self.kind == AuthKind::Public
@@ -160,6 +165,8 @@ pub struct Authenticator {
 }
 
 const REALM: &str = "Bearer realm=\"phigate\"";
+/// A service credential (API key, certificate) can never satisfy a person's MFA.
+const SERVICE_CANNOT_STEP_UP: &str = "Bearer realm=\"phigate\", error=\"invalid_token\", error_description=\"this route requires a person's multi-factor sign-in\"";
 
 impl Authenticator {
     pub fn new(
@@ -317,14 +324,14 @@ impl Authenticator {
             );
             return AuthOutcome::Challenge(REALM.to_string());
         };
-        if route.strength.require_mfa || route.strength.max_auth_age.is_some() {
+        if route.needs_a_person() {
             self.emit(
                 facts,
                 AuthEventKind::CertificateRejected,
                 "mfa_required",
                 Some(&principal),
             );
-            return AuthOutcome::Challenge(REALM.to_string());
+            return AuthOutcome::Challenge(SERVICE_CANNOT_STEP_UP.to_string());
         }
         AuthOutcome::Authenticated {
             credential: cert.fingerprint,
@@ -335,17 +342,14 @@ impl Authenticator {
     fn with_api_key(&self, route: &RouteAuth, key: &str, facts: &RequestFacts<'_>) -> AuthOutcome {
         match self.api_keys.verify(key) {
             Ok(principal) => {
-                if route.strength.require_mfa || route.strength.max_auth_age.is_some() {
-                    // A service credential can never satisfy a person's MFA.
+                if route.needs_a_person() {
                     self.emit(
                         facts,
                         AuthEventKind::ApiKeyRejected,
                         "mfa_required",
                         Some(&principal),
                     );
-                    return AuthOutcome::Challenge(format!(
-                        "{REALM}, error=\"invalid_token\", error_description=\"this route requires a person's multi-factor sign-in\""
-                    ));
+                    return AuthOutcome::Challenge(SERVICE_CANNOT_STEP_UP.to_string());
                 }
                 AuthOutcome::Authenticated {
                     credential: Sha256::digest(key.as_bytes()).into(),

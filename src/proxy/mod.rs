@@ -278,8 +278,10 @@ impl Phigate {
 
     /// Authentication: who is this? `Err` is the 401 to send.
     async fn authenticate(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        // Admission always sets both; if it ever did not, deny rather than
+        // forward an unauthenticated request.
         let (Some(route), Some(path)) = (&ctx.route, &ctx.path) else {
-            return Ok(());
+            return Err(Refusal::Unauthenticated(REALM_CHALLENGE.to_string()));
         };
         let facts = RequestFacts {
             request_id: ctx.request_id.as_str(),
@@ -423,7 +425,7 @@ impl Phigate {
                             401,
                             &id,
                             false,
-                            &[("WWW-Authenticate", "Bearer realm=\"phigate\"".into())],
+                            &[("WWW-Authenticate", REALM_CHALLENGE.into())],
                         )
                         .await
                     }
@@ -553,6 +555,7 @@ fn wants_page(req: &RequestHeader) -> bool {
 }
 
 const RESERVED_PREFIX: &str = "/.phigate/";
+const REALM_CHALLENGE: &str = "Bearer realm=\"phigate\"";
 
 /// Header names for identity injection, resolved once.
 struct IdentityNames {

@@ -484,7 +484,10 @@ impl TestCa {
     /// `<stem>.key` in the CA's directory.
     pub fn issue(&self, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let params = rcgen::CertificateParams::new(names).unwrap();
+        self.sign_and_write(stem, rcgen::CertificateParams::new(names).unwrap())
+    }
+
+    fn sign_and_write(&self, stem: &str, params: rcgen::CertificateParams) -> (PathBuf, PathBuf) {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         let cert_path = self.dir.path().join(format!("{stem}.pem"));
@@ -503,13 +506,7 @@ impl TestCa {
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let cert_path = self.dir.path().join(format!("{stem}.pem"));
-        let key_path = self.dir.path().join(format!("{stem}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
+        self.sign_and_write(stem, params)
     }
 
     pub fn root_store(&self) -> rustls::RootCertStore {
