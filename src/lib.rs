@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod authn;
+pub mod authz;
 pub mod config;
 pub mod demo;
 pub mod http;

@@ -1,0 +1,8 @@
+//! May this principal do this now? Request-phase authorization with Cedar.
+//!
+//! The request is mapped to what it asks of whom ([`mapping`]), the
+//! principal's and patient's relationships are loaded ([`entities`]), and
+//! the policies in force ([`store`]) decide ([`engine`]). Pure cores; the
+//! proxy only calls them.
+
+pub mod store;
