@@ -5,4 +5,8 @@
 //! the policies in force ([`store`]) decide ([`engine`]). Pure cores; the
 //! proxy only calls them.
 
+pub mod engine;
+pub mod entities;
+pub mod mapping;
+pub mod policy_tests;
 pub mod store;

@@ -228,8 +228,8 @@ impl PolicyBundle {
         // Policy ids are the `@id` annotations, so decisions, tests and
         // logs name policies the way their authors did.
         for (name, text) in files.iter().filter(|(name, _)| name.ends_with(".cedar")) {
-            let parsed = match PolicySet::from_str_named(text) {
-                Ok(set) => set,
+            let parsed: Vec<Policy> = match text.parse::<PolicySet>() {
+                Ok(set) => set.policies().cloned().collect(),
                 Err(e) => {
                     problems.push(diagnostic_problem(name, text, None, &e));
                     continue;
@@ -309,18 +309,6 @@ impl PolicyBundle {
 
     pub fn is_empty(&self) -> bool {
         self.origins.is_empty()
-    }
-}
-
-trait FromStrNamed: Sized {
-    fn from_str_named(text: &str) -> Result<Vec<Policy>, cedar_policy::ParseErrors>;
-}
-
-impl FromStrNamed for PolicySet {
-    /// Parses every policy of one file (templates are not supported).
-    fn from_str_named(text: &str) -> Result<Vec<Policy>, cedar_policy::ParseErrors> {
-        let set: PolicySet = text.parse()?;
-        Ok(set.policies().cloned().collect())
     }
 }
 

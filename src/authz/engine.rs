@@ -1,0 +1,664 @@
+//! The decision: one Cedar evaluation per access the request makes.
+//!
+//! The engine turns a mapped [`AccessRequest`] plus the request's
+//! circumstances ([`RequestFacts`]) into a Cedar request over an entity
+//! [`Slice`], and the answer into a [`Decision`] that names the policies that
+//! determined it and the policy version. Anything that keeps it from
+//! deciding — an unknown patient, a slice that will not build, a policy that
+//! errors — is a denial with a named reason. When a denial would turn into a
+//! permit with MFA or a fresher sign-in, the decision says so, so the proxy
+//! can answer with a step-up challenge instead of a 403.
+
+use super::entities::{types, uid, EntityError, EntityStore, PrincipalEntity, RecordEntity, Slice};
+use super::mapping::{AccessRequest, Action};
+use super::store::PolicyBundle;
+use crate::authn::principal::{Principal, PrincipalKind};
+use cedar_policy::{Authorizer, Context, EntityUid, Request, RestrictedExpression};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// The circumstances of a request, beyond who and what.
+#[derive(Debug, Clone)]
+pub struct RequestFacts {
+    pub client_ip: IpAddr,
+    pub device_trusted: bool,
+    pub purpose_of_use: Option<String>,
+    /// A break-glass justification (`X-Phigate-Break-Glass`).
+    pub break_glass: Option<String>,
+    /// A just-in-time elevation ticket id (`X-Phigate-Ticket`).
+    pub ticket: Option<String>,
+    pub route: String,
+    pub now: jiff::Timestamp,
+}
+
+/// Why a request was denied, for the response, the audit event and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DenyReason {
+    /// A forbid policy applied.
+    Forbidden,
+    /// No permit policy applied.
+    NotPermitted,
+    /// The patient the request names is unknown to every entity source.
+    UnknownPatient,
+    /// Entities could not be assembled or loaded.
+    EntitiesUnavailable,
+    /// A policy failed to evaluate; the request is denied rather than
+    /// decided without it.
+    PolicyError,
+    /// The request could not be mapped to an action and resource.
+    Unmapped,
+}
+
+impl DenyReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DenyReason::Forbidden => "forbidden",
+            DenyReason::NotPermitted => "not_permitted",
+            DenyReason::UnknownPatient => "unknown_patient",
+            DenyReason::EntitiesUnavailable => "entities_unavailable",
+            DenyReason::PolicyError => "policy_error",
+            DenyReason::Unmapped => "unmapped",
+        }
+    }
+}
+
+/// What a fresher or stronger sign-in would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StepUpNeed {
+    pub mfa: bool,
+    /// The largest authentication age (seconds) the policies accept, when
+    /// the current one is too old.
+    pub max_age: Option<u64>,
+}
+
+/// The outcome of one Cedar evaluation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessDecision {
+    pub allowed: bool,
+    pub action: &'static str,
+    pub resource: String,
+    pub patient: Option<String>,
+    /// Policy ids (`@id`) that determined the decision.
+    pub determining: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DenyReason>,
+    /// Evaluation errors, by policy id (never request data).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+/// The decision for a whole request: allowed only if every access is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The policy set's version.
+    pub version: String,
+    pub accesses: Vec<AccessDecision>,
+    /// A `@break_glass` policy permitted at least one access.
+    pub break_glass: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_up: Option<StepUpNeed>,
+}
+
+impl Decision {
+    /// The first denial's reason.
+    pub fn reason(&self) -> Option<DenyReason> {
+        self.accesses
+            .iter()
+            .find(|a| !a.allowed)
+            .and_then(|a| a.reason)
+    }
+
+    /// Determining policies of the whole request: the denial's when
+    /// denied, all permits when allowed.
+    pub fn determining(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = if self.allowed {
+            self.accesses
+                .iter()
+                .flat_map(|a| a.determining.iter().map(String::as_str))
+                .collect()
+        } else {
+            self.accesses
+                .iter()
+                .filter(|a| !a.allowed)
+                .flat_map(|a| a.determining.iter().map(String::as_str))
+                .collect()
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    pub fn patients(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self
+            .accesses
+            .iter()
+            .filter_map(|a| a.patient.as_deref())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// Authentication ages tried when asking "would a fresher sign-in do?"; the
+/// largest one that passes becomes the challenge's `max_age`.
+const MAX_AGE_CANDIDATES: [u64; 6] = [43_200, 3_600, 900, 300, 60, 0];
+
+/// "Unknown" authentication age: old enough to fail any freshness rule.
+const UNKNOWN_AGE: i64 = i64::MAX / 2;
+
+/// Resource type → data category, for `resource.category`.
+#[derive(Debug, Clone)]
+pub struct Categories {
+    by_type: HashMap<String, String>,
+}
+
+impl Default for Categories {
+    fn default() -> Self {
+        let mut by_type = HashMap::new();
+        for (category, types) in DEFAULT_CATEGORIES {
+            for t in *types {
+                by_type.insert((*t).to_string(), (*category).to_string());
+            }
+        }
+        Categories { by_type }
+    }
+}
+
+/// The default data category of common FHIR resource types. Unlisted types
+/// are `other`, which no example policy permits.
+pub const DEFAULT_CATEGORIES: &[(&str, &[&str])] = &[
+    ("demographics", &["Patient", "RelatedPerson", "Person"]),
+    (
+        "clinical",
+        &[
+            "Observation",
+            "Condition",
+            "Encounter",
+            "Procedure",
+            "MedicationRequest",
+            "MedicationStatement",
+            "MedicationAdministration",
+            "MedicationDispense",
+            "AllergyIntolerance",
+            "Immunization",
+            "DiagnosticReport",
+            "Specimen",
+            "FamilyMemberHistory",
+            "RiskAssessment",
+            "ServiceRequest",
+            "ImagingStudy",
+            "Media",
+            "Device",
+            "DeviceRequest",
+            "NutritionOrder",
+            "QuestionnaireResponse",
+            "DetectedIssue",
+            "AdverseEvent",
+        ],
+    ),
+    (
+        "care_plan",
+        &[
+            "CarePlan",
+            "Goal",
+            "CareTeam",
+            "Task",
+            "Communication",
+            "CommunicationRequest",
+            "Appointment",
+            "EpisodeOfCare",
+            "Flag",
+            "ReferralRequest",
+        ],
+    ),
+    (
+        "notes",
+        &[
+            "DocumentReference",
+            "Composition",
+            "ClinicalImpression",
+            "Binary",
+        ],
+    ),
+    (
+        "billing",
+        &[
+            "Claim",
+            "ClaimResponse",
+            "Coverage",
+            "CoverageEligibilityRequest",
+            "CoverageEligibilityResponse",
+            "ExplanationOfBenefit",
+            "Account",
+            "Invoice",
+            "ChargeItem",
+            "PaymentNotice",
+            "PaymentReconciliation",
+        ],
+    ),
+    (
+        "directory",
+        &[
+            "Practitioner",
+            "PractitionerRole",
+            "Organization",
+            "Location",
+            "HealthcareService",
+            "Endpoint",
+        ],
+    ),
+    ("capabilities", &["CapabilityStatement"]),
+    (
+        "administrative",
+        &["AuditEvent", "Provenance", "Consent", "Group", "List"],
+    ),
+];
+
+impl Categories {
+    /// Defaults plus configured overrides (type → category).
+    pub fn with_overrides(overrides: &HashMap<String, String>) -> Categories {
+        let mut categories = Categories::default();
+        for (t, c) in overrides {
+            categories.by_type.insert(t.clone(), c.clone());
+        }
+        categories
+    }
+
+    pub fn of(&self, resource_type: &str) -> &str {
+        self.by_type
+            .get(resource_type)
+            .map(String::as_str)
+            .unwrap_or("other")
+    }
+}
+
+/// Decides requests with one policy bundle and entity store.
+pub struct Engine {
+    authorizer: Authorizer,
+    time_zone: jiff::tz::TimeZone,
+}
+
+/// What the engine needs about the principal.
+pub struct Subject<'a> {
+    pub principal: &'a Principal,
+    pub entity: &'a PrincipalEntity,
+}
+
+impl Engine {
+    pub fn new(time_zone: jiff::tz::TimeZone) -> Engine {
+        Engine {
+            authorizer: Authorizer::new(),
+            time_zone,
+        }
+    }
+
+    /// Decides every access of one request. `categories` maps resource
+    /// types for this route.
+    pub fn decide(
+        &self,
+        bundle: &PolicyBundle,
+        store: &EntityStore,
+        subject: &Subject<'_>,
+        accesses: &[AccessRequest],
+        facts: &RequestFacts,
+        categories: &Categories,
+    ) -> Decision {
+        self.decide_labelled(bundle, store, subject, accesses, facts, categories, &[])
+    }
+
+    /// As [`Engine::decide`], for records whose security labels are known
+    /// (policy tests; the response phase).
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_labelled(
+        &self,
+        bundle: &PolicyBundle,
+        store: &EntityStore,
+        subject: &Subject<'_>,
+        accesses: &[AccessRequest],
+        facts: &RequestFacts,
+        categories: &Categories,
+        labels: &[String],
+    ) -> Decision {
+        let base = BaseContext::new(subject.principal, facts, &self.time_zone, labels);
+        let mut decisions = Vec::with_capacity(accesses.len());
+        let mut break_glass = false;
+        for access in accesses {
+            let (decision, glass) =
+                self.decide_one(bundle, store, subject, access, facts, categories, &base);
+            break_glass |= glass;
+            decisions.push(decision);
+        }
+        let allowed = !decisions.is_empty() && decisions.iter().all(|d| d.allowed);
+        let step_up = if allowed {
+            None
+        } else {
+            self.step_up(bundle, store, subject, accesses, facts, categories, &base)
+        };
+        Decision {
+            allowed,
+            version: bundle.version.clone(),
+            accesses: decisions,
+            break_glass: allowed && break_glass,
+            step_up,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn decide_one(
+        &self,
+        bundle: &PolicyBundle,
+        store: &EntityStore,
+        subject: &Subject<'_>,
+        access: &AccessRequest,
+        facts: &RequestFacts,
+        categories: &Categories,
+        base: &BaseContext,
+    ) -> (AccessDecision, bool) {
+        let action = cedar_action(access);
+        let resource = match &access.resource.id {
+            Some(id) => format!("{}/{}", access.resource.resource_type, id),
+            None => access.resource.resource_type.clone(),
+        };
+        let deny = |reason: DenyReason, errors: Vec<String>| AccessDecision {
+            allowed: false,
+            action,
+            resource: resource.clone(),
+            patient: access.patient.clone(),
+            determining: Vec::new(),
+            reason: Some(reason),
+            errors,
+        };
+        let mut slice = Slice::new();
+        slice.principal(subject.entity, store);
+        let patient = access.patient.as_deref().map(|p| uid(types::PATIENT, p));
+        if let Some(patient) = &patient {
+            if !slice.patient(patient, store) {
+                return (deny(DenyReason::UnknownPatient, vec![]), false);
+            }
+        }
+        let category = categories.of(&access.resource.resource_type);
+        let record = match RecordEntity::build(
+            &access.resource.resource_type,
+            access.resource.id.as_deref(),
+            category,
+            patient.as_ref(),
+            &base.labels,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
+                    false,
+                )
+            }
+        };
+        slice.record(&record);
+        let elevation = facts.ticket.as_deref().map(|t| uid(types::ELEVATION, t));
+        let elevation = elevation.filter(|e| slice.known(e, store));
+        let context = match base.context(access, elevation.as_ref(), None) {
+            Ok(c) => c,
+            Err(e) => {
+                return (
+                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
+                    false,
+                )
+            }
+        };
+        let entities = match slice.into_entities() {
+            Ok(e) => e,
+            Err(e) => {
+                return (
+                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
+                    false,
+                )
+            }
+        };
+        let request = match Request::new(
+            subject.entity.uid.clone(),
+            action_uid(action),
+            record.uid.clone(),
+            context,
+            None,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                return (
+                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
+                    false,
+                )
+            }
+        };
+        let response = self
+            .authorizer
+            .is_authorized(&request, &bundle.policies, &entities);
+        let diagnostics = response.diagnostics();
+        let errors: Vec<String> = diagnostics
+            .errors()
+            .map(|e| match e {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
+                    format!("policy `{}` failed to evaluate", e.policy_id())
+                }
+            })
+            .collect();
+        let determining: Vec<String> = diagnostics.reason().map(|id| id.to_string()).collect();
+        let permitted = response.decision() == cedar_policy::Decision::Allow;
+        if !errors.is_empty() {
+            // A policy that cannot be evaluated might have been a forbid:
+            // deny rather than decide without it.
+            let mut d = deny(DenyReason::PolicyError, errors);
+            d.determining = determining;
+            return (d, false);
+        }
+        let glass = permitted
+            && diagnostics
+                .reason()
+                .any(|id| bundle.break_glass.contains(id));
+        let reason = match (permitted, determining.is_empty()) {
+            (true, _) => None,
+            (false, true) => Some(DenyReason::NotPermitted),
+            (false, false) => Some(DenyReason::Forbidden),
+        };
+        (
+            AccessDecision {
+                allowed: permitted,
+                action,
+                resource,
+                patient: access.patient.clone(),
+                determining,
+                reason,
+                errors: Vec::new(),
+            },
+            glass,
+        )
+    }
+
+    /// Would MFA or a fresh sign-in turn this denial into a permit?
+    #[allow(clippy::too_many_arguments)]
+    fn step_up(
+        &self,
+        bundle: &PolicyBundle,
+        store: &EntityStore,
+        subject: &Subject<'_>,
+        accesses: &[AccessRequest],
+        facts: &RequestFacts,
+        categories: &Categories,
+        base: &BaseContext,
+    ) -> Option<StepUpNeed> {
+        if subject.principal.kind != PrincipalKind::User {
+            return None;
+        }
+        let passes = |mfa: bool, age: i64| {
+            let probe = base.with_authentication(mfa, age);
+            accesses.iter().all(|access| {
+                self.decide_one(bundle, store, subject, access, facts, categories, &probe)
+                    .0
+                    .allowed
+            })
+        };
+        let mfa = base.mfa || subject.principal.mfa;
+        if !passes(true, 0) {
+            return None;
+        }
+        if !mfa && passes(true, base.auth_age) {
+            return Some(StepUpNeed {
+                mfa: true,
+                max_age: None,
+            });
+        }
+        let max_age = MAX_AGE_CANDIDATES
+            .iter()
+            .copied()
+            .filter(|age| (*age as i64) < base.auth_age)
+            .find(|age| passes(true, *age as i64))?;
+        Some(StepUpNeed {
+            mfa: !mfa,
+            max_age: Some(max_age),
+        })
+    }
+}
+
+fn cedar_action(access: &AccessRequest) -> &'static str {
+    if access.fan_out.is_some() {
+        "fan_out"
+    } else {
+        access.action.as_str()
+    }
+}
+
+fn action_uid(action: &str) -> EntityUid {
+    uid(types::ACTION, action)
+}
+
+/// The parts of the context shared by every access of one request.
+#[derive(Clone)]
+struct BaseContext {
+    mfa: bool,
+    auth_age: i64,
+    auth_method: &'static str,
+    client_ip: String,
+    device_trusted: bool,
+    purpose_of_use: Option<String>,
+    justification: Option<String>,
+    now: String,
+    hour: i64,
+    weekday: &'static str,
+    route: String,
+    /// The record's security labels, when known.
+    labels: Vec<String>,
+}
+
+impl BaseContext {
+    fn new(
+        principal: &Principal,
+        facts: &RequestFacts,
+        tz: &jiff::tz::TimeZone,
+        labels: &[String],
+    ) -> BaseContext {
+        let now_secs = facts.now.as_second();
+        let auth_age = match principal.auth_time {
+            Some(t) => (now_secs - t as i64).max(0),
+            None => UNKNOWN_AGE,
+        };
+        let local = facts.now.to_zoned_datetime(tz.clone());
+        BaseContext {
+            mfa: principal.mfa,
+            auth_age,
+            auth_method: principal.method.as_str(),
+            client_ip: facts.client_ip.to_string(),
+            device_trusted: facts.device_trusted,
+            purpose_of_use: facts.purpose_of_use.clone(),
+            justification: facts.break_glass.clone(),
+            now: facts.now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            hour: local.hour() as i64,
+            weekday: weekday(local.weekday()),
+            route: facts.route.clone(),
+            labels: labels.to_vec(),
+        }
+    }
+
+    fn with_authentication(&self, mfa: bool, auth_age: i64) -> BaseContext {
+        BaseContext {
+            mfa,
+            auth_age,
+            ..self.clone()
+        }
+    }
+
+    fn context(
+        &self,
+        access: &AccessRequest,
+        elevation: Option<&EntityUid>,
+        data_class: Option<&EntityUid>,
+    ) -> Result<Context, EntityError> {
+        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(20);
+        let s = |v: &str| RestrictedExpression::new_string(v.to_string());
+        pairs.push(("mfa".into(), RestrictedExpression::new_bool(self.mfa)));
+        pairs.push((
+            "auth_age".into(),
+            RestrictedExpression::new_long(self.auth_age),
+        ));
+        pairs.push(("auth_method".into(), s(self.auth_method)));
+        pairs.push((
+            "client_ip".into(),
+            RestrictedExpression::new_ip(&self.client_ip),
+        ));
+        pairs.push((
+            "device_trusted".into(),
+            RestrictedExpression::new_bool(self.device_trusted),
+        ));
+        if let Some(p) = &self.purpose_of_use {
+            pairs.push(("purpose_of_use".into(), s(p)));
+        }
+        pairs.push((
+            "break_glass".into(),
+            RestrictedExpression::new_bool(self.justification.is_some()),
+        ));
+        if let Some(j) = &self.justification {
+            pairs.push(("justification".into(), s(j)));
+        }
+        if let Some(e) = elevation {
+            pairs.push((
+                "elevation".into(),
+                RestrictedExpression::new_entity_uid(e.clone()),
+            ));
+        }
+        pairs.push(("now".into(), RestrictedExpression::new_datetime(&self.now)));
+        pairs.push(("hour".into(), RestrictedExpression::new_long(self.hour)));
+        pairs.push(("weekday".into(), s(self.weekday)));
+        pairs.push(("route".into(), s(&self.route)));
+        pairs.push(("interaction".into(), s(&access.interaction)));
+        if let Some(reason) = access.fan_out {
+            pairs.push(("fan_out_reason".into(), s(reason)));
+            pairs.push(("requested_action".into(), s(access.action.as_str())));
+        }
+        if access.action == Action::Operation {
+            if let Some(op) = &access.operation {
+                pairs.push(("operation".into(), s(op)));
+            }
+        }
+        if let Some(dc) = data_class {
+            pairs.push((
+                "data_class".into(),
+                RestrictedExpression::new_entity_uid(dc.clone()),
+            ));
+        }
+        Context::from_pairs(pairs).map_err(|e| EntityError::Attribute(e.to_string()))
+    }
+}
+
+fn weekday(w: jiff::civil::Weekday) -> &'static str {
+    use jiff::civil::Weekday::*;
+    match w {
+        Monday => "Mon",
+        Tuesday => "Tue",
+        Wednesday => "Wed",
+        Thursday => "Thu",
+        Friday => "Fri",
+        Saturday => "Sat",
+        Sunday => "Sun",
+    }
+}

@@ -1,0 +1,507 @@
+//! Who is related to whom: the entities a decision needs.
+//!
+//! The principal's entity is built from its verified claims, merged with
+//! what the static entities file (and entity sources) know about it. The
+//! patient, its care teams and organization come from the same places. A
+//! decision gets only a [`Slice`]: the principal, the record, the patient,
+//! an elevation, and their ancestors — never the whole store, so a decision
+//! costs the same with 10 or 10,000 patients loaded.
+
+use crate::authn::principal::{Principal, PrincipalKind};
+use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The schema's entity types.
+pub mod types {
+    pub const USER: &str = "Phigate::User";
+    pub const SERVICE: &str = "Phigate::ServiceAccount";
+    pub const ROLE: &str = "Phigate::Role";
+    pub const CARE_TEAM: &str = "Phigate::CareTeam";
+    pub const ORGANIZATION: &str = "Phigate::Organization";
+    pub const PATIENT: &str = "Phigate::Patient";
+    pub const RECORD: &str = "Phigate::Record";
+    pub const ELEVATION: &str = "Phigate::Elevation";
+    pub const ACTION: &str = "Phigate::Action";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EntityError {
+    #[error("entities file: {0}")]
+    Load(String),
+    #[error("an identifier cannot be used as an entity id")]
+    BadId,
+    #[error("entity attributes: {0}")]
+    Attribute(String),
+    #[error("the entity slice is inconsistent: {0}")]
+    Slice(String),
+}
+
+/// Builds `Type::"id"`; ids are arbitrary strings in Cedar, so this cannot
+/// fail for a known type name.
+pub fn uid(type_name: &'static str, id: &str) -> EntityUid {
+    let type_name = type_name_of(type_name);
+    EntityUid::from_type_name_and_id(type_name, EntityId::new(id))
+}
+
+fn type_name_of(name: &'static str) -> EntityTypeName {
+    thread_local! {
+        static NAMES: std::cell::RefCell<HashMap<&'static str, EntityTypeName>> =
+            std::cell::RefCell::new(HashMap::new());
+    }
+    NAMES.with(|names| {
+        names
+            .borrow_mut()
+            .entry(name)
+            .or_insert_with(|| {
+                // The names are the constants in `types`, all valid.
+                EntityTypeName::from_str(name).unwrap_or_else(|_| unreachable_type(name))
+            })
+            .clone()
+    })
+}
+
+#[cold]
+fn unreachable_type(name: &str) -> EntityTypeName {
+    // Only reachable if a constant above is malformed; covered by tests.
+    panic!("invalid built-in entity type name {name}")
+}
+
+/// What an entity source knows about one entity, beyond its claims.
+#[derive(Debug, Clone)]
+struct Known {
+    entity: Entity,
+    /// Transitive ancestors, as computed when the store was loaded.
+    ancestors: Vec<EntityUid>,
+}
+
+/// The static entities: patients, care teams, organizations, elevations and
+/// user memberships from a Cedar JSON entities file, validated against the
+/// schema once at load.
+#[derive(Debug, Clone, Default)]
+pub struct EntityStore {
+    known: HashMap<EntityUid, Known>,
+}
+
+impl EntityStore {
+    pub fn empty() -> EntityStore {
+        EntityStore::default()
+    }
+
+    /// Parses Cedar's JSON entity format and validates it against `schema`.
+    pub fn from_json(
+        text: &str,
+        schema: Option<&cedar_policy::Schema>,
+    ) -> Result<EntityStore, EntityError> {
+        let entities = Entities::from_json_str(text, schema)
+            .map_err(|e| EntityError::Load(miette_chain(&e)))?;
+        Ok(EntityStore::from_entities(&entities))
+    }
+
+    fn from_entities(entities: &Entities) -> EntityStore {
+        let mut known = HashMap::new();
+        for entity in entities.iter() {
+            let uid = entity.uid();
+            if uid.type_name().to_string() == types::ACTION {
+                continue;
+            }
+            let ancestors = entities
+                .ancestors(&uid)
+                .map(|a| a.cloned().collect())
+                .unwrap_or_default();
+            known.insert(
+                uid,
+                Known {
+                    entity: entity.clone(),
+                    ancestors,
+                },
+            );
+        }
+        EntityStore { known }
+    }
+
+    pub fn get(&self, uid: &EntityUid) -> Option<&Entity> {
+        self.known.get(uid).map(|k| &k.entity)
+    }
+
+    pub fn contains(&self, uid: &EntityUid) -> bool {
+        self.known.contains_key(uid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// Adds or replaces entities (from an entity source) in a copy-on-write
+    /// fashion; used by sources that resolve one entity at a time.
+    pub fn insert(&mut self, entity: Entity, ancestors: Vec<EntityUid>) {
+        self.known.insert(entity.uid(), Known { entity, ancestors });
+    }
+
+    fn ancestors(&self, uid: &EntityUid) -> &[EntityUid] {
+        self.known
+            .get(uid)
+            .map(|k| k.ancestors.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The parents and attributes the store holds for `uid`, to merge into
+    /// a principal built from claims.
+    fn memberships(&self, uid: &EntityUid) -> Option<(HashSet<EntityUid>, Vec<String>)> {
+        let known = self.known.get(uid)?;
+        let care_teams = known
+            .ancestors
+            .iter()
+            .filter(|a| a.type_name().to_string() == types::CARE_TEAM)
+            .map(|a| a.id().unescaped().to_string())
+            .collect();
+        Some((known.ancestors.iter().cloned().collect(), care_teams))
+    }
+}
+
+fn miette_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    message
+}
+
+/// Relationships an entity source adds to a principal (e.g. care teams from
+/// the EHR's CareTeam resources).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Relationships {
+    pub care_teams: Vec<String>,
+    pub roles: Vec<String>,
+}
+
+/// The principal as Cedar sees it, built once per verified identity.
+#[derive(Debug, Clone)]
+pub struct PrincipalEntity {
+    pub uid: EntityUid,
+    entity: Entity,
+    parents: Vec<EntityUid>,
+}
+
+impl PrincipalEntity {
+    /// Claims, merged with the store's memberships for the same id and with
+    /// an entity source's relationships.
+    pub fn build(
+        principal: &Principal,
+        store: &EntityStore,
+        extra: Option<&Relationships>,
+    ) -> Result<PrincipalEntity, EntityError> {
+        let is_user = principal.kind == PrincipalKind::User;
+        let uid = uid(
+            if is_user { types::USER } else { types::SERVICE },
+            &principal.id,
+        );
+        let mut parents: HashSet<EntityUid> = HashSet::new();
+        let mut care_teams: Vec<String> = principal.care_teams.clone();
+        let roles = principal
+            .roles
+            .iter()
+            .chain(extra.into_iter().flat_map(|x| x.roles.iter()));
+        for role in roles {
+            parents.insert(self::uid(types::ROLE, role));
+        }
+        if let Some(extra) = extra {
+            care_teams.extend(extra.care_teams.iter().cloned());
+        }
+        if let Some((more_parents, more_teams)) = store.memberships(&uid) {
+            parents.extend(more_parents);
+            care_teams.extend(more_teams);
+        }
+        care_teams.sort();
+        care_teams.dedup();
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::new();
+        if let Some(org) = &principal.organization {
+            let org = self::uid(types::ORGANIZATION, org);
+            parents.insert(org.clone());
+            attrs.insert(
+                "organization".into(),
+                RestrictedExpression::new_entity_uid(org),
+            );
+        }
+        if is_user {
+            for team in &care_teams {
+                parents.insert(self::uid(types::CARE_TEAM, team));
+            }
+            attrs.insert(
+                "care_teams".into(),
+                RestrictedExpression::new_set(
+                    care_teams.iter().map(|t| {
+                        RestrictedExpression::new_entity_uid(self::uid(types::CARE_TEAM, t))
+                    }),
+                ),
+            );
+            attrs.insert(
+                "scopes".into(),
+                RestrictedExpression::new_set(
+                    principal
+                        .scopes
+                        .iter()
+                        .map(|s| RestrictedExpression::new_string(s.clone())),
+                ),
+            );
+            if let Some(npi) = &principal.npi {
+                attrs.insert("npi".into(), RestrictedExpression::new_string(npi.clone()));
+            }
+            if let Some(fhir_user) = &principal.fhir_user {
+                attrs.insert(
+                    "fhir_user".into(),
+                    RestrictedExpression::new_string(fhir_user.clone()),
+                );
+            }
+            if let Some(patient) = &principal.patient {
+                attrs.insert(
+                    "patient".into(),
+                    RestrictedExpression::new_entity_uid(self::uid(types::PATIENT, patient)),
+                );
+            }
+        }
+        let parents_list: Vec<EntityUid> = parents.iter().cloned().collect();
+        let entity = Entity::new(uid.clone(), attrs, parents)
+            .map_err(|e| EntityError::Attribute(e.to_string()))?;
+        Ok(PrincipalEntity {
+            uid,
+            entity,
+            parents: parents_list,
+        })
+    }
+}
+
+/// The record a request is about, as a Cedar entity.
+#[derive(Debug, Clone)]
+pub struct RecordEntity {
+    pub uid: EntityUid,
+    entity: Entity,
+}
+
+impl RecordEntity {
+    pub fn build(
+        resource_type: &str,
+        id: Option<&str>,
+        category: &str,
+        patient: Option<&EntityUid>,
+        labels: &[String],
+    ) -> Result<RecordEntity, EntityError> {
+        let record_id = match id {
+            Some(id) => format!("{resource_type}/{id}"),
+            None => resource_type.to_string(),
+        };
+        let uid = uid(types::RECORD, &record_id);
+        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::with_capacity(4);
+        attrs.insert(
+            "type".into(),
+            RestrictedExpression::new_string(resource_type.to_string()),
+        );
+        attrs.insert(
+            "category".into(),
+            RestrictedExpression::new_string(category.to_string()),
+        );
+        attrs.insert(
+            "labels".into(),
+            RestrictedExpression::new_set(
+                labels
+                    .iter()
+                    .map(|l| RestrictedExpression::new_string(l.clone())),
+            ),
+        );
+        let mut parents = HashSet::new();
+        if let Some(patient) = patient {
+            attrs.insert(
+                "patient".into(),
+                RestrictedExpression::new_entity_uid(patient.clone()),
+            );
+            parents.insert(patient.clone());
+        }
+        let entity = Entity::new(uid.clone(), attrs, parents)
+            .map_err(|e| EntityError::Attribute(e.to_string()))?;
+        Ok(RecordEntity { uid, entity })
+    }
+}
+
+/// Assembles the entities one decision needs.
+#[derive(Default)]
+pub struct Slice {
+    entities: Vec<Entity>,
+    seen: HashSet<EntityUid>,
+}
+
+impl Slice {
+    pub fn new() -> Slice {
+        Slice::default()
+    }
+
+    fn push(&mut self, entity: Entity) {
+        if self.seen.insert(entity.uid()) {
+            self.entities.push(entity);
+        }
+    }
+
+    /// Adds the store's entities for `uids` (those it knows) and their
+    /// ancestors.
+    fn push_known_with_ancestors<'a>(
+        &mut self,
+        store: &EntityStore,
+        uids: impl IntoIterator<Item = &'a EntityUid>,
+    ) {
+        for uid in uids {
+            if self.seen.contains(uid) {
+                continue;
+            }
+            if let Some(entity) = store.get(uid) {
+                self.push(entity.clone());
+                for ancestor in store.ancestors(uid) {
+                    if let Some(a) = store.get(ancestor) {
+                        self.push(a.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn principal(&mut self, principal: &PrincipalEntity, store: &EntityStore) {
+        self.push(principal.entity.clone());
+        self.push_known_with_ancestors(store, principal.parents.iter());
+    }
+
+    pub fn record(&mut self, record: &RecordEntity) {
+        self.push(record.entity.clone());
+    }
+
+    /// The patient (and ancestors) from the store; `false` when unknown.
+    pub fn patient(&mut self, patient: &EntityUid, store: &EntityStore) -> bool {
+        if !store.contains(patient) {
+            return false;
+        }
+        self.push_known_with_ancestors(store, [patient]);
+        true
+    }
+
+    /// Any other stored entity the context names (an elevation, and what
+    /// it references).
+    pub fn known(&mut self, uid: &EntityUid, store: &EntityStore) -> bool {
+        if !store.contains(uid) {
+            return false;
+        }
+        self.push_known_with_ancestors(store, [uid]);
+        true
+    }
+
+    pub fn len(&self) -> usize {
+        self.entities.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entities.is_empty()
+    }
+
+    pub fn into_entities(self) -> Result<Entities, EntityError> {
+        Entities::from_entities(self.entities, None).map_err(|e| EntityError::Slice(e.to_string()))
+    }
+}
+
+/// Shared, swappable static entities.
+pub type SharedStore = Arc<arc_swap::ArcSwap<EntityStore>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authn::principal::AuthMethod;
+
+    const ENTITIES: &str = r#"[
+      {"uid": {"type": "Phigate::Organization", "id": "org-1"}, "attrs": {}, "parents": []},
+      {"uid": {"type": "Phigate::CareTeam", "id": "team-01"}, "attrs": {"name": "Team 1"},
+       "parents": [{"type": "Phigate::Organization", "id": "org-1"}]},
+      {"uid": {"type": "Phigate::Patient", "id": "p1"},
+       "attrs": {"care_teams": [{"__entity": {"type": "Phigate::CareTeam", "id": "team-01"}}],
+                 "flags": [], "enrolled": ["ccm"]},
+       "parents": [{"type": "Phigate::CareTeam", "id": "team-01"}]},
+      {"uid": {"type": "Phigate::User", "id": "alice"},
+       "attrs": {"care_teams": [{"__entity": {"type": "Phigate::CareTeam", "id": "team-01"}}], "scopes": []},
+       "parents": [{"type": "Phigate::CareTeam", "id": "team-01"}]}
+    ]"#;
+
+    fn schema() -> cedar_policy::Schema {
+        let text = include_str!("../../policies/phigate.cedarschema");
+        cedar_policy::Schema::from_cedarschema_str(text).unwrap().0
+    }
+
+    #[test]
+    fn type_names_are_valid() {
+        for name in [
+            types::USER,
+            types::SERVICE,
+            types::ROLE,
+            types::CARE_TEAM,
+            types::ORGANIZATION,
+            types::PATIENT,
+            types::RECORD,
+            types::ELEVATION,
+            types::ACTION,
+        ] {
+            assert_eq!(uid(name, "x").type_name().to_string(), name);
+        }
+    }
+
+    #[test]
+    fn the_store_validates_against_the_schema() {
+        let store = EntityStore::from_json(ENTITIES, Some(&schema())).unwrap();
+        assert_eq!(store.len(), 4);
+        let bad = r#"[{"uid": {"type": "Phigate::Patient", "id": "p"}, "attrs": {"flags": "vip"}, "parents": []}]"#;
+        let err = EntityStore::from_json(bad, Some(&schema())).unwrap_err();
+        assert!(err.to_string().contains("entities file"), "{err}");
+    }
+
+    #[test]
+    fn principals_merge_claims_with_stored_memberships() {
+        let store = EntityStore::from_json(ENTITIES, Some(&schema())).unwrap();
+        let mut alice = Principal::service("alice", "https://idp", AuthMethod::Bearer, vec![]);
+        alice.kind = PrincipalKind::User;
+        alice.roles = vec!["nurse".into()];
+        let built = PrincipalEntity::build(&alice, &store, None).unwrap();
+        let mut parents: Vec<String> = built.parents.iter().map(|p| p.to_string()).collect();
+        parents.sort();
+        assert_eq!(
+            parents,
+            [
+                r#"Phigate::CareTeam::"team-01""#,
+                r#"Phigate::Organization::"org-1""#,
+                r#"Phigate::Role::"nurse""#
+            ]
+        );
+    }
+
+    #[test]
+    fn a_slice_holds_only_what_the_decision_needs() {
+        let store = EntityStore::from_json(ENTITIES, Some(&schema())).unwrap();
+        let p1 = uid(types::PATIENT, "p1");
+        let record = RecordEntity::build("Observation", None, "clinical", Some(&p1), &[]).unwrap();
+        let service = Principal::service(
+            "gw",
+            "api-key",
+            AuthMethod::ApiKey,
+            vec!["device_gateway".into()],
+        );
+        let principal = PrincipalEntity::build(&service, &store, None).unwrap();
+        let mut slice = Slice::new();
+        slice.principal(&principal, &store);
+        slice.record(&record);
+        assert!(slice.patient(&p1, &store));
+        assert!(!slice.patient(&uid(types::PATIENT, "nobody"), &store));
+        // principal, record, patient, team, org — not alice.
+        assert_eq!(slice.len(), 5);
+        let entities = slice.into_entities().unwrap();
+        assert!(entities.get(&uid(types::USER, "alice")).is_none());
+    }
+}

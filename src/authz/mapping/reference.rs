@@ -1,0 +1,278 @@
+//! FHIR references, as written in search values and resource bodies.
+//! Patient scoping rests on this parser, so it reads a reference whole, the
+//! way a FHIR server resolves it, and never by substring: `Patient/1234` is
+//! patient `1234`, not a match for `123`.
+
+use serde_json::Value;
+
+use super::resource_types::resource_type;
+use super::search::Scope;
+use super::MappingError;
+
+/// Longest FHIR logical id, in bytes.
+const MAX_ID_LEN: usize = 64;
+
+/// What a reference string points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference<'a> {
+    /// `Patient/123`, `Patient/123/_history/2` (version dropped), or either
+    /// on an accepted base URL.
+    Patient(&'a str),
+    /// A resource of another type (`Group/5`).
+    Other {
+        resource_type: &'static str,
+        id: &'a str,
+    },
+    /// A bare logical id (`123`); its type depends on where it appears.
+    Bare(&'a str),
+    /// An absolute URL on a base this server does not answer for.
+    Foreign,
+    /// Something no server resolves to a stored resource by itself: a
+    /// contained `#id` or a `urn:` placeholder inside a transaction.
+    Unresolved,
+}
+
+/// Why a reference string is malformed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("reference is empty")]
+    Empty,
+    #[error("reference id is not a valid FHIR id")]
+    InvalidId,
+    #[error("reference names an unknown resource type")]
+    UnknownType,
+    #[error("reference is not of the form Type/id[/_history/vid]")]
+    Malformed,
+}
+
+impl From<ReferenceError> for MappingError {
+    fn from(e: ReferenceError) -> Self {
+        let reason = match e {
+            ReferenceError::Empty => "empty reference",
+            ReferenceError::InvalidId => "invalid id in reference",
+            ReferenceError::UnknownType => "unknown resource type in reference",
+            ReferenceError::Malformed => "malformed reference",
+        };
+        MappingError::bad(reason)
+    }
+}
+
+/// FHIR id syntax: `[A-Za-z0-9\-\.]{1,64}`.
+pub fn is_fhir_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// Parses one (already percent-decoded) reference.
+///
+/// `bases` are accepted absolute base URLs without a trailing `/`; an
+/// absolute reference counts only if it starts with one of them followed by
+/// `/`, compared byte for byte (a differently cased host is foreign, which
+/// fails closed).
+pub fn parse_reference<'a>(
+    value: &'a str,
+    bases: &[String],
+) -> Result<Reference<'a>, ReferenceError> {
+    if value.is_empty() {
+        return Err(ReferenceError::Empty);
+    }
+    if value.starts_with('#') || value.starts_with("urn:") {
+        return Ok(Reference::Unresolved);
+    }
+    let relative = if value.contains("://") {
+        let local = bases.iter().find_map(|base| {
+            value
+                .strip_prefix(base.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+        });
+        match local {
+            Some(rest) => rest,
+            None => return Ok(Reference::Foreign),
+        }
+    } else {
+        value
+    };
+    let mut parts = relative.split('/');
+    let first = parts.next().unwrap_or_default();
+    let Some(id) = parts.next() else {
+        return if is_fhir_id(first) {
+            Ok(Reference::Bare(first))
+        } else {
+            Err(ReferenceError::InvalidId)
+        };
+    };
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => {}
+        (Some("_history"), Some(vid), None) if is_fhir_id(vid) => {}
+        (Some("_history"), Some(_), None) => return Err(ReferenceError::InvalidId),
+        _ => return Err(ReferenceError::Malformed),
+    }
+    let resource_type = resource_type(first).ok_or(ReferenceError::UnknownType)?;
+    if !is_fhir_id(id) {
+        return Err(ReferenceError::InvalidId);
+    }
+    if resource_type == "Patient" {
+        Ok(Reference::Patient(id))
+    } else {
+        Ok(Reference::Other { resource_type, id })
+    }
+}
+
+/// Body elements that name the patient a resource is about.
+const PATIENT_ELEMENTS: [&str; 3] = ["subject", "patient", "beneficiary"];
+
+/// Adds the patients a resource body names to `scope`.
+///
+/// Reads `subject`, `patient` and `beneficiary` (a Reference or an array of
+/// them). A reference to another type marks `subject-not-patient`, a foreign
+/// URL `foreign-reference`, and one without a resolvable `reference` (only
+/// an identifier, a contained `#id`, a transaction `urn:uuid:`)
+/// `unresolved-reference`.
+pub(super) fn body_patients(
+    resource: &Value,
+    bases: &[String],
+    scope: &mut Scope,
+) -> Result<(), MappingError> {
+    for element in PATIENT_ELEMENTS {
+        match resource.get(element) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for item in items {
+                    body_reference(item, bases, scope)?;
+                }
+            }
+            Some(item) => body_reference(item, bases, scope)?,
+        }
+    }
+    Ok(())
+}
+
+fn body_reference(item: &Value, bases: &[String], scope: &mut Scope) -> Result<(), MappingError> {
+    let Value::Object(fields) = item else {
+        return Err(MappingError::bad("patient element is not a Reference"));
+    };
+    let reference = match fields.get("reference") {
+        None => {
+            scope.fan("unresolved-reference");
+            return Ok(());
+        }
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(MappingError::bad("Reference.reference is not a string")),
+    };
+    match parse_reference(reference, bases)? {
+        Reference::Patient(id) => scope.add_patient(id),
+        Reference::Other { .. } | Reference::Bare(_) => scope.fan("subject-not-patient"),
+        Reference::Foreign => scope.fan("foreign-reference"),
+        Reference::Unresolved => scope.fan("unresolved-reference"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bases() -> Vec<String> {
+        vec!["https://phigate.example/fhir".to_owned()]
+    }
+
+    #[test]
+    fn fhir_ids() {
+        assert!(is_fhir_id("123"));
+        assert!(is_fhir_id("a-b.C9"));
+        assert!(is_fhir_id(&"x".repeat(64)));
+        assert!(!is_fhir_id(&"x".repeat(65)));
+        assert!(!is_fhir_id(""));
+        assert!(!is_fhir_id("1 2"));
+        assert!(!is_fhir_id("1/2"));
+        assert!(!is_fhir_id("a_b"));
+        assert!(!is_fhir_id("é"));
+        assert!(!is_fhir_id("1%2F2"));
+    }
+
+    #[test]
+    fn references() {
+        let b = bases();
+        let cases: &[(&str, Result<Reference<'_>, ReferenceError>)] = &[
+            ("Patient/123", Ok(Reference::Patient("123"))),
+            ("Patient/1234", Ok(Reference::Patient("1234"))),
+            ("Patient/123/_history/2", Ok(Reference::Patient("123"))),
+            ("123", Ok(Reference::Bare("123"))),
+            (
+                "Group/5",
+                Ok(Reference::Other {
+                    resource_type: "Group",
+                    id: "5",
+                }),
+            ),
+            (
+                "https://phigate.example/fhir/Patient/7",
+                Ok(Reference::Patient("7")),
+            ),
+            (
+                "https://phigate.example/fhir/Patient/7/_history/1",
+                Ok(Reference::Patient("7")),
+            ),
+            (
+                "https://phigate.example/fhirx/Patient/7",
+                Ok(Reference::Foreign),
+            ),
+            (
+                "https://evil.example/fhir/Patient/1",
+                Ok(Reference::Foreign),
+            ),
+            (
+                "HTTPS://PHIGATE.EXAMPLE/fhir/Patient/1",
+                Ok(Reference::Foreign),
+            ),
+            ("https://phigate.example/fhir/7", Ok(Reference::Bare("7"))),
+            ("#p1", Ok(Reference::Unresolved)),
+            (
+                "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0",
+                Ok(Reference::Unresolved),
+            ),
+            ("", Err(ReferenceError::Empty)),
+            ("patient/1", Err(ReferenceError::UnknownType)),
+            ("Patients/1", Err(ReferenceError::UnknownType)),
+            ("Patient/", Err(ReferenceError::InvalidId)),
+            ("Patient/1 2", Err(ReferenceError::InvalidId)),
+            ("Patient/1/_history/", Err(ReferenceError::InvalidId)),
+            ("Patient/1/_history", Err(ReferenceError::Malformed)),
+            ("Patient/1/Observation", Err(ReferenceError::Malformed)),
+            ("Patient/1/_history/2/x", Err(ReferenceError::Malformed)),
+            ("1,2", Err(ReferenceError::InvalidId)),
+            ("Patient:1", Err(ReferenceError::InvalidId)),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(&parse_reference(input, &b), expected, "reference {input:?}");
+        }
+    }
+
+    #[test]
+    fn body_references() {
+        let b = bases();
+        let run = |v: Value| {
+            let mut scope = Scope::default();
+            body_patients(&v, &b, &mut scope).map(|()| scope)
+        };
+        let s = run(serde_json::json!({"subject": {"reference": "Patient/9"}})).unwrap();
+        assert_eq!(s.patients(), ["9"]);
+        assert_eq!(s.fan_out(), None);
+
+        let s = run(serde_json::json!({"subject": {"reference": "Group/9"}})).unwrap();
+        assert_eq!(s.fan_out(), Some("subject-not-patient"));
+
+        let s = run(serde_json::json!({"patient": {"identifier": {"value": "x"}}})).unwrap();
+        assert_eq!(s.fan_out(), Some("unresolved-reference"));
+
+        let s = run(serde_json::json!({"beneficiary": [{"reference": "Patient/1"}, {"reference": "Patient/2"}]}))
+            .unwrap();
+        assert_eq!(s.patients(), ["1", "2"]);
+
+        assert!(run(serde_json::json!({"subject": "Patient/1"})).is_err());
+        assert!(run(serde_json::json!({"subject": {"reference": "Patient/1 2"}})).is_err());
+    }
+}

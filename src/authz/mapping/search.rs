@@ -1,0 +1,349 @@
+//! Search parameters: which patients a query is provably limited to, and
+//! which parameters let it reach past them. Only `patient`, `subject` and
+//! `_id` on Patient scope a search; traps that widen or sidestep that scope
+//! (`_has`, chains, `_filter`, includes, paging tokens) mark it fan-out.
+
+use std::borrow::Cow;
+
+use super::reference::{is_fhir_id, parse_reference, Reference};
+use super::resource_types::resource_type;
+use super::{AccessRequest, MappingError};
+
+/// One decoded `name=value` pair.
+pub(super) type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
+
+/// Parameters that widen or sidestep a search's patient scope, with the
+/// fan-out reason each raises. Paging tokens continue a result set whose
+/// original criteria phigate never saw. Matched ignoring ASCII case, in case
+/// a server does.
+const TRAPS: [(&str, &str); 9] = [
+    ("_has", "_has"),
+    ("_filter", "_filter"),
+    ("_query", "_query"),
+    ("_getpages", "paging"),
+    ("_getpagesoffset", "paging"),
+    ("_pageId", "paging"),
+    ("_page_token", "paging"),
+    ("_cursor", "paging"),
+    ("ct", "paging"),
+];
+
+fn trap(base: &str) -> Option<&'static str> {
+    TRAPS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(base))
+        .map(|(_, reason)| *reason)
+}
+
+/// The patients a request is provably about, and the first reason it may
+/// reach further.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Scope {
+    patients: Vec<String>,
+    fan_out: Option<&'static str>,
+}
+
+impl Scope {
+    /// Adds a patient (deduplicated, first-seen order kept).
+    pub(super) fn add_patient(&mut self, id: &str) {
+        if !self.patients.iter().any(|p| p == id) {
+            self.patients.push(id.to_owned());
+        }
+    }
+
+    /// Marks fan-out; the first reason is kept.
+    pub(super) fn fan(&mut self, reason: &'static str) {
+        self.fan_out.get_or_insert(reason);
+    }
+
+    pub(super) fn is_scoped(&self) -> bool {
+        !self.patients.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(super) fn patients(&self) -> &[String] {
+        &self.patients
+    }
+
+    #[cfg(test)]
+    pub(super) fn fan_out(&self) -> Option<&'static str> {
+        self.fan_out
+    }
+
+    /// One request per patient (or one without a patient), each carrying
+    /// the fan-out reason.
+    pub(super) fn into_requests(self, mut base: AccessRequest) -> Vec<AccessRequest> {
+        base.fan_out = self.fan_out;
+        let mut patients = self.patients.into_iter();
+        let Some(first) = patients.next() else {
+            return vec![base];
+        };
+        let mut out = Vec::with_capacity(patients.len() + 1);
+        for patient in patients {
+            out.push(AccessRequest {
+                patient: Some(patient),
+                ..base.clone()
+            });
+        }
+        base.patient = Some(first);
+        out.insert(0, base);
+        out
+    }
+}
+
+/// Decodes one `application/x-www-form-urlencoded` component: `+` is a
+/// space and `%XX` a byte; the result must be UTF-8. Borrows when there is
+/// nothing to decode.
+pub(super) fn decode_component(raw: &str) -> Result<Cow<'_, str>, MappingError> {
+    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = bytes.get(i + 1).and_then(|h| hex(*h));
+                let lo = bytes.get(i + 2).and_then(|l| hex(*l));
+                let (Some(hi), Some(lo)) = (hi, lo) else {
+                    return Err(MappingError::bad("malformed percent-encoding in query"));
+                };
+                out.push(hi << 4 | lo);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map(Cow::Owned)
+        .map_err(|_| MappingError::bad("query is not valid UTF-8"))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Appends the decoded pairs of a query or form body to `out`. Empty pieces
+/// (`a=1&&b=2`) are skipped; a piece without `=` has an empty value.
+pub(super) fn parse_params<'a>(raw: &'a str, out: &mut Vec<Param<'a>>) -> Result<(), MappingError> {
+    for piece in raw.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = piece.split_once('=').unwrap_or((piece, ""));
+        out.push((decode_component(name)?, decode_component(value)?));
+    }
+    Ok(())
+}
+
+/// How a parameter names patients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Naming {
+    /// `patient`: targets Patient; a bare id is a Patient id.
+    Patient,
+    /// `subject`: targets many types; a bare id is ambiguous.
+    Subject,
+    /// `_id` on a Patient search: bare ids only.
+    PatientId,
+}
+
+/// Scopes a search on `resource_type` (`None` for a system search) by its
+/// parameters, adding patients and fan-out reasons to `scope`.
+///
+/// Several patient-naming parameters (or one repeated) are ANDed by the
+/// server; phigate conservatively asks about every patient named. Values
+/// separated by `,` are ORed, so each is asked about too.
+pub(super) fn scope_search(
+    resource_type: Option<&str>,
+    params: &[Param<'_>],
+    bases: &[String],
+    scope: &mut Scope,
+) -> Result<(), MappingError> {
+    for (name, value) in params {
+        if name.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(MappingError::bad("invalid search parameter name"));
+        }
+        let (base, modifier) = split_modifier(name);
+        if let Some(reason) = trap(base) {
+            scope.fan(reason);
+            continue;
+        }
+        if name.contains('.') {
+            scope.fan("chained");
+            continue;
+        }
+        let naming = match base {
+            "patient" => Naming::Patient,
+            "subject" => Naming::Subject,
+            "_id" if resource_type == Some("Patient") => Naming::PatientId,
+            b if b.eq_ignore_ascii_case("_contained") && !value.eq_ignore_ascii_case("false") => {
+                scope.fan("_contained");
+                continue;
+            }
+            _ => continue,
+        };
+        scope_patient_param(naming, modifier, value, bases, scope)?;
+    }
+    // Includes are judged last: they are safe only once the search is
+    // known to be limited to named patients.
+    for (name, value) in params {
+        let (base, modifier) = split_modifier(name);
+        let reason = if base.eq_ignore_ascii_case("_include") {
+            "_include"
+        } else if base.eq_ignore_ascii_case("_revinclude") {
+            "_revinclude"
+        } else {
+            continue;
+        };
+        let exact = base == reason && modifier.is_none();
+        if !exact || !scope.is_scoped() || !is_patient_include(value) {
+            scope.fan(reason);
+        }
+    }
+    Ok(())
+}
+
+/// `name:modifier` → (`name`, `Some(modifier)`).
+fn split_modifier(name: &str) -> (&str, Option<&str>) {
+    match name.split_once(':') {
+        Some((base, modifier)) => (base, Some(modifier)),
+        None => (name, None),
+    }
+}
+
+fn scope_patient_param(
+    naming: Naming,
+    modifier: Option<&str>,
+    value: &str,
+    bases: &[String],
+    scope: &mut Scope,
+) -> Result<(), MappingError> {
+    // `typed`: a bare id names a Patient.
+    let typed = match (naming, modifier) {
+        (_, Some("missing")) => return fan(scope, "missing"),
+        (Naming::Patient | Naming::Subject, Some("identifier")) => {
+            return fan(scope, "identifier-reference")
+        }
+        (Naming::Patient | Naming::Subject, Some("Patient")) | (Naming::Patient, None) => true,
+        (Naming::Subject, None) => false,
+        (Naming::Subject, Some(m)) if resource_type(m).is_some() => {
+            return fan(scope, "subject-not-patient")
+        }
+        (Naming::Patient, Some(m)) if resource_type(m).is_some() => {
+            return fan(scope, "reference-not-patient")
+        }
+        (Naming::PatientId, None) => true,
+        // `:not`, `:above`, `:text`, ...: no longer a plain match.
+        (_, Some(_)) => return fan(scope, "modifier"),
+    };
+    if value.is_empty() {
+        return Err(MappingError::bad("empty patient search parameter"));
+    }
+    for item in value.split(',') {
+        if naming == Naming::PatientId {
+            if !is_fhir_id(item) {
+                return Err(MappingError::bad("invalid id in _id"));
+            }
+            scope.add_patient(item);
+            continue;
+        }
+        match parse_reference(item, bases)? {
+            Reference::Patient(id) => scope.add_patient(id),
+            Reference::Bare(id) if typed => scope.add_patient(id),
+            Reference::Bare(_) => scope.fan("subject-not-patient"),
+            Reference::Other { .. } if naming == Naming::Subject => {
+                scope.fan("subject-not-patient")
+            }
+            Reference::Other { .. } => scope.fan("reference-not-patient"),
+            Reference::Foreign => scope.fan("foreign-reference"),
+            Reference::Unresolved => {
+                return Err(MappingError::bad("unresolvable reference in search"))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fan(scope: &mut Scope, reason: &'static str) -> Result<(), MappingError> {
+    scope.fan(reason);
+    Ok(())
+}
+
+/// `[Type]:patient`, `[Type]:subject`, optionally `:Patient`: the included
+/// resources are the scoped patient or point at it.
+fn is_patient_include(value: &str) -> bool {
+    let mut parts = value.split(':');
+    let (Some(ty), Some(param)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let target_ok = match parts.next() {
+        None => true,
+        Some(target) => target == "Patient" && parts.next().is_none(),
+    };
+    target_ok && resource_type(ty).is_some() && matches!(param, "patient" | "subject")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decoding() {
+        assert_eq!(decode_component("Patient%2F123").unwrap(), "Patient/123");
+        assert_eq!(decode_component("a+b").unwrap(), "a b");
+        assert_eq!(decode_component("plain").unwrap(), "plain");
+        assert!(matches!(
+            decode_component("plain").unwrap(),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(decode_component("%C3%A9").unwrap(), "é");
+        assert!(decode_component("%2").is_err());
+        assert!(decode_component("%zz").is_err());
+        assert!(decode_component("%FF").is_err());
+    }
+
+    #[test]
+    fn params() {
+        let mut out = Vec::new();
+        parse_params("a=1&&b&c=x%3Dy=z", &mut out).unwrap();
+        let pairs: Vec<(&str, &str)> = out.iter().map(|(n, v)| (n.as_ref(), v.as_ref())).collect();
+        assert_eq!(pairs, [("a", "1"), ("b", ""), ("c", "x=y=z")]);
+    }
+
+    #[test]
+    fn includes() {
+        assert!(is_patient_include("Observation:patient"));
+        assert!(is_patient_include("Observation:subject:Patient"));
+        assert!(!is_patient_include("Observation:subject:Group"));
+        assert!(!is_patient_include("Observation:performer"));
+        assert!(!is_patient_include("*"));
+        assert!(!is_patient_include("Observation:*"));
+        assert!(!is_patient_include("Nope:patient"));
+    }
+
+    #[test]
+    fn requests_per_patient() {
+        let mut scope = Scope::default();
+        scope.add_patient("1");
+        scope.add_patient("2");
+        scope.add_patient("1");
+        scope.fan("_has");
+        scope.fan("chained");
+        let base = super::super::access_request(
+            super::super::Action::Search,
+            "Observation",
+            None,
+            "search-type",
+        );
+        let reqs = scope.into_requests(base);
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[0].patient.as_deref(), Some("1"));
+        assert_eq!(reqs[1].patient.as_deref(), Some("2"));
+        assert!(reqs.iter().all(|r| r.fan_out == Some("_has")));
+    }
+}

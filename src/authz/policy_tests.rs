@@ -1,0 +1,700 @@
+//! Policy tests: security staff's executable statements of what the
+//! policies must allow and deny.
+//!
+//! A YAML suite names principals (attributes and relationships), then cases
+//! given either as an HTTP request (mapped exactly as the proxy maps it) or
+//! as a Cedar action and resource, each with the expected decision and,
+//! optionally, the policies that must determine it. The Cedar CLI's
+//! `run-tests` JSON is accepted too. `phigate policy test` runs suites, and a
+//! policy reload runs the shipped suites before it swaps anything in.
+
+use super::engine::{Categories, Decision, Engine, RequestFacts, Subject};
+use super::entities::{EntityStore, PrincipalEntity};
+use super::mapping::{AccessRequest, Action, FhirMapper, RequestView, Resource};
+use super::store::PolicyBundle;
+use crate::authn::principal::{AuthMethod, Principal, PrincipalKind};
+use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The base the test mapper treats as "this FHIR server" for full URLs.
+pub const TEST_FHIR_BASE: &str = "https://phigate.test/fhir";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Suite {
+    /// Entities file, relative to the suite (default: `entities.json` in
+    /// the policy directory, when present).
+    entities: Option<PathBuf>,
+    #[serde(default)]
+    principals: BTreeMap<String, TestPrincipal>,
+    #[serde(default)]
+    defaults: TestContext,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestPrincipal {
+    id: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    #[serde(default)]
+    care_teams: Vec<String>,
+    organization: Option<String>,
+    patient: Option<String>,
+    fhir_user: Option<String>,
+    npi: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+    #[serde(default)]
+    mfa: bool,
+    /// Seconds since sign-in (default 60 for people, unknown for services).
+    auth_age: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestContext {
+    now: Option<String>,
+    client_ip: Option<String>,
+    purpose_of_use: Option<String>,
+    break_glass: Option<String>,
+    ticket: Option<String>,
+    device_trusted: Option<bool>,
+    route: Option<String>,
+    mfa: Option<bool>,
+    auth_age: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PrincipalRef {
+    Named(String),
+    Inline(Box<TestPrincipal>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    principal: PrincipalRef,
+    /// `METHOD /path?query`, relative to the FHIR base.
+    request: Option<String>,
+    body: Option<serde_json::Value>,
+    action: Option<String>,
+    resource: Option<TestResource>,
+    #[serde(default)]
+    context: TestContext,
+    expect: Expect,
+    determining: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestResource {
+    #[serde(rename = "type")]
+    resource_type: String,
+    id: Option<String>,
+    patient: Option<String>,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Expect {
+    Allow,
+    Deny,
+    StepUp,
+}
+
+/// One failed case.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub file: String,
+    pub case: String,
+    pub message: String,
+}
+
+/// The outcome of running suites.
+#[derive(Debug, Default, Clone)]
+pub struct TestReport {
+    pub passed: usize,
+    pub failures: Vec<Failure>,
+}
+
+impl TestReport {
+    pub fn ok(&self) -> bool {
+        self.failures.is_empty()
+    }
+
+    fn fail(&mut self, file: &str, case: &str, message: impl Into<String>) {
+        self.failures.push(Failure {
+            file: file.to_string(),
+            case: case.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn merge(&mut self, other: TestReport) {
+        self.passed += other.passed;
+        self.failures.extend(other.failures);
+    }
+}
+
+/// Finds the suites in a policy directory's `tests/` folder.
+pub fn suites_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("tests"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The example suites compiled into the binary, for the embedded policies.
+pub const EMBEDDED_SUITES: &[(&str, &str)] = &[
+    (
+        "tests/care-team.yaml",
+        include_str!("../../policies/tests/care-team.yaml"),
+    ),
+    (
+        "tests/physicians.yaml",
+        include_str!("../../policies/tests/physicians.yaml"),
+    ),
+    (
+        "tests/billing.yaml",
+        include_str!("../../policies/tests/billing.yaml"),
+    ),
+    (
+        "tests/support.yaml",
+        include_str!("../../policies/tests/support.yaml"),
+    ),
+    (
+        "tests/patients.yaml",
+        include_str!("../../policies/tests/patients.yaml"),
+    ),
+    (
+        "tests/devices.yaml",
+        include_str!("../../policies/tests/devices.yaml"),
+    ),
+    (
+        "tests/guardrails.yaml",
+        include_str!("../../policies/tests/guardrails.yaml"),
+    ),
+    (
+        "tests/fan-out.yaml",
+        include_str!("../../policies/tests/fan-out.yaml"),
+    ),
+];
+
+/// The example entities the embedded suites use.
+pub const EMBEDDED_ENTITIES: &str = include_str!("../../policies/entities.json");
+
+/// Runs suite files against a bundle. `policy_dir` locates the default
+/// entities file.
+pub fn run_files(
+    bundle: &PolicyBundle,
+    files: &[PathBuf],
+    policy_dir: Option<&Path>,
+) -> TestReport {
+    let mut report = TestReport::default();
+    for file in files {
+        let name = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                report.fail(&name, "-", format!("cannot read: {e}"));
+                continue;
+            }
+        };
+        let base = file.parent().unwrap_or(Path::new("."));
+        let default_entities = policy_dir
+            .map(|d| d.join("entities.json"))
+            .filter(|p| p.exists());
+        let load = |relative: Option<&Path>| -> Result<String, String> {
+            let path = match relative {
+                Some(r) => base.join(r),
+                None => match &default_entities {
+                    Some(p) => p.clone(),
+                    None => return Ok("[]".into()),
+                },
+            };
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        report.merge(run_text(bundle, &name, &text, &load));
+    }
+    report
+}
+
+/// Runs the suites compiled into the binary.
+pub fn run_embedded(bundle: &PolicyBundle) -> TestReport {
+    let mut report = TestReport::default();
+    for (name, text) in EMBEDDED_SUITES {
+        let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
+        report.merge(run_text(bundle, name, text, &load));
+    }
+    report
+}
+
+type EntityLoader<'a> = dyn Fn(Option<&Path>) -> Result<String, String> + 'a;
+
+/// Runs one suite's text (YAML, or Cedar CLI JSON when it is a JSON array).
+pub fn run_text(
+    bundle: &PolicyBundle,
+    name: &str,
+    text: &str,
+    load: &EntityLoader<'_>,
+) -> TestReport {
+    let mut report = TestReport::default();
+    if text.trim_start().starts_with('[') {
+        return run_cedar_cli(bundle, name, text);
+    }
+    let suite: Suite = match serde_norway::from_str(text) {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(name, "-", format!("not a policy test suite: {e}"));
+            return report;
+        }
+    };
+    let store = match load(suite.entities.as_deref())
+        .and_then(|t| EntityStore::from_json(&t, Some(&bundle.schema)).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            report.fail(name, "-", format!("entities: {e}"));
+            return report;
+        }
+    };
+    let engine = Engine::new(jiff::tz::TimeZone::UTC);
+    let mapper = FhirMapper::new(vec![TEST_FHIR_BASE.to_string()]);
+    for case in &suite.cases {
+        match run_case(bundle, &store, &engine, &mapper, &suite, case) {
+            Ok(()) => report.passed += 1,
+            Err(message) => report.fail(name, &case.name, message),
+        }
+    }
+    report
+}
+
+fn run_case(
+    bundle: &PolicyBundle,
+    store: &EntityStore,
+    engine: &Engine,
+    mapper: &FhirMapper,
+    suite: &Suite,
+    case: &Case,
+) -> Result<(), String> {
+    let test_principal = match &case.principal {
+        PrincipalRef::Named(n) => suite
+            .principals
+            .get(n)
+            .cloned()
+            .ok_or_else(|| format!("no principal named `{n}` in `principals`"))?,
+        PrincipalRef::Inline(p) => (**p).clone(),
+    };
+    let context = merge(&suite.defaults, &case.context);
+    let now = match &context.now {
+        Some(t) => jiff::Timestamp::from_str(t).map_err(|e| format!("context.now: {e}"))?,
+        None => jiff::Timestamp::from_second(1_772_463_600).map_err(|e| e.to_string())?,
+    };
+    let principal = to_principal(&test_principal, &context, now)?;
+    let accesses = accesses_of(case, mapper)?;
+    let facts = RequestFacts {
+        client_ip: context
+            .client_ip
+            .as_deref()
+            .unwrap_or("10.1.2.3")
+            .parse()
+            .map_err(|_| "context.client_ip is not an IP address".to_string())?,
+        device_trusted: context.device_trusted.unwrap_or(false),
+        purpose_of_use: context.purpose_of_use.clone(),
+        break_glass: context.break_glass.clone(),
+        ticket: context.ticket.clone(),
+        route: context.route.clone().unwrap_or_else(|| "fhir".into()),
+        now,
+    };
+    let entity = PrincipalEntity::build(&principal, store, None).map_err(|e| e.to_string())?;
+    let subject = Subject {
+        principal: &principal,
+        entity: &entity,
+    };
+    let labels = case
+        .resource
+        .as_ref()
+        .map(|r| r.labels.clone())
+        .unwrap_or_default();
+    let decision = engine.decide_labelled(
+        bundle,
+        store,
+        &subject,
+        &accesses,
+        &facts,
+        &Categories::default(),
+        &labels,
+    );
+    check(case, &decision)
+}
+
+fn check(case: &Case, decision: &Decision) -> Result<(), String> {
+    let got = if decision.allowed {
+        Expect::Allow
+    } else if decision.step_up.is_some() {
+        Expect::StepUp
+    } else {
+        Expect::Deny
+    };
+    let matches = got == case.expect || (case.expect == Expect::Deny && got == Expect::StepUp);
+    let describe = || {
+        let reason = decision
+            .reason()
+            .map(|r| format!(", reason {}", r.as_str()))
+            .unwrap_or_default();
+        format!(
+            "{:?} by [{}]{reason}",
+            got,
+            decision.determining().join(", ")
+        )
+    };
+    if !matches {
+        return Err(format!("expected {:?}, got {}", case.expect, describe()));
+    }
+    if let Some(expected) = &case.determining {
+        let mut expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        expected.sort_unstable();
+        expected.dedup();
+        if decision.determining() != expected {
+            return Err(format!(
+                "expected determining policies [{}], got {}",
+                expected.join(", "),
+                describe()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn merge(defaults: &TestContext, case: &TestContext) -> TestContext {
+    TestContext {
+        now: case.now.clone().or_else(|| defaults.now.clone()),
+        client_ip: case
+            .client_ip
+            .clone()
+            .or_else(|| defaults.client_ip.clone()),
+        purpose_of_use: case
+            .purpose_of_use
+            .clone()
+            .or_else(|| defaults.purpose_of_use.clone()),
+        break_glass: case
+            .break_glass
+            .clone()
+            .or_else(|| defaults.break_glass.clone()),
+        ticket: case.ticket.clone().or_else(|| defaults.ticket.clone()),
+        device_trusted: case.device_trusted.or(defaults.device_trusted),
+        route: case.route.clone().or_else(|| defaults.route.clone()),
+        mfa: case.mfa.or(defaults.mfa),
+        auth_age: case.auth_age.or(defaults.auth_age),
+    }
+}
+
+fn to_principal(
+    p: &TestPrincipal,
+    ctx: &TestContext,
+    now: jiff::Timestamp,
+) -> Result<Principal, String> {
+    let service = match p.kind.as_deref() {
+        None | Some("user") => false,
+        Some("service") => true,
+        Some(other) => return Err(format!("principal kind `{other}`: use user or service")),
+    };
+    let mut principal = Principal::service(
+        &p.id,
+        if service {
+            "api-key"
+        } else {
+            "https://idp.test"
+        },
+        if service {
+            AuthMethod::ApiKey
+        } else {
+            AuthMethod::Bearer
+        },
+        p.roles.clone(),
+    );
+    if !service {
+        principal.kind = PrincipalKind::User;
+        principal.mfa = ctx.mfa.unwrap_or(p.mfa);
+        let age = ctx.auth_age.or(p.auth_age).unwrap_or(60);
+        principal.auth_time = Some((now.as_second() as u64).saturating_sub(age));
+    }
+    principal.care_teams = p.care_teams.clone();
+    principal.organization = p.organization.clone();
+    principal.patient = p.patient.clone();
+    principal.fhir_user = p.fhir_user.clone();
+    principal.npi = p.npi.clone();
+    principal.scopes = p.scopes.clone();
+    Ok(principal)
+}
+
+fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, String> {
+    match (&case.request, &case.action) {
+        (Some(line), None) => {
+            let (method, target) = line
+                .split_once(' ')
+                .ok_or("request: write it as `METHOD /path?query`")?;
+            let (path, query) = match target.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (target, None),
+            };
+            let body = case
+                .body
+                .as_ref()
+                .map(|b| serde_json::to_vec(b).unwrap_or_default());
+            let view = RequestView {
+                method,
+                path,
+                query,
+                content_type: body.as_ref().map(|_| "application/fhir+json"),
+                body: body.as_deref(),
+            };
+            match mapper.map(&view) {
+                Ok(mapping) => Ok(mapping.requests),
+                // An unmapped request is denied by the proxy; model it as
+                // a decision nobody can pass.
+                Err(e) => Err(format!(
+                    "request does not map ({e}); test mapping errors in the mapper's own tests"
+                )),
+            }
+        }
+        (None, Some(action)) => {
+            let action = Action::from_id(action)
+                .ok_or_else(|| format!("action `{action}` is not one of the schema's actions"))?;
+            let resource = case
+                .resource
+                .as_ref()
+                .ok_or("an `action` case needs a `resource`")?;
+            Ok(vec![AccessRequest {
+                action,
+                resource: Resource {
+                    resource_type: resource.resource_type.clone(),
+                    id: resource.id.clone(),
+                },
+                patient: resource.patient.clone(),
+                fan_out: None,
+                interaction: "test".into(),
+                operation: None,
+            }])
+        }
+        _ => Err("give either `request` or `action` + `resource`".into()),
+    }
+}
+
+/// The Cedar CLI's `run-tests` format: a JSON array of cases with a Cedar
+/// request, entities, the expected decision and reasons (policy `@id`s).
+#[derive(Debug, Deserialize)]
+struct CedarCliCase {
+    name: String,
+    request: CedarCliRequest,
+    #[serde(default)]
+    entities: serde_json::Value,
+    decision: String,
+    #[serde(default)]
+    reason: Vec<String>,
+    #[serde(default)]
+    num_errors: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CedarCliRequest {
+    principal: String,
+    action: String,
+    resource: String,
+    #[serde(default)]
+    context: serde_json::Value,
+}
+
+fn run_cedar_cli(bundle: &PolicyBundle, name: &str, text: &str) -> TestReport {
+    let mut report = TestReport::default();
+    let cases: Vec<CedarCliCase> = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(e) => {
+            report.fail(name, "-", format!("not a Cedar run-tests file: {e}"));
+            return report;
+        }
+    };
+    let authorizer = Authorizer::new();
+    for case in cases {
+        match run_cedar_case(bundle, &authorizer, &case) {
+            Ok(()) => report.passed += 1,
+            Err(m) => report.fail(name, &case.name, m),
+        }
+    }
+    report
+}
+
+fn run_cedar_case(
+    bundle: &PolicyBundle,
+    authorizer: &Authorizer,
+    case: &CedarCliCase,
+) -> Result<(), String> {
+    let parse_uid = |s: &str| EntityUid::from_str(s).map_err(|e| format!("`{s}`: {e}"));
+    let context = if case.request.context.is_null() {
+        Context::empty()
+    } else {
+        Context::from_json_value(case.request.context.clone(), None).map_err(|e| e.to_string())?
+    };
+    let request = Request::new(
+        parse_uid(&case.request.principal)?,
+        parse_uid(&case.request.action)?,
+        parse_uid(&case.request.resource)?,
+        context,
+        Some(&bundle.schema),
+    )
+    .map_err(|e| e.to_string())?;
+    let entities_json = if case.entities.is_null() {
+        serde_json::json!([])
+    } else {
+        case.entities.clone()
+    };
+    let entities = Entities::from_json_value(entities_json, Some(&bundle.schema))
+        .map_err(|e| e.to_string())?;
+    let response = authorizer.is_authorized(&request, &bundle.policies, &entities);
+    let decision = match response.decision() {
+        cedar_policy::Decision::Allow => "allow",
+        cedar_policy::Decision::Deny => "deny",
+    };
+    let mut reasons: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(|r| r.to_string())
+        .collect();
+    reasons.sort();
+    let mut expected = case.reason.clone();
+    expected.sort();
+    let errors = response.diagnostics().errors().count();
+    if decision != case.decision.to_ascii_lowercase() {
+        return Err(format!(
+            "expected {}, got {decision} by [{}]",
+            case.decision,
+            reasons.join(", ")
+        ));
+    }
+    if reasons != expected {
+        return Err(format!(
+            "expected reasons [{}], got [{}]",
+            expected.join(", "),
+            reasons.join(", ")
+        ));
+    }
+    if let Some(n) = case.num_errors {
+        if n != errors {
+            return Err(format!("expected {n} evaluation errors, got {errors}"));
+        }
+    }
+    Ok(())
+}
+
+/// Which example policies no case exercises (a suite should cover every
+/// policy it ships).
+pub fn uncovered(bundle: &PolicyBundle, texts: &[&str]) -> Vec<String> {
+    let mut mentioned: HashMap<&str, bool> =
+        bundle.origins.keys().map(|k| (k.as_str(), false)).collect();
+    for text in texts {
+        for (id, seen) in mentioned.iter_mut() {
+            if text.contains(id) {
+                *seen = true;
+            }
+        }
+    }
+    let mut missing: Vec<String> = mentioned
+        .into_iter()
+        .filter(|(_, seen)| !seen)
+        .map(|(id, _)| id.to_string())
+        .collect();
+    missing.sort();
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::store::PolicySource;
+
+    #[test]
+    fn the_shipped_suites_pass_and_cover_every_example_policy() {
+        let bundle = PolicyBundle::load(&PolicySource::Embedded).unwrap();
+        let report = run_embedded(&bundle);
+        let failures: Vec<String> = report
+            .failures
+            .iter()
+            .map(|f| format!("{} / {}: {}", f.file, f.case, f.message))
+            .collect();
+        assert!(report.ok(), "{}", failures.join("\n"));
+        assert!(report.passed >= 40, "{} cases", report.passed);
+        let texts: Vec<&str> = EMBEDDED_SUITES.iter().map(|(_, t)| *t).collect();
+        assert_eq!(uncovered(&bundle, &texts), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_wrong_expectation_fails_with_the_actual_decision() {
+        let bundle = PolicyBundle::load(&PolicySource::Embedded).unwrap();
+        let suite = r#"
+principals:
+  billing: {id: carol, roles: [billing]}
+cases:
+  - name: billing reads a clinical note
+    principal: billing
+    request: GET /DocumentReference?patient=pat-0001
+    expect: allow
+"#;
+        let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
+        let report = run_text(&bundle, "x.yaml", suite, &load);
+        assert_eq!(report.failures.len(), 1);
+        assert!(
+            report.failures[0]
+                .message
+                .contains("expected Allow, got Deny"),
+            "{:?}",
+            report.failures
+        );
+    }
+
+    #[test]
+    fn cedar_cli_run_tests_json_is_accepted() {
+        let bundle = PolicyBundle::load(&PolicySource::Embedded).unwrap();
+        let text = r#"[{
+          "name": "device gateway posts an enrolled patient's reading",
+          "request": {"principal": "Phigate::ServiceAccount::\"gw\"", "action": "Phigate::Action::\"create\"",
+                      "resource": "Phigate::Record::\"Observation\"",
+                      "context": {"mfa": false, "auth_age": 0, "auth_method": "api_key",
+                                  "client_ip": {"__extn": {"fn": "ip", "arg": "10.0.0.1"}},
+                                  "device_trusted": false, "break_glass": false,
+                                  "now": {"__extn": {"fn": "datetime", "arg": "2026-03-02T15:00:00Z"}},
+                                  "hour": 15, "weekday": "Mon", "route": "fhir", "interaction": "create"}},
+          "entities": [
+            {"uid": {"type": "Phigate::ServiceAccount", "id": "gw"}, "attrs": {}, "parents": [{"type": "Phigate::Role", "id": "device_gateway"}]},
+            {"uid": {"type": "Phigate::Role", "id": "device_gateway"}, "attrs": {}, "parents": []},
+            {"uid": {"type": "Phigate::Patient", "id": "p"}, "attrs": {"care_teams": [], "flags": [], "enrolled": ["rpm"]}, "parents": []},
+            {"uid": {"type": "Phigate::Record", "id": "Observation"}, "attrs": {"type": "Observation", "category": "clinical", "labels": [],
+              "patient": {"__entity": {"type": "Phigate::Patient", "id": "p"}}}, "parents": [{"type": "Phigate::Patient", "id": "p"}]}
+          ],
+          "decision": "allow",
+          "reason": ["device-gateway-observations"],
+          "num_errors": 0
+        }]"#;
+        let report = run_text(&bundle, "cli.json", text, &|_| Ok("[]".into()));
+        assert!(report.ok(), "{:?}", report.failures);
+        assert_eq!(report.passed, 1);
+    }
+}
