@@ -31,6 +31,12 @@ pub struct Metrics {
     pub ready: IntGauge,
     /// Authentication events by kind and reason.
     pub auth_events: IntCounterVec,
+    /// Authorization decisions by route, outcome and reason.
+    pub authz_decisions: IntCounterVec,
+    /// Policy reloads by trigger and result.
+    pub policy_reloads: IntCounterVec,
+    /// 1 for the policy version in force.
+    pub policy_version: IntGaugeVec,
 }
 
 impl Metrics {
@@ -106,8 +112,35 @@ impl Metrics {
             &["event", "reason"],
         )
         .expect("static metric definition");
+        let authz_decisions = IntCounterVec::new(
+            Opts::new(
+                "phigate_authz_decisions_total",
+                "Authorization decisions, by route, outcome (allow, deny, step_up, shadow_deny, unmapped, unavailable) and reason",
+            ),
+            &["route", "outcome", "reason"],
+        )
+        .expect("static metric definition");
+        let policy_reloads = IntCounterVec::new(
+            Opts::new(
+                "phigate_policy_reloads_total",
+                "Policy reloads, by trigger (watch, sighup, admin) and result (applied, unchanged, rejected)",
+            ),
+            &["trigger", "result"],
+        )
+        .expect("static metric definition");
+        let policy_version = IntGaugeVec::new(
+            Opts::new(
+                "phigate_policy_version",
+                "1 for the policy set version in force",
+            ),
+            &["version"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(authz_decisions.clone()),
+            Box::new(policy_reloads.clone()),
+            Box::new(policy_version.clone()),
             Box::new(latency.clone()),
             Box::new(rejections.clone()),
             Box::new(upstream_errors.clone()),
@@ -130,6 +163,9 @@ impl Metrics {
             cert_reloads,
             ready,
             auth_events,
+            authz_decisions,
+            policy_reloads,
+            policy_version,
         }
     }
 

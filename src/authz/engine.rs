@@ -9,7 +9,9 @@
 //! permit with MFA or a fresher sign-in, the decision says so, so the proxy
 //! can answer with a step-up challenge instead of a 403.
 
-use super::entities::{types, uid, EntityError, EntityStore, PrincipalEntity, RecordEntity, Slice};
+use super::entities::{
+    types, uid, EntityError, EntityLookup, PrincipalEntity, RecordEntity, Slice,
+};
 use super::mapping::{AccessRequest, Action};
 use super::store::PolicyBundle;
 use crate::authn::principal::{Principal, PrincipalKind};
@@ -301,7 +303,7 @@ impl Engine {
     pub fn decide(
         &self,
         bundle: &PolicyBundle,
-        store: &EntityStore,
+        store: &dyn EntityLookup,
         subject: &Subject<'_>,
         accesses: &[AccessRequest],
         facts: &RequestFacts,
@@ -316,7 +318,7 @@ impl Engine {
     pub fn decide_labelled(
         &self,
         bundle: &PolicyBundle,
-        store: &EntityStore,
+        store: &dyn EntityLookup,
         subject: &Subject<'_>,
         accesses: &[AccessRequest],
         facts: &RequestFacts,
@@ -351,7 +353,7 @@ impl Engine {
     fn decide_one(
         &self,
         bundle: &PolicyBundle,
-        store: &EntityStore,
+        store: &dyn EntityLookup,
         subject: &Subject<'_>,
         access: &AccessRequest,
         facts: &RequestFacts,
@@ -481,7 +483,7 @@ impl Engine {
     fn step_up(
         &self,
         bundle: &PolicyBundle,
-        store: &EntityStore,
+        store: &dyn EntityLookup,
         subject: &Subject<'_>,
         accesses: &[AccessRequest],
         facts: &RequestFacts,

@@ -125,10 +125,6 @@ impl EntityStore {
         self.known.get(uid).map(|k| &k.entity)
     }
 
-    pub fn contains(&self, uid: &EntityUid) -> bool {
-        self.known.contains_key(uid)
-    }
-
     pub fn len(&self) -> usize {
         self.known.len()
     }
@@ -143,24 +139,68 @@ impl EntityStore {
         self.known.insert(entity.uid(), Known { entity, ancestors });
     }
 
+    /// Every entity with its ancestors (to merge stores).
+    pub fn iter(&self) -> impl Iterator<Item = (&Entity, &[EntityUid])> {
+        self.known
+            .values()
+            .map(|k| (&k.entity, k.ancestors.as_slice()))
+    }
+}
+
+/// Where a slice finds stored entities: the static store, or the static
+/// store layered over what an entity source fetched for this request.
+pub trait EntityLookup {
+    fn entity(&self, uid: &EntityUid) -> Option<&Entity>;
+    fn ancestors(&self, uid: &EntityUid) -> &[EntityUid];
+
+    fn contains(&self, uid: &EntityUid) -> bool {
+        self.entity(uid).is_some()
+    }
+
+    /// The ancestors and care teams held for `uid`, to merge into a
+    /// principal built from claims.
+    fn memberships(&self, uid: &EntityUid) -> Option<(HashSet<EntityUid>, Vec<String>)> {
+        self.entity(uid)?;
+        let ancestors = self.ancestors(uid);
+        let care_teams = ancestors
+            .iter()
+            .filter(|a| a.type_name().to_string() == types::CARE_TEAM)
+            .map(|a| a.id().unescaped().to_string())
+            .collect();
+        Some((ancestors.iter().cloned().collect(), care_teams))
+    }
+}
+
+impl EntityLookup for EntityStore {
+    fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
+        self.known.get(uid).map(|k| &k.entity)
+    }
+
     fn ancestors(&self, uid: &EntityUid) -> &[EntityUid] {
         self.known
             .get(uid)
             .map(|k| k.ancestors.as_slice())
             .unwrap_or(&[])
     }
+}
 
-    /// The parents and attributes the store holds for `uid`, to merge into
-    /// a principal built from claims.
-    fn memberships(&self, uid: &EntityUid) -> Option<(HashSet<EntityUid>, Vec<String>)> {
-        let known = self.known.get(uid)?;
-        let care_teams = known
-            .ancestors
-            .iter()
-            .filter(|a| a.type_name().to_string() == types::CARE_TEAM)
-            .map(|a| a.id().unescaped().to_string())
-            .collect();
-        Some((known.ancestors.iter().cloned().collect(), care_teams))
+/// Two stores, the first one winning.
+pub struct Layered<'a> {
+    pub first: &'a EntityStore,
+    pub then: &'a EntityStore,
+}
+
+impl EntityLookup for Layered<'_> {
+    fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
+        self.first.entity(uid).or_else(|| self.then.entity(uid))
+    }
+
+    fn ancestors(&self, uid: &EntityUid) -> &[EntityUid] {
+        if self.first.entity(uid).is_some() {
+            self.first.ancestors(uid)
+        } else {
+            self.then.ancestors(uid)
+        }
     }
 }
 
@@ -196,7 +236,7 @@ impl PrincipalEntity {
     /// an entity source's relationships.
     pub fn build(
         principal: &Principal,
-        store: &EntityStore,
+        store: &dyn EntityLookup,
         extra: Option<&Relationships>,
     ) -> Result<PrincipalEntity, EntityError> {
         let is_user = principal.kind == PrincipalKind::User;
@@ -352,17 +392,17 @@ impl Slice {
     /// ancestors.
     fn push_known_with_ancestors<'a>(
         &mut self,
-        store: &EntityStore,
+        store: &dyn EntityLookup,
         uids: impl IntoIterator<Item = &'a EntityUid>,
     ) {
         for uid in uids {
             if self.seen.contains(uid) {
                 continue;
             }
-            if let Some(entity) = store.get(uid) {
+            if let Some(entity) = store.entity(uid) {
                 self.push(entity.clone());
                 for ancestor in store.ancestors(uid) {
-                    if let Some(a) = store.get(ancestor) {
+                    if let Some(a) = store.entity(ancestor) {
                         self.push(a.clone());
                     }
                 }
@@ -370,7 +410,7 @@ impl Slice {
         }
     }
 
-    pub fn principal(&mut self, principal: &PrincipalEntity, store: &EntityStore) {
+    pub fn principal(&mut self, principal: &PrincipalEntity, store: &dyn EntityLookup) {
         self.push(principal.entity.clone());
         self.push_known_with_ancestors(store, principal.parents.iter());
     }
@@ -380,7 +420,7 @@ impl Slice {
     }
 
     /// The patient (and ancestors) from the store; `false` when unknown.
-    pub fn patient(&mut self, patient: &EntityUid, store: &EntityStore) -> bool {
+    pub fn patient(&mut self, patient: &EntityUid, store: &dyn EntityLookup) -> bool {
         if !store.contains(patient) {
             return false;
         }
@@ -390,7 +430,7 @@ impl Slice {
 
     /// Any other stored entity the context names (an elevation, and what
     /// it references).
-    pub fn known(&mut self, uid: &EntityUid, store: &EntityStore) -> bool {
+    pub fn known(&mut self, uid: &EntityUid, store: &dyn EntityLookup) -> bool {
         if !store.contains(uid) {
             return false;
         }

@@ -5,8 +5,15 @@
 //! the policies in force ([`store`]) decide ([`engine`]). Pure cores; the
 //! proxy only calls them.
 
+pub mod config;
 pub mod engine;
 pub mod entities;
 pub mod mapping;
 pub mod policy_tests;
+pub mod runtime;
+pub mod source;
 pub mod store;
+
+pub use config::{AuthorizationConfig, EnforcementMode, RouteAuthzConfig};
+pub use engine::{Decision, DenyReason, RequestFacts, StepUpNeed};
+pub use runtime::{Authorization, Reloaded, RouteAuthz, Verdict};
