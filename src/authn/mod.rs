@@ -229,6 +229,56 @@ impl Authenticator {
         AuthOutcome::Challenge(REALM.to_string())
     }
 
+    /// A stronger or fresher sign-in that authorization policies demand:
+    /// an RFC 9470 challenge for API clients, a re-login with `acr_values`,
+    /// `max_age` and `prompt=login` for browser sessions.
+    pub async fn policy_step_up(
+        &self,
+        principal: &Principal,
+        mfa: bool,
+        max_age: Option<u64>,
+        creds: &Credentials<'_>,
+        facts: &RequestFacts<'_>,
+    ) -> AuthOutcome {
+        let step_up = StepUp {
+            reason: if mfa {
+                mfa::StepUpReason::MfaRequired
+            } else {
+                mfa::StepUpReason::AuthenticationTooOld
+            },
+            acr_values: if mfa {
+                self.rules_for(&principal.issuer).step_up_acr().to_vec()
+            } else {
+                Vec::new()
+            },
+            max_age,
+        };
+        self.emit(
+            facts,
+            AuthEventKind::StepUpRequired,
+            if mfa {
+                "policy_requires_mfa"
+            } else {
+                "policy_requires_fresh_sign_in"
+            },
+            Some(principal),
+        );
+        if principal.method == AuthMethod::Session && creds.wants_page {
+            if let Some(browser) = &self.browser {
+                let return_to = browser::safe_return_path(&creds.target.to_uri_string())
+                    .unwrap_or_else(|| "/".into());
+                return match browser.start_login(&return_to, Some(&step_up), false).await {
+                    Ok(url) => AuthOutcome::Redirect(url),
+                    Err(e) => {
+                        self.emit(facts, AuthEventKind::LoginFailed, e.reason(), None);
+                        AuthOutcome::Unavailable
+                    }
+                };
+            }
+        }
+        AuthOutcome::StepUp(step_up)
+    }
+
     /// Browser routes: the session cookie, or a redirect to sign in.
     async fn with_session(
         &self,

@@ -192,6 +192,11 @@ impl Config {
         for (name, u) in &self.upstreams {
             check_upstream(&format!("upstreams.{name}"), u, &mut out);
         }
+        // Policies are part of the configuration: a set that does not load,
+        // validate and pass its tests refuses to start, naming every problem.
+        if let Err(e) = crate::authz::Authorization::from_config(&self.authorization) {
+            out.push(("authorization".into(), e));
+        }
         let mut idp_names = std::collections::HashSet::new();
         for (i, idp) in self.identity_providers.iter().enumerate() {
             let key = format!("identity_providers[{i}]");
@@ -280,6 +285,9 @@ fn check_listener(key: &str, l: &ListenerConfig, out: &mut Vec<(String, String)>
 }
 
 fn check_route(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(String, String)>) {
+    if let Err(e) = crate::authz::RouteAuthz::from_config(&r.authorization, &r.path_prefix) {
+        out.push((format!("{key}.authorization"), e));
+    }
     if !r.path_prefix.starts_with('/') {
         out.push((
             format!("{key}.path_prefix"),

@@ -46,6 +46,10 @@ pub struct Config {
     pub identity_headers: IdentityHeadersConfig,
     /// Browser single sign-on, for routes with `auth.kind = "browser"`.
     pub browser: Option<BrowserConfig>,
+    /// Cedar policies, entities and entity sources deciding every
+    /// authenticated request.
+    #[serde(default)]
+    pub authorization: crate::authz::AuthorizationConfig,
 }
 
 /// Process-wide settings.
@@ -144,6 +148,10 @@ pub struct AdminConfig {
     pub address: String,
     /// Allow the admin listener on a non-loopback address. Default `false`.
     pub expose: bool,
+    /// Bearer token for `POST /policies/reload` (`env:NAME` or
+    /// `file:PATH`). Without it the endpoint is off; SIGHUP and the file
+    /// watcher still reload.
+    pub reload_token: Option<super::SecretRef>,
 }
 
 impl Default for AdminConfig {
@@ -151,6 +159,7 @@ impl Default for AdminConfig {
         Self {
             address: "127.0.0.1:9090".into(),
             expose: false,
+            reload_token: None,
         }
     }
 }
@@ -249,6 +258,13 @@ pub struct RouteConfig {
     /// a route open to anyone must say `auth = { kind = "public" }`.
     #[serde(default)]
     pub auth: RouteAuthConfig,
+    /// Authorization: how requests map to Cedar (`mapping = "fhir"` or
+    /// route `templates`) and whether denials are enforced or only
+    /// recorded (`mode = "shadow"`). Default: enforce, templates, none
+    /// defined — so every authenticated request on the route is denied
+    /// until mapped.
+    #[serde(default)]
+    pub authorization: crate::authz::RouteAuthzConfig,
 }
 
 fn default_max_body() -> ByteSize {

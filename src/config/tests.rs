@@ -218,6 +218,13 @@ fn demo_config_template_is_valid() {
         state_dir: None,
     };
     let k = crate::authn::apikey::generate();
+    let entities = dir.path().join("entities.json");
+    let data = crate::demo::data::DemoData::generate(1, 5);
+    std::fs::write(
+        &entities,
+        crate::demo::entities::cedar_entities(&data, jiff::Timestamp::now()).to_string(),
+    )
+    .unwrap();
     let text = crate::demo::render_config(
         &args,
         "127.0.0.1:1".parse().unwrap(),
@@ -225,6 +232,7 @@ fn demo_config_template_is_valid() {
         &key,
         "http://127.0.0.1:2",
         (&k.key_id, &k.hash),
+        &entities,
     );
     for placeholder in [
         "{listen}",
@@ -235,6 +243,7 @@ fn demo_config_template_is_valid() {
         "{issuer}",
         "{api_key_id}",
         "{api_key_hash}",
+        "{entities}",
     ] {
         assert!(
             !text.contains(placeholder),

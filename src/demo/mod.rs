@@ -3,6 +3,7 @@
 //! Every record is generated from a seed and is obviously fake: never real PHI.
 
 pub mod data;
+pub mod entities;
 pub mod fhir;
 pub mod issuer;
 

@@ -67,6 +67,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let upstream =
         std::net::TcpListener::bind("127.0.0.1:0").context("binding the demo upstream")?;
     let upstream_addr = upstream.local_addr()?;
+    let data_for_entities = data.clone();
     std::thread::Builder::new()
         .name("demo-upstream".into())
         .spawn(move || {
@@ -86,6 +87,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let (cert, key) = SelfSigned::generate(&["localhost", "127.0.0.1", "::1"])?
         .write(&dir)
         .context("writing the demo certificate")?;
+    let entities = dir.join("entities.json");
+    std::fs::write(
+        &entities,
+        super::entities::cedar_entities(&data_for_entities, jiff::Timestamp::now()).to_string(),
+    )
+    .context("writing the demo entities")?;
     let config_path = dir.join("phigate-demo.toml");
     let text = render_config(
         &args,
@@ -94,6 +101,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &key,
         &issuer.issuer,
         (&api_key.key_id, &api_key.hash),
+        &entities,
     );
     std::fs::write(&config_path, &text)?;
     let config = Config::from_toml(&text, &config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -138,6 +146,7 @@ pub fn render_config(
     key: &Path,
     issuer: &str,
     api_key: (&str, &str),
+    entities: &Path,
 ) -> String {
     DEMO_CONFIG
         .replace("{listen}", &args.listen.to_string())
@@ -148,6 +157,7 @@ pub fn render_config(
         .replace("{issuer}", issuer)
         .replace("{api_key_id}", api_key.0)
         .replace("{api_key_hash}", api_key.1)
+        .replace("{entities}", &entities.display().to_string())
 }
 
 /// Mints a token per persona and writes them, with the device gateway's

@@ -17,6 +17,8 @@ use crate::authn::browser::{parse_query, safe_return_path, LoginError};
 use crate::authn::mtls::ClientCertIdentity;
 use crate::authn::{AuthEventKind, Credentials, RequestFacts};
 use crate::authn::{AuthOutcome, Authenticator, Principal, RouteAuth};
+use crate::authz::mapping::RequestView;
+use crate::authz::{Authorization, Decision, EnforcementMode, RouteAuthz, Verdict};
 use crate::config::{Config, RouteConfig};
 use crate::http::{
     check_framing_for_version, forwarded_headers, framing_headers_from_raw, headers_to_strip,
@@ -46,6 +48,9 @@ pub struct Route {
     /// The route names its hosts, so the request's host was on a list.
     pub hosts_listed: bool,
     pub auth: RouteAuth,
+    /// How requests are authorized; `None` on public routes.
+    pub authz: Option<RouteAuthz>,
+    pub denial_style: respond::DenialStyle,
 }
 
 /// Hygiene settings resolved from config once, used on every request.
@@ -75,13 +80,54 @@ pub struct RequestCtx {
     principal: Option<Arc<Principal>>,
     /// Hash of the credential that authenticated the request.
     credential: [u8; 32],
+    /// Authorization inputs the client declared (read before the
+    /// `X-Phigate-*` headers are stripped).
+    declared: Declared,
+    /// The authorization decision, for the response phase and audit.
+    pub decision: Option<Arc<Decision>>,
+    /// `X-Phigate-Decision`, when debugging headers are on.
+    decision_header: Option<String>,
 }
+
+/// What a client may declare about a request: purpose of use, break-glass
+/// justification, elevation ticket. Policies decide what they are worth.
+#[derive(Debug, Default, Clone)]
+struct Declared {
+    purpose_of_use: Option<String>,
+    break_glass: Option<String>,
+    ticket: Option<String>,
+}
+
+/// Largest declared value kept (a justification is a sentence, not a file).
+const MAX_DECLARED: usize = 512;
+
+impl Declared {
+    fn from_headers(h: &::http::HeaderMap) -> Declared {
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_DECLARED)
+                .map(str::to_owned)
+        };
+        Declared {
+            purpose_of_use: get("x-phigate-purpose-of-use"),
+            break_glass: get("x-phigate-break-glass"),
+            ticket: get("x-phigate-ticket"),
+        }
+    }
+}
+
+/// The largest body read to decide a request (FHIR creates, updates and
+/// batches); Pingora replays at most this much to the upstream.
+pub const MAX_DECISION_BODY: usize = 64 * 1024;
 
 /// The proxy: hygiene, routing, authentication and upstream selection.
 pub struct Phigate {
     router: Router<Arc<Route>>,
     hygiene: Hygiene,
     authn: Arc<Authenticator>,
+    authz: Arc<Authorization>,
     identity: IdentityNames,
     /// (credential, audience) → prepared identity headers.
     identity_cache: moka::sync::Cache<([u8; 32], Arc<str>), Arc<IdentityBundle>>,
@@ -93,6 +139,7 @@ impl Phigate {
     pub fn from_config(
         config: &Config,
         authn: Arc<Authenticator>,
+        authz: Arc<Authorization>,
     ) -> Result<(Phigate, Vec<Arc<Pool>>), PoolError> {
         let mut pools = BTreeMap::new();
         for (name, u) in &config.upstreams {
@@ -115,6 +162,23 @@ impl Phigate {
                     preserve_host: r.preserve_host,
                     hosts_listed: !r.hosts.is_empty(),
                     auth: RouteAuth::from_config(&r.name, &r.auth, config.browser.as_ref()),
+                    authz: match r.auth.kind {
+                        crate::config::AuthKind::Public => None,
+                        _ => Some(
+                            RouteAuthz::from_config(&r.authorization, &r.path_prefix).map_err(
+                                |reason| PoolError {
+                                    pool: r.name.clone(),
+                                    reason,
+                                },
+                            )?,
+                        ),
+                    },
+                    denial_style: match r.authorization.mapping {
+                        crate::authz::config::MappingKind::Fhir => respond::DenialStyle::Fhir,
+                        crate::authz::config::MappingKind::Templates => {
+                            respond::DenialStyle::Problem
+                        }
+                    },
                 }),
             ))
         });
@@ -149,6 +213,7 @@ impl Phigate {
                 router,
                 hygiene,
                 authn,
+                authz,
                 identity,
                 identity_cache: moka::sync::Cache::builder()
                     .max_capacity(100_000)
@@ -325,6 +390,220 @@ impl Phigate {
             AuthOutcome::Redirect(url) => Err(Refusal::SignIn(url)),
             AuthOutcome::Unavailable => Err(Refusal::ProviderUnavailable),
         }
+    }
+
+    /// Authorization: map the request, decide it with Cedar, and answer a
+    /// denial (403, a step-up challenge, 400/413/503) unless the route only
+    /// shadows. `Ok(true)` means a response was sent.
+    async fn authorize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let (Some(route), Some(path)) = (ctx.route.clone(), ctx.path.clone()) else {
+            return Ok(false);
+        };
+        let Some(route_authz) = route.authz.as_ref() else {
+            return Ok(false);
+        };
+        // Public paths under a protected route carry no principal.
+        let Some(principal) = ctx.principal.clone() else {
+            return Ok(false);
+        };
+        let id = ctx.request_id.as_str().to_string();
+        let method = session.req_header().method.as_str().to_string();
+        let content_type = session
+            .req_header()
+            .headers
+            .get(::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = if route_authz.needs_body(&method) {
+            match read_decision_body(session).await? {
+                Some(b) => Some(b),
+                None => {
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            &route,
+                            413,
+                            "the request body is too large to authorize",
+                            "body_too_large_to_authorize",
+                        )
+                        .await;
+                }
+            }
+        } else {
+            None
+        };
+        let client_cert = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some_and(|s| s.extension.get::<ClientCertIdentity>().is_some());
+        let facts = crate::authz::RequestFacts {
+            client_ip: ctx
+                .client_ip
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+            device_trusted: client_cert,
+            purpose_of_use: ctx.declared.purpose_of_use.clone(),
+            break_glass: ctx.declared.break_glass.clone(),
+            ticket: ctx.declared.ticket.clone(),
+            route: route.name.clone(),
+            now: jiff::Timestamp::now(),
+        };
+        let view = RequestView {
+            method: &method,
+            path: path.path(),
+            query: path.query(),
+            content_type: content_type.as_deref(),
+            body: body.as_deref(),
+        };
+        let verdict = self
+            .authz
+            .decide(route_authz, &principal, &view, &facts)
+            .await;
+        let (outcome, reason) = verdict.labels();
+        let shadow = route_authz.mode == EnforcementMode::Shadow;
+        let allowed = matches!(verdict, Verdict::Allow(_));
+        let outcome = if shadow && !allowed {
+            "shadow_deny"
+        } else {
+            outcome
+        };
+        metrics()
+            .authz_decisions
+            .with_label_values(&[&route.name, outcome, reason])
+            .inc();
+        let decision = verdict.decision().cloned();
+        let policies = decision
+            .as_ref()
+            .map(|d| d.determining().join(","))
+            .unwrap_or_default();
+        let version = self.authz.version();
+        // Principal ids and policy ids, never patients or request data.
+        tracing::info!(
+            event = "authz_decision",
+            request_id = %id,
+            route = %route.name,
+            principal = %principal.id,
+            outcome,
+            reason,
+            policies = %policies,
+            version = %version,
+            mode = route_authz.mode.as_str(),
+            break_glass = decision.as_ref().is_some_and(|d| d.break_glass),
+        );
+        if self.authz.decision_header {
+            ctx.decision_header = Some(format!(
+                "{outcome}; reason={reason}; policies=\"{policies}\"; version={version}"
+            ));
+        }
+        ctx.decision = decision;
+        if allowed || shadow {
+            return Ok(false);
+        }
+        match verdict {
+            Verdict::StepUp(_, need) => {
+                let creds = Credentials {
+                    client_cert: None,
+                    authorization: None,
+                    cookie: None,
+                    wants_page: wants_page(session.req_header()),
+                    target: &path,
+                };
+                let auth_facts = RequestFacts {
+                    request_id: &id,
+                    route: &route.name,
+                    client_ip: ctx.client_ip,
+                    path: path.path(),
+                };
+                let outcome = self
+                    .authn
+                    .policy_step_up(&principal, need.mfa, need.max_age, &creds, &auth_facts)
+                    .await;
+                let reason = match outcome {
+                    AuthOutcome::Redirect(url) => {
+                        respond::redirect(session, &url, None, &id).await?;
+                        "step_up_redirect"
+                    }
+                    AuthOutcome::StepUp(step_up) => {
+                        respond::send_error_with(
+                            session,
+                            401,
+                            &id,
+                            false,
+                            &[("WWW-Authenticate", step_up.challenge())],
+                        )
+                        .await?;
+                        "step_up_required"
+                    }
+                    _ => {
+                        respond::send_error(session, 503, &id, false).await?;
+                        "identity_provider_unavailable"
+                    }
+                };
+                ctx.rejection = Some(reason);
+                metrics().rejections.with_label_values(&[reason]).inc();
+                Ok(true)
+            }
+            Verdict::Unmapped(crate::authz::mapping::MappingError::BadRequest { .. }) => {
+                self.refuse(
+                    session,
+                    ctx,
+                    &route,
+                    400,
+                    "the request cannot be authorized as sent",
+                    "authz_bad_request",
+                )
+                .await
+            }
+            Verdict::Unavailable(_) => {
+                self.refuse(
+                    session,
+                    ctx,
+                    &route,
+                    503,
+                    "authorization is temporarily unavailable",
+                    "authz_unavailable",
+                )
+                .await
+            }
+            _ => {
+                self.refuse(
+                    session,
+                    ctx,
+                    &route,
+                    403,
+                    "access denied by policy",
+                    "forbidden",
+                )
+                .await
+            }
+        }
+    }
+
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+        status: u16,
+        detail: &str,
+        reason: &'static str,
+    ) -> pingora::Result<bool> {
+        ctx.rejection = Some(reason);
+        metrics().rejections.with_label_values(&[reason]).inc();
+        respond::send_denial(
+            session,
+            route.denial_style,
+            status,
+            detail,
+            ctx.request_id.as_str(),
+            ctx.decision_header.clone(),
+        )
+        .await?;
+        Ok(true)
     }
 
     /// phigate's own endpoints under `/.phigate/`.
@@ -544,6 +823,21 @@ fn strip_cookie(req: &mut RequestHeader, name: &str) -> pingora::Result<()> {
 }
 
 /// A page load a browser makes (navigate), as opposed to an API call.
+/// Reads the whole request body (≤ [`MAX_DECISION_BODY`]) so the decision
+/// can see it; Pingora's retry buffer then replays it to the upstream.
+/// `None` when it is larger (the request cannot be decided).
+async fn read_decision_body(session: &mut Session) -> pingora::Result<Option<Vec<u8>>> {
+    session.as_mut().enable_retry_buffering();
+    let mut body = Vec::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_DECISION_BODY {
+            return Ok(None);
+        }
+    }
+    Ok(Some(body))
+}
+
 fn wants_page(req: &RequestHeader) -> bool {
     let get = req.method == ::http::Method::GET || req.method == ::http::Method::HEAD;
     let html = req
@@ -652,6 +946,9 @@ impl ProxyHttp for Phigate {
             client_ip: None,
             principal: None,
             credential: [0; 32],
+            declared: Declared::default(),
+            decision: None,
+            decision_header: None,
         }
     }
 
@@ -682,6 +979,7 @@ impl ProxyHttp for Phigate {
                 // Remove client-sent identity, hop-by-hop and forwarding
                 // headers now, before any later stage could read them.
                 let websocket = ctx.route.as_ref().is_some_and(|r| r.websocket);
+                ctx.declared = Declared::from_headers(&session.req_header().headers);
                 let req = session.req_header_mut();
                 for name in headers_to_strip(&req.headers, &self.hygiene.identity, websocket) {
                     req.remove_header(&name);
@@ -718,7 +1016,8 @@ impl ProxyHttp for Phigate {
                     metrics().rejections.with_label_values(&[reason]).inc();
                     return Ok(true);
                 }
-                Ok(false)
+                // Authorization: may they ask this?
+                self.authorize(session, ctx).await
             }
             Err((status, reason)) => {
                 ctx.rejection = Some(reason);
@@ -837,6 +1136,9 @@ impl ProxyHttp for Phigate {
             upstream_response.remove_header(*name);
         }
         upstream_response.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        if let Some(d) = &ctx.decision_header {
+            upstream_response.insert_header("X-Phigate-Decision", d.as_str())?;
+        }
         Ok(())
     }
 

@@ -111,9 +111,95 @@ pub async fn send_error_with(
     Ok(())
 }
 
+/// How a route wants its denials worded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialStyle {
+    /// RFC 9457 `application/problem+json`.
+    Problem,
+    /// A FHIR `OperationOutcome` (`application/fhir+json`).
+    Fhir,
+}
+
+/// The body of an authorization denial: a non-revealing `detail` (never
+/// the policy, the patient or request data) and the request id.
+pub fn denial_body(
+    style: DenialStyle,
+    status: u16,
+    detail: &str,
+    request_id: &str,
+) -> (Bytes, &'static str) {
+    let detail = format!("{detail} (request id {request_id})");
+    match style {
+        DenialStyle::Problem => {
+            let body = serde_json::json!({
+                "type": "about:blank",
+                "title": if status == 403 { "Forbidden" } else { error_code(status) },
+                "status": status,
+                "detail": detail,
+                "request_id": request_id,
+            });
+            (Bytes::from(body.to_string()), "application/problem+json")
+        }
+        DenialStyle::Fhir => {
+            let code = match status {
+                403 => "forbidden",
+                400 => "invalid",
+                413 => "too-costly",
+                _ => "transient",
+            };
+            let body = serde_json::json!({
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": code, "diagnostics": detail}],
+            });
+            (Bytes::from(body.to_string()), "application/fhir+json")
+        }
+    }
+}
+
+/// Writes an authorization denial.
+pub async fn send_denial(
+    session: &mut Session,
+    style: DenialStyle,
+    status: u16,
+    detail: &str,
+    request_id: &str,
+    decision_header: Option<String>,
+) -> pingora::Result<()> {
+    let (body, content_type) = denial_body(style, status, detail, request_id);
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header("Content-Type", content_type)?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header("Cache-Control", "no-store")?;
+    resp.insert_header("X-Request-Id", request_id)?;
+    if let Some(d) = decision_header {
+        resp.insert_header("X-Phigate-Decision", d)?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn denials_are_problem_json_or_operation_outcome() {
+        let (b, ct) = denial_body(DenialStyle::Problem, 403, "not permitted by policy", "r1");
+        assert_eq!(ct, "application/problem+json");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["status"], 403);
+        assert_eq!(v["request_id"], "r1");
+        let (b, ct) = denial_body(DenialStyle::Fhir, 403, "not permitted by policy", "r1");
+        assert_eq!(ct, "application/fhir+json");
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["resourceType"], "OperationOutcome");
+        assert_eq!(v["issue"][0]["code"], "forbidden");
+        assert!(v["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("r1"));
+    }
 
     #[test]
     fn body_is_generic_json() {

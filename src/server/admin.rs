@@ -22,6 +22,67 @@ pub struct Readiness {
     /// Set on SIGTERM: the process is finishing in-flight requests.
     pub draining: AtomicBool,
     pub pools: Vec<Arc<Pool>>,
+    /// Policy status and reload.
+    pub policies: Option<PolicyAdmin>,
+}
+
+/// The admin plane's view of authorization.
+pub struct PolicyAdmin {
+    pub authz: Arc<crate::authz::Authorization>,
+    /// Required as `Authorization: Bearer ...` to reload; `None` disables
+    /// the endpoint.
+    pub reload_token: Option<String>,
+}
+
+impl PolicyAdmin {
+    fn handle(&self, req: &Request<Incoming>) -> (StatusCode, String) {
+        if req.method() == hyper::Method::GET {
+            return (
+                StatusCode::OK,
+                serde_json::json!({"version": self.authz.version()}).to_string(),
+            );
+        }
+        if req.method() != hyper::Method::POST {
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{\"error\":\"method_not_allowed\"}".into(),
+            );
+        }
+        let Some(expected) = &self.reload_token else {
+            return (
+                StatusCode::NOT_FOUND,
+                "{\"error\":\"reload endpoint disabled: set admin.reload_token\"}".into(),
+            );
+        };
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        use subtle::ConstantTimeEq;
+        let digest = |s: &str| <sha2::Sha256 as sha2::Digest>::digest(s.as_bytes());
+        if !bool::from(digest(given).ct_eq(&digest(expected))) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                "{\"error\":\"unauthorized\"}".into(),
+            );
+        }
+        match self.authz.reload("admin") {
+            Ok(crate::authz::Reloaded::Applied { version }) => (
+                StatusCode::OK,
+                serde_json::json!({"result": "applied", "version": version}).to_string(),
+            ),
+            Ok(crate::authz::Reloaded::Unchanged { version }) => (
+                StatusCode::OK,
+                serde_json::json!({"result": "unchanged", "version": version}).to_string(),
+            ),
+            Err(problems) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"result": "rejected", "version": self.authz.version(), "problems": problems}).to_string(),
+            ),
+        }
+    }
 }
 
 impl Readiness {
@@ -90,6 +151,23 @@ fn handle(req: &Request<Incoming>, readiness: &Readiness) -> Response<Full<Bytes
             )
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/policies" | "/policies/reload" if readiness.policies.is_some() => {
+            let admin = readiness.policies.as_ref();
+            match admin {
+                Some(a)
+                    if req.uri().path() == "/policies/reload"
+                        || req.method() == hyper::Method::GET =>
+                {
+                    let (status, body) = a.handle(req);
+                    (status, "application/json", body)
+                }
+                _ => (
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    "not found\n".to_string(),
+                ),
+            }
+        }
         "/readyz" => {
             let status = if readiness.is_ready() {
                 StatusCode::OK

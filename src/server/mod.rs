@@ -34,6 +34,8 @@ pub enum StartError {
     Pool(#[from] crate::proxy::PoolError),
     #[error(transparent)]
     Authn(#[from] crate::authn::SetupError),
+    #[error("authorization: {0}")]
+    Authz(String),
     #[error("listener {address}: {source}")]
     Tls {
         address: String,
@@ -129,6 +131,50 @@ impl BackgroundService for CertReloader {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Reloads policies and entities when their files change and on SIGHUP.
+struct PolicyReloader {
+    authz: Arc<crate::authz::Authorization>,
+    interval: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for PolicyReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; policy reload by signal is off");
+                None
+            }
+        };
+        let watching = self.authz.watches_files() && !self.interval.is_zero();
+        let tick = if watching {
+            self.interval
+        } else {
+            Duration::from_secs(3600)
+        };
+        loop {
+            let trigger = tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = async {
+                    match hangup.as_mut() {
+                        Some(h) => { h.recv().await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => "sighup",
+                _ = tokio::time::sleep(tick) => "watch",
+            };
+            if trigger == "watch" && !(watching && self.authz.changed_on_disk()) {
+                continue;
+            }
+            let authz = self.authz.clone();
+            // Loading runs the policy tests: keep it off the async workers.
+            let _ = tokio::task::spawn_blocking(move || authz.reload(trigger)).await;
         }
     }
 }
@@ -234,7 +280,11 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     server.bootstrap();
 
     let authn = crate::authn::build(config)?;
-    let (phigate, pools) = Phigate::from_config(config, authn)?;
+    let authz = Arc::new(
+        crate::authz::Authorization::from_config(&config.authorization)
+            .map_err(StartError::Authz)?,
+    );
+    let (phigate, pools) = Phigate::from_config(config, authn, authz.clone())?;
     let mut options = HttpServerOptions::default();
     options.keepalive_request_limit = Some(config.hygiene.max_requests_per_connection.max(1));
     options.h2_idle_timeout = Some(config.hygiene.keepalive_timeout.get());
@@ -278,6 +328,16 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         started: false.into(),
         draining: false.into(),
         pools: pools.clone(),
+        policies: Some(admin::PolicyAdmin {
+            authz: authz.clone(),
+            reload_token: match &config.admin.reload_token {
+                Some(t) => Some(
+                    t.resolve()
+                        .map_err(|e| StartError::Authz(format!("admin.reload_token: {e}")))?,
+                ),
+                None => None,
+            },
+        }),
     });
     server.add_service(background_service(
         "admin",
@@ -290,6 +350,13 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     if !certs.is_empty() {
         server.add_service(background_service("cert reload", CertReloader { certs }));
     }
+    server.add_service(background_service(
+        "policy reload",
+        PolicyReloader {
+            authz,
+            interval: config.authorization.watch_interval.get(),
+        },
+    ));
     Ok(server)
 }
 
