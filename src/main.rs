@@ -41,6 +41,68 @@ enum Command {
     /// Generate credentials.
     #[command(subcommand)]
     Keygen(Keygen),
+    /// Validate, test and explain Cedar policies.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate policies against the schema (and an entities file); exit
+    /// non-zero on any problem, naming file, line and policy.
+    Validate {
+        /// Policy directory (phigate.cedarschema, *.cedar). Default: the
+        /// example set compiled into phigate.
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Cedar JSON entities file to validate too.
+        #[arg(long)]
+        entities: Option<PathBuf>,
+    },
+    /// Run policy tests (YAML suites, or the Cedar CLI's run-tests JSON);
+    /// exit non-zero if any fails.
+    Test {
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        /// Suites to run. Default: the policy directory's tests/.
+        files: Vec<PathBuf>,
+    },
+    /// Show how a request maps, which entities it uses, the decision and
+    /// the policies that determined it.
+    Explain {
+        #[arg(long)]
+        policies: Option<PathBuf>,
+        #[arg(long)]
+        entities: Option<PathBuf>,
+        /// A phigate.toml: its [authorization] and the route serving the
+        /// path are used (instead of --policies/--entities/--fhir-base).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The FHIR base path requests are relative to. Default "/fhir".
+        #[arg(long, default_value = "/fhir")]
+        fhir_base: String,
+        /// The principal's claims as JSON, e.g.
+        /// '{"sub":"alice","roles":["nurse"],"care_teams":["team-01"],"amr":["otp"]}'
+        /// (add "kind":"service" for a service account).
+        #[arg(long, conflicts_with = "token")]
+        claims: Option<String>,
+        /// An access token; its claims are read WITHOUT verifying it.
+        #[arg(long)]
+        token: Option<String>,
+        /// A declaration header, e.g. 'X-Phigate-Break-Glass: reason' (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// A file with the request body (FHIR create/update/batch).
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// HTTP method.
+        method: String,
+        /// Path and query, e.g. '/fhir/Observation?patient=pat-0001'.
+        target: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +178,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
+        Command::Policy(cmd) => policy(cmd),
         Command::Demo(args) => match phigate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -123,5 +186,123 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+fn policy(cmd: PolicyCommand) -> ExitCode {
+    use phigate::authz::cli;
+    let finish = |(out, ok): (String, bool)| {
+        if ok {
+            print!("{out}");
+            ExitCode::SUCCESS
+        } else {
+            eprint!("{out}");
+            ExitCode::FAILURE
+        }
+    };
+    match cmd {
+        PolicyCommand::Validate { policies, entities } => {
+            finish(cli::validate(policies.as_deref(), entities.as_deref()))
+        }
+        PolicyCommand::Test { policies, files } => finish(cli::test(policies.as_deref(), &files)),
+        PolicyCommand::Explain {
+            policies,
+            entities,
+            config,
+            fhir_base,
+            claims,
+            token,
+            headers,
+            body,
+            json,
+            method,
+            target,
+        } => {
+            let fail = |m: String| {
+                eprintln!("phigate policy explain: {m}");
+                ExitCode::FAILURE
+            };
+            let claims = match (claims, token) {
+                (Some(c), _) => match serde_json::from_str(&c) {
+                    Ok(v) => v,
+                    Err(e) => return fail(format!("--claims: {e}")),
+                },
+                (None, Some(t)) => match cli::unverified_claims(&t) {
+                    Ok(v) => v,
+                    Err(e) => return fail(format!("--token: {e}")),
+                },
+                (None, None) => return fail("give --claims or --token".into()),
+            };
+            let headers = headers
+                .iter()
+                .filter_map(|h| h.split_once(':'))
+                .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+                .collect();
+            let body = match body.map(std::fs::read).transpose() {
+                Ok(b) => b,
+                Err(e) => return fail(format!("--body: {e}")),
+            };
+            let (mut policies, mut entities) = (policies, entities);
+            let (route, prefix) = match &config {
+                Some(path) => {
+                    let config = match Config::load(path) {
+                        Ok(c) => c,
+                        Err(e) => return fail(e.to_string()),
+                    };
+                    policies = policies.or(config.authorization.policies.clone());
+                    entities = entities.or(config.authorization.entities.clone());
+                    let path_only = target.split('?').next().unwrap_or("/");
+                    let route = config
+                        .routes
+                        .iter()
+                        .filter(|r| {
+                            path_only == r.path_prefix
+                                || path_only.starts_with(&format!(
+                                    "{}/",
+                                    r.path_prefix.trim_end_matches('/')
+                                ))
+                        })
+                        .max_by_key(|r| r.path_prefix.len());
+                    match route {
+                        Some(r) => (r.authorization.clone(), r.path_prefix.clone()),
+                        None => {
+                            return fail(format!(
+                                "no route in {} serves {path_only}",
+                                path.display()
+                            ))
+                        }
+                    }
+                }
+                None => (
+                    phigate::authz::RouteAuthzConfig {
+                        mapping: phigate::authz::config::MappingKind::Fhir,
+                        ..Default::default()
+                    },
+                    fhir_base,
+                ),
+            };
+            let args = cli::ExplainArgs {
+                policies: policies.as_deref(),
+                entities: entities.as_deref(),
+                method: &method,
+                target: &target,
+                claims,
+                headers,
+                body,
+                route,
+                route_prefix: prefix,
+            };
+            match cli::explain(&args) {
+                Ok(e) if json => {
+                    println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(e) => {
+                    print!("{}", cli::render(&e));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
     }
 }

@@ -89,6 +89,10 @@ pub struct AccessDecision {
     /// Evaluation errors, by policy id (never request data).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// The entities the decision saw (only when the engine records them,
+    /// for `phigate policy explain`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<String>,
 }
 
 /// The decision for a whole request: allowed only if every access is.
@@ -282,6 +286,8 @@ impl Categories {
 pub struct Engine {
     authorizer: Authorizer,
     time_zone: jiff::tz::TimeZone,
+    /// Keep the slice's entity uids in each decision (explain only).
+    pub record_entities: bool,
 }
 
 /// What the engine needs about the principal.
@@ -295,6 +301,7 @@ impl Engine {
         Engine {
             authorizer: Authorizer::new(),
             time_zone,
+            record_entities: false,
         }
     }
 
@@ -373,6 +380,7 @@ impl Engine {
             determining: Vec::new(),
             reason: Some(reason),
             errors,
+            entities: Vec::new(),
         };
         let mut slice = Slice::new();
         slice.principal(subject.entity, store);
@@ -409,6 +417,11 @@ impl Engine {
                     false,
                 )
             }
+        };
+        let seen = if self.record_entities {
+            slice.uids()
+        } else {
+            Vec::new()
         };
         let entities = match slice.into_entities() {
             Ok(e) => e,
@@ -473,6 +486,7 @@ impl Engine {
                 determining,
                 reason,
                 errors: Vec::new(),
+                entities: seen,
             },
             glass,
         )

@@ -446,6 +446,11 @@ impl Slice {
         self.entities.is_empty()
     }
 
+    /// The uids in the slice, in the order they were added.
+    pub fn uids(&self) -> Vec<String> {
+        self.entities.iter().map(|e| e.uid().to_string()).collect()
+    }
+
     pub fn into_entities(self) -> Result<Entities, EntityError> {
         Entities::from_entities(self.entities, None).map_err(|e| EntityError::Slice(e.to_string()))
     }

@@ -1,0 +1,337 @@
+//! `phigate policy validate | test | explain`: the tools security staff use
+//! to check, test and understand policies without running the proxy.
+
+use super::engine::{Categories, Decision, Engine, RequestFacts, Subject};
+use super::entities::{EntityStore, PrincipalEntity};
+use super::mapping::{Mapping, RequestView};
+use super::policy_tests::{self, TestReport};
+use super::runtime::RouteAuthz;
+use super::store::{PolicyBundle, PolicySource};
+use super::RouteAuthzConfig;
+use crate::authn::principal::{AuthMethod, ClaimMapping, Principal, PrincipalKind};
+use crate::authn::MfaRules;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+fn source(dir: Option<&Path>) -> PolicySource {
+    match dir {
+        Some(d) => PolicySource::Dir(d.to_path_buf()),
+        None => PolicySource::Embedded,
+    }
+}
+
+/// `policy validate`: loads and strictly validates; the entities file too
+/// when given. Returns the report text and success.
+pub fn validate(dir: Option<&Path>, entities: Option<&Path>) -> (String, bool) {
+    let src = source(dir);
+    match PolicyBundle::load(&src) {
+        Err(e) => (e.to_string(), false),
+        Ok(bundle) => {
+            let mut out = format!(
+                "{}: {} policies valid against the schema (version {})\n",
+                src.describe(),
+                bundle.len(),
+                bundle.version
+            );
+            if let Some(path) = entities {
+                match std::fs::read_to_string(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        EntityStore::from_json(&t, Some(&bundle.schema)).map_err(|e| e.to_string())
+                    }) {
+                    Ok(store) => out.push_str(&format!(
+                        "{}: {} entities valid\n",
+                        path.display(),
+                        store.len()
+                    )),
+                    Err(e) => return (format!("{out}{}: {e}\n", path.display()), false),
+                }
+            }
+            (out, true)
+        }
+    }
+}
+
+/// `policy test`: runs the given suites, or the policy directory's
+/// `tests/` (the embedded suites for the embedded policies).
+pub fn test(dir: Option<&Path>, files: &[PathBuf]) -> (String, bool) {
+    let src = source(dir);
+    let bundle = match PolicyBundle::load(&src) {
+        Ok(b) => b,
+        Err(e) => return (e.to_string(), false),
+    };
+    let report: TestReport = match (dir, files.is_empty()) {
+        (_, false) => policy_tests::run_files(&bundle, files, dir),
+        (Some(d), true) => policy_tests::run_files(&bundle, &policy_tests::suites_in(d), Some(d)),
+        (None, true) => policy_tests::run_embedded(&bundle),
+    };
+    let mut out = String::new();
+    for f in &report.failures {
+        out.push_str(&format!(
+            "FAIL {} :: {}\n     {}\n",
+            f.file, f.case, f.message
+        ));
+    }
+    out.push_str(&format!(
+        "{} passed, {} failed\n",
+        report.passed,
+        report.failures.len()
+    ));
+    (out, report.ok())
+}
+
+/// What `policy explain` is asked about.
+pub struct ExplainArgs<'a> {
+    pub policies: Option<&'a Path>,
+    pub entities: Option<&'a Path>,
+    pub method: &'a str,
+    /// Path and query as the client sends it, e.g. `/fhir/Observation?patient=1`.
+    pub target: &'a str,
+    /// Claims of the principal (a token's payload or hand-written JSON).
+    pub claims: serde_json::Value,
+    /// `X-Phigate-*` declarations as (name, value).
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// The route's authorization settings and path prefix.
+    pub route: RouteAuthzConfig,
+    pub route_prefix: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub request: String,
+    pub mapping: Option<Mapping>,
+    pub mapping_error: Option<String>,
+    pub principal: Principal,
+    pub decision: Option<Decision>,
+    pub policy_version: String,
+}
+
+/// Decodes a JWT's payload without verifying it (explain is offline
+/// tooling: it shows what a token *would* be allowed, it admits nothing).
+pub fn unverified_claims(token: &str) -> Result<serde_json::Value, String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).ok_or("not a JWT")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|e| format!("JWT payload: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("JWT payload: {e}"))
+}
+
+pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
+    let bundle = PolicyBundle::load(&source(args.policies)).map_err(|e| e.to_string())?;
+    let store = match args.entities {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| e.to_string())?
+        }
+        None if args.policies.is_none() => {
+            EntityStore::from_json(policy_tests::EMBEDDED_ENTITIES, Some(&bundle.schema))
+                .map_err(|e| e.to_string())?
+        }
+        None => match args
+            .policies
+            .map(|d| d.join("entities.json"))
+            .filter(|p| p.exists())
+        {
+            Some(p) => {
+                let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+                EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| e.to_string())?
+            }
+            None => EntityStore::empty(),
+        },
+    };
+    let is_service = args.claims.get("kind").and_then(|k| k.as_str()) == Some("service");
+    let mut principal = ClaimMapping::default()
+        .principal(
+            &args.claims,
+            "explain",
+            AuthMethod::Bearer,
+            &MfaRules::default(),
+        )
+        .ok_or("the claims have no `sub`")?;
+    if is_service {
+        principal.kind = PrincipalKind::Service;
+        principal.method = AuthMethod::ApiKey;
+    }
+    let now = jiff::Timestamp::now();
+    let header = |name: &str| {
+        args.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let facts = RequestFacts {
+        client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        device_trusted: false,
+        purpose_of_use: header("x-phigate-purpose-of-use"),
+        break_glass: header("x-phigate-break-glass"),
+        ticket: header("x-phigate-ticket"),
+        route: "explain".into(),
+        now,
+    };
+    let route = RouteAuthz::from_config(&args.route, &args.route_prefix)?;
+    let (path, query) = match args.target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (args.target, None),
+    };
+    let view = RequestView {
+        method: args.method,
+        path,
+        query,
+        content_type: args.body.as_ref().map(|_| "application/fhir+json"),
+        body: args.body.as_deref(),
+    };
+    let mut explanation = Explanation {
+        request: format!("{} {}", args.method, args.target),
+        mapping: None,
+        mapping_error: None,
+        principal: principal.clone(),
+        decision: None,
+        policy_version: bundle.version.clone(),
+    };
+    let mapping = match route.map(&view) {
+        Ok(m) => m,
+        Err(e) => {
+            explanation.mapping_error = Some(e.to_string());
+            return Ok(explanation);
+        }
+    };
+    let entity = PrincipalEntity::build(&principal, &store, None).map_err(|e| e.to_string())?;
+    let mut engine = Engine::new(jiff::tz::TimeZone::UTC);
+    engine.record_entities = true;
+    let decision = engine.decide(
+        &bundle,
+        &store,
+        &Subject {
+            principal: &principal,
+            entity: &entity,
+        },
+        &mapping.requests,
+        &facts,
+        &Categories::default(),
+    );
+    explanation.mapping = Some(mapping);
+    explanation.decision = Some(decision);
+    Ok(explanation)
+}
+
+/// The human-readable explanation.
+pub fn render(e: &Explanation) -> String {
+    let mut out = format!("request    {}\n", e.request);
+    let p = &e.principal;
+    out.push_str(&format!(
+        "principal  {} (roles: {}; care teams: {}; mfa: {}{})\n",
+        p.id,
+        p.roles.join(", "),
+        p.care_teams.join(", "),
+        if p.mfa { "yes" } else { "no" },
+        p.patient
+            .as_ref()
+            .map(|x| format!("; patient: {x}"))
+            .unwrap_or_default(),
+    ));
+    if let Some(err) = &e.mapping_error {
+        out.push_str(&format!(
+            "mapping    {err}\ndecision   DENY (an unmapped request is never forwarded)\n"
+        ));
+        return out;
+    }
+    if let (Some(m), Some(d)) = (&e.mapping, &e.decision) {
+        for (r, a) in m.requests.iter().zip(&d.accesses) {
+            out.push_str(&format!(
+                "access     {} {}{}{}  [{}]\n",
+                a.action,
+                a.resource,
+                r.patient
+                    .as_ref()
+                    .map(|p| format!(" of patient {p}"))
+                    .unwrap_or_default(),
+                r.fan_out
+                    .map(|f| format!(" (fan-out: {f})"))
+                    .unwrap_or_default(),
+                r.interaction,
+            ));
+            out.push_str(&format!("  entities {}\n", a.entities.join(", ")));
+            out.push_str(&format!(
+                "  result   {}{}{}\n",
+                if a.allowed { "allow" } else { "deny" },
+                a.reason
+                    .map(|r| format!(" ({})", r.as_str()))
+                    .unwrap_or_default(),
+                if a.determining.is_empty() {
+                    String::new()
+                } else {
+                    format!(" by {}", a.determining.join(", "))
+                },
+            ));
+        }
+        let verdict = if d.allowed {
+            "ALLOW"
+        } else if d.step_up.is_some() {
+            "STEP-UP (denied now; allowed after stronger or fresher sign-in)"
+        } else {
+            "DENY"
+        };
+        out.push_str(&format!(
+            "decision   {verdict}{}  (policy version {})\n",
+            if d.break_glass {
+                " — break-glass, flagged for review"
+            } else {
+                ""
+            },
+            e.policy_version
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explain_names_mapping_entities_and_policies() {
+        let args = ExplainArgs {
+            policies: None,
+            entities: None,
+            method: "GET",
+            target: "/fhir/Observation?patient=pat-0001",
+            claims: serde_json::json!({"sub": "alice", "roles": ["care_manager"], "care_teams": ["team-01"], "amr": ["pwd", "otp"]}),
+            headers: vec![],
+            body: None,
+            route: RouteAuthzConfig {
+                mapping: super::super::config::MappingKind::Fhir,
+                ..RouteAuthzConfig::default()
+            },
+            route_prefix: "/fhir".into(),
+        };
+        let e = explain(&args).unwrap();
+        let text = render(&e);
+        assert!(
+            text.contains("search Observation of patient pat-0001"),
+            "{text}"
+        );
+        assert!(text.contains("Phigate::Patient::\"pat-0001\""), "{text}");
+        assert!(text.contains("ALLOW"), "{text}");
+        assert!(text.contains("care-team-clinical-access"), "{text}");
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["decision"]["allowed"], true);
+    }
+
+    #[test]
+    fn validate_and_test_report_on_the_embedded_set() {
+        let (out, ok) = validate(None, None);
+        assert!(ok, "{out}");
+        let (out, ok) = test(None, &[]);
+        assert!(ok, "{out}");
+        assert!(out.contains(" passed, 0 failed"), "{out}");
+    }
+
+    #[test]
+    fn unverified_claims_decode_a_jwt_payload() {
+        let token = "e30.eyJzdWIiOiJhbGljZSJ9.sig";
+        assert_eq!(unverified_claims(token).unwrap()["sub"], "alice");
+        assert!(unverified_claims("nope").is_err());
+    }
+}
