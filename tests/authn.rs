@@ -18,14 +18,17 @@ name = "echo"
 path_prefix = "/__echo"
 upstream = "echo"
 auth = {{ {auth} }}
+{}
 
 [upstreams.echo]
 origins = ["{}"]
 [upstreams.echo.health_check]
 path = "/healthz"
-"#,
+{}"#,
         idp.provider_config(""),
-        upstream.origin()
+        PAGE_ROUTE_AUTHZ,
+        upstream.origin(),
+        page_policies(),
     ))
 }
 
@@ -287,9 +290,11 @@ fn key_rotation_and_idp_outage() {
     let up = Upstream::demo();
     // A short refresh interval so rotation is picked up within the test.
     let px = Phigate::start(&format!(
-        "{}\n[[routes]]\nname = \"echo\"\npath_prefix = \"/__echo\"\nupstream = \"echo\"\n\n[upstreams.echo]\norigins = [\"{}\"]\n[upstreams.echo.health_check]\npath = \"/healthz\"\n",
+        "{}\n[[routes]]\nname = \"echo\"\npath_prefix = \"/__echo\"\nupstream = \"echo\"\n{}\n\n[upstreams.echo]\norigins = [\"{}\"]\n[upstreams.echo.health_check]\npath = \"/healthz\"\n{}",
         idp.provider_config("jwks_min_refresh_interval = \"1s\"\njwks_cache_ttl = \"1h\"\n"),
-        up.origin()
+        PAGE_ROUTE_AUTHZ,
+        up.origin(),
+        page_policies()
     ));
     let old = idp.token("alice", false, 0);
     assert_eq!(get_with(&px, "/__echo/x", &bearer(&old)).status, 200);

@@ -43,13 +43,16 @@ name = "app"
 path_prefix = "/__echo"
 upstream = "app"
 auth = {{ kind = "browser", {route_auth} }}
+{route_authz}
 
 [upstreams.app]
 origins = ["{origin}"]
 [upstreams.app.health_check]
 path = "/healthz"
-"#,
+{policies}"#,
         provider = idp.provider_config(""),
+        route_authz = PAGE_ROUTE_AUTHZ,
+        policies = page_policies(),
         secret = secret.display(),
         origin = up.origin(),
     );

@@ -198,17 +198,28 @@ fn demo_serves_synthetic_fhir_over_tls() {
     assert_eq!(r.status(), 200);
     let patient: serde_json::Value = r.json().unwrap();
     assert_eq!(patient["resourceType"], "Patient");
-    for persona in ["PHYSICIAN", "BILLING", "SUPPORT", "PATIENT"] {
+    // The example policies decide each persona's search of pat-0001's
+    // observations; X-Phigate-Decision (on in the demo) names the policy.
+    for (persona, status, policy) in [
+        ("PHYSICIAN", 200, "physician-own-patients"),
+        ("PATIENT", 200, "patient-own-records"),
+        ("BILLING", 403, ""),
+        ("SUPPORT", 403, ""),
+    ] {
         let auth = format!("Bearer {}", var(&format!("{persona}_TOKEN")));
         let url = format!("{base}/fhir/Observation?patient=Patient/pat-0001&_count=5");
         let r = client.get_with(url, &auth).send().unwrap();
-        assert_eq!(r.status(), 200, "{persona}");
-        let bundle: serde_json::Value = r.json().unwrap();
-        assert_eq!(bundle["type"], "searchset");
+        assert_eq!(r.status(), status, "{persona}");
+        let decision = r.headers()["x-phigate-decision"].to_str().unwrap().to_string();
+        assert!(decision.contains(&format!("policies=\"{policy}\"")), "{persona}: {decision}");
+        let body: serde_json::Value = r.json().unwrap();
+        let expected = if status == 200 { "Bundle" } else { "OperationOutcome" };
+        assert_eq!(body["resourceType"], expected, "{persona}");
     }
+    // The device gateway may post readings, not read records.
     let device = format!("ApiKey {}", var("DEVICE_GATEWAY_KEY"));
     let r = client.get_with(format!("{base}/fhir/Patient/pat-0001"), &device);
-    assert_eq!(r.send().unwrap().status(), 200);
+    assert_eq!(r.send().unwrap().status(), 403);
     // Without credentials: 401; the metadata is public; unrouted is 404.
     let status = |path: &str| client.get(format!("{base}{path}")).send().unwrap().status();
     assert_eq!(status("/fhir/Patient/pat-0001"), 401);
@@ -293,6 +304,10 @@ mod reqwest {
         }
     }
     impl Resp<'_> {
+        pub fn headers(&self) -> &reqwest::header::HeaderMap {
+            self.1.headers()
+        }
+
         pub fn status(&self) -> StatusCode {
             self.1.status()
         }

@@ -47,13 +47,16 @@ name = "obs"
 path_prefix = "/__echo"
 upstream = "obs"
 auth = {{ kind = "api", accept = ["client_certificate"] }}
+{}
 
 [upstreams.obs]
 origins = ["{}"]
 [upstreams.obs.health_check]
 path = "/healthz"
-"#,
-            up.origin()
+{}"#,
+            PAGE_ROUTE_AUTHZ,
+            up.origin(),
+            page_policies()
         ),
     );
     Setup {

@@ -831,3 +831,29 @@ pub fn browser(steps: serde_json::Value) -> Vec<serde_json::Value> {
     );
     v.as_array().cloned().unwrap_or_default()
 }
+
+/// Route authorization for tests about something else (authentication,
+/// TLS): every request on the route maps to an `EchoPage` record, which
+/// [`page_policies`] permits to anyone authenticated. Still decided by
+/// Cedar, so a route without it denies.
+pub const PAGE_ROUTE_AUTHZ: &str =
+    r#"authorization = { templates = [{ path = "/{*rest}", resource_type = "EchoPage" }] }"#;
+
+/// `[authorization]` pointing at a policy set (the shipped schema plus one
+/// permit for `EchoPage`), written once per test process.
+pub fn page_policies() -> String {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("phigate-test-page-policies-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/phigate.cedarschema");
+        std::fs::copy(schema, dir.join("phigate.cedarschema")).unwrap();
+        std::fs::write(
+            dir.join("pages.cedar"),
+            "@id(\"test-echo-pages\")\npermit (principal, action, resource is Phigate::Record)\nwhen { resource.type == \"EchoPage\" };\n",
+        )
+        .unwrap();
+        dir
+    });
+    format!("\n[authorization]\npolicies = \"{}\"\n", dir.display())
+}
