@@ -210,10 +210,20 @@ fn demo_serves_synthetic_fhir_over_tls() {
         let url = format!("{base}/fhir/Observation?patient=Patient/pat-0001&_count=5");
         let r = client.get_with(url, &auth).send().unwrap();
         assert_eq!(r.status(), status, "{persona}");
-        let decision = r.headers()["x-phigate-decision"].to_str().unwrap().to_string();
-        assert!(decision.contains(&format!("policies=\"{policy}\"")), "{persona}: {decision}");
+        let decision = r.headers()["x-phigate-decision"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            decision.contains(&format!("policies=\"{policy}\"")),
+            "{persona}: {decision}"
+        );
         let body: serde_json::Value = r.json().unwrap();
-        let expected = if status == 200 { "Bundle" } else { "OperationOutcome" };
+        let expected = if status == 200 {
+            "Bundle"
+        } else {
+            "OperationOutcome"
+        };
         assert_eq!(body["resourceType"], expected, "{persona}");
     }
     // The device gateway may post readings, not read records.

@@ -204,6 +204,11 @@ impl Phigate {
 
     /// Starts phigate with explicit listener text; `port` is the one tests use.
     pub fn start_with(listeners: &str, port: u16, body: &str) -> Phigate {
+        Self::start_full(listeners, port, "", body)
+    }
+
+    /// As [`Phigate::start_with`], with extra `[admin]` keys.
+    pub fn start_full(listeners: &str, port: u16, admin_extra: &str, body: &str) -> Phigate {
         let dir = tempfile::tempdir().unwrap();
         let admin_port = free_port();
         let server = if body.contains("[server]") {
@@ -212,7 +217,7 @@ impl Phigate {
             "[server]\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n"
         };
         let text = format!(
-            "{server}\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n{body}"
+            "{server}\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n{admin_extra}\n\n{body}"
         );
         let config = dir.path().join("phigate.toml");
         std::fs::write(&config, &text).unwrap();

@@ -168,6 +168,9 @@ async function main() {
         realm_access: { roles: account.roles },
         ...(account.fhirUser ? { fhirUser: account.fhirUser } : {}),
         ...(account.patient ? { patient: account.patient } : {}),
+        ...(account.org ? { org: account.org } : {}),
+        ...(account.npi ? { npi: account.npi } : {}),
+        ...(account.care_teams ? { care_teams: account.care_teams } : {}),
       };
     },
     pkce: { required: () => true },
