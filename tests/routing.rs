@@ -110,7 +110,7 @@ fn upstream_down_gives_502_or_503_generic() {
         "error body leaks the upstream: {}",
         r.body
     );
-    let m = px.metrics();
+    let m = px.metrics_when("phigate_requests_total{route=\"down\",status=\"502\"}", 1.0);
     assert_eq!(
         metric_value(
             &m,

@@ -265,6 +265,19 @@ impl Phigate {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Metrics once `series` reads `value`: request counters are bumped in
+    /// the logging phase, just after the response has gone out.
+    pub fn metrics_when(&self, series: &str, value: f64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let m = self.metrics();
+            if metric_value(&m, series) == Some(value) || Instant::now() > deadline {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn metrics(&self) -> String {
         http_get(self.admin, "/metrics")
             .expect("scrape metrics")

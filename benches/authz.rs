@@ -1,0 +1,247 @@
+//! Request-phase authorization cost: mapping, entity slicing and Cedar
+//! evaluation, with 10,000 patients in 500 care teams loaded, for the
+//! example policy set and the same set replicated to ~300 and ~3,000
+//! policies (copies scoped to other routes, so they are evaluated but do
+//! not apply — the realistic shape of a large deployment).
+//!
+//! Criterion reports means; the issue's figures are percentiles, so a
+//! second pass times single decisions and prints p50/p99 per case.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use phigate::authn::principal::{AuthMethod, Principal, PrincipalKind};
+use phigate::authz::engine::{Categories, Engine, RequestFacts, Subject};
+use phigate::authz::entities::{EntityStore, PrincipalEntity};
+use phigate::authz::mapping::{FhirMapper, RequestView};
+use phigate::authz::store::{PolicyBundle, EMBEDDED};
+use std::hint::black_box;
+use std::time::Instant;
+
+const PATIENTS: usize = 10_000;
+const TEAMS: usize = 500;
+
+fn entities_json() -> String {
+    let mut out = vec![
+        r#"{"uid":{"type":"Phigate::Organization","id":"org"},"attrs":{},"parents":[]}"#
+            .to_string(),
+    ];
+    for t in 0..TEAMS {
+        out.push(format!(
+            r#"{{"uid":{{"type":"Phigate::CareTeam","id":"team-{t:03}"}},"attrs":{{}},"parents":[{{"type":"Phigate::Organization","id":"org"}}]}}"#
+        ));
+    }
+    for p in 0..PATIENTS {
+        let team = p % TEAMS;
+        let flags = if p % 97 == 0 { r#""vip""# } else { "" };
+        out.push(format!(
+            r#"{{"uid":{{"type":"Phigate::Patient","id":"pat-{p:05}"}},"attrs":{{"care_teams":[{{"__entity":{{"type":"Phigate::CareTeam","id":"team-{team:03}"}}}}],"organization":{{"__entity":{{"type":"Phigate::Organization","id":"org"}}}},"flags":[{flags}],"enrolled":["ccm","rpm"]}},"parents":[{{"type":"Phigate::CareTeam","id":"team-{team:03}"}},{{"type":"Phigate::Organization","id":"org"}}]}}"#
+        ));
+    }
+    format!("[{}]", out.join(","))
+}
+
+/// The example set plus `copies` copies of every policy, each scoped to a
+/// route of its own.
+fn bundle(copies: usize) -> PolicyBundle {
+    let mut files: Vec<(String, String)> = EMBEDDED
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    let originals = PolicyBundle::from_files(&files).expect("example set");
+    let mut extra = String::new();
+    for k in 0..copies {
+        for policy in originals.policies.policies() {
+            let id = policy.id().to_string();
+            let text = policy.to_string();
+            let text = text.replace(
+                &format!("@id(\"{id}\")"),
+                &format!("@id(\"{id}-copy-{k}\")"),
+            );
+            let body = text.trim_end().trim_end_matches(';');
+            extra.push_str(&format!(
+                "{body}\nwhen {{ context.route == \"tenant-{k}\" }};\n\n"
+            ));
+        }
+    }
+    if copies > 0 {
+        files.push(("replicated.cedar".into(), extra));
+    }
+    PolicyBundle::from_files(&files).expect("replicated set validates")
+}
+
+fn care_manager() -> Principal {
+    let mut p = Principal::service(
+        "alice",
+        "https://idp",
+        AuthMethod::Bearer,
+        vec!["care_manager".into(), "nurse".into()],
+    );
+    p.kind = PrincipalKind::User;
+    p.care_teams = vec!["team-042".into()];
+    p.mfa = true;
+    p.auth_time = Some(1_772_463_000);
+    p
+}
+
+struct Case {
+    name: &'static str,
+    method: &'static str,
+    path: &'static str,
+    query: Option<&'static str>,
+}
+
+const CASES: &[Case] = &[
+    // pat-00042 is on team-042: allowed.
+    Case {
+        name: "search_allowed",
+        method: "GET",
+        path: "/Observation",
+        query: Some("patient=Patient/pat-00042&code=8867-4&_count=50"),
+    },
+    // pat-00043 is on team-043: denied (no permit applies).
+    Case {
+        name: "read_denied",
+        method: "GET",
+        path: "/Patient/pat-00043",
+        query: None,
+    },
+];
+
+fn facts() -> RequestFacts {
+    RequestFacts {
+        client_ip: "10.1.2.3".parse().expect("ip"),
+        device_trusted: false,
+        purpose_of_use: None,
+        break_glass: None,
+        ticket: None,
+        route: "fhir".into(),
+        now: jiff::Timestamp::from_second(1_772_463_600).expect("time"),
+    }
+}
+
+struct World {
+    store: EntityStore,
+    mapper: FhirMapper,
+    engine: Engine,
+    principal: Principal,
+    entity: PrincipalEntity,
+    categories: Categories,
+    facts: RequestFacts,
+}
+
+impl World {
+    fn new(schema_bundle: &PolicyBundle) -> World {
+        let store = EntityStore::from_json(&entities_json(), Some(&schema_bundle.schema))
+            .expect("entities");
+        let principal = care_manager();
+        let entity = PrincipalEntity::build(&principal, &store, None).expect("principal");
+        World {
+            store,
+            mapper: FhirMapper::new(vec!["https://ehr.example/fhir".into()]),
+            engine: Engine::new(jiff::tz::TimeZone::UTC),
+            principal,
+            entity,
+            categories: Categories::default(),
+            facts: facts(),
+        }
+    }
+
+    /// Map + slice + evaluate: one request's decision.
+    fn decide(&self, bundle: &PolicyBundle, case: &Case) -> bool {
+        let view = RequestView {
+            method: case.method,
+            path: case.path,
+            query: case.query,
+            content_type: None,
+            body: None,
+        };
+        let mapping = self.mapper.map(&view).expect("maps");
+        let subject = Subject {
+            principal: &self.principal,
+            entity: &self.entity,
+        };
+        self.engine
+            .decide(
+                bundle,
+                &self.store,
+                &subject,
+                &mapping.requests,
+                &self.facts,
+                &self.categories,
+            )
+            .allowed
+    }
+}
+
+fn percentiles(world: &World, bundle: &PolicyBundle, case: &Case) -> (f64, f64) {
+    let n = 20_000;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..2_000 {
+        black_box(world.decide(bundle, case));
+    }
+    for _ in 0..n {
+        let start = Instant::now();
+        black_box(world.decide(bundle, case));
+        samples.push(start.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (samples[n / 2], samples[n * 99 / 100])
+}
+
+fn bench(c: &mut Criterion) {
+    let sets = [(0usize, "example"), (18, "x300"), (187, "x3000")];
+    let bundles: Vec<(String, PolicyBundle)> = sets
+        .iter()
+        .map(|(copies, label)| {
+            let b = bundle(*copies);
+            (format!("{label}_{}_policies", b.len()), b)
+        })
+        .collect();
+    let world = World::new(&bundles[0].1);
+    assert!(
+        world.decide(&bundles[0].1, &CASES[0]),
+        "the allowed case is allowed"
+    );
+    assert!(
+        !world.decide(&bundles[0].1, &CASES[1]),
+        "the denied case is denied"
+    );
+
+    let mut map = c.benchmark_group("authz/map");
+    for case in CASES {
+        let view = RequestView {
+            method: case.method,
+            path: case.path,
+            query: case.query,
+            content_type: None,
+            body: None,
+        };
+        map.bench_function(case.name, |b| {
+            b.iter(|| black_box(world.mapper.map(black_box(&view))))
+        });
+    }
+    map.finish();
+
+    let mut decide = c.benchmark_group("authz/decide");
+    for (label, bundle) in &bundles {
+        for case in CASES {
+            decide.bench_with_input(BenchmarkId::new(case.name, label), bundle, |b, bundle| {
+                b.iter(|| black_box(world.decide(bundle, case)))
+            });
+        }
+    }
+    decide.finish();
+
+    println!("\nPer-decision latency (map + slice + evaluate), {PATIENTS} patients / {TEAMS} care teams loaded:");
+    for (label, bundle) in &bundles {
+        for case in CASES {
+            let (p50, p99) = percentiles(&world, bundle, case);
+            println!(
+                "  {label:<24} {:<16} p50 {p50:>7.2} µs   p99 {p99:>7.2} µs",
+                case.name
+            );
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
