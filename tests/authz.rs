@@ -634,18 +634,30 @@ fn an_entity_source_that_is_down_denies() {
              "parents": [{"type": "Phigate::CareTeam", "id": "ct-0001"}]}]"#,
     )
     .unwrap();
+    // Care teams by practitioner, as a FHIR CareTeam search answers them
+    // (http.server ignores the query: every practitioner gets this Bundle).
+    std::fs::write(
+        source_dir.path().join("CareTeam"),
+        r#"{"resourceType": "Bundle", "type": "searchset", "entry": [
+             {"resource": {"resourceType": "CareTeam", "id": "x", "identifier": [{"value": "ct-0009"}]}}]}"#,
+    )
+    .unwrap();
     let mut server = FileServer::start(source_dir.path());
     let s = setup(
         &format!(
-            "[authorization.entity_source]\npatient_url = \"http://{}/patients/{{patient}}\"\nttl = \"1h\"\nnegative_ttl = \"1h\"\ntimeout = \"1s\"\ndangerous_allow_http = true\n",
+            "[authorization.entity_source]\npatient_url = \"http://{0}/patients/{{patient}}\"\nprincipal_url = \"http://{0}/CareTeam?participant={{fhir_user}}\"\nprincipal_format = \"fhir-care-team\"\nttl = \"1h\"\nnegative_ttl = \"1h\"\ntimeout = \"1s\"\ndangerous_allow_http = true\n",
             server.addr
         ),
         "",
     );
     let px = &s.px;
     let alice = bearer(&s.idp.token("alice", true, 0));
+    let bob = bearer(&s.idp.token("bob", true, 0));
     let r = request(px, "GET", "/fhir/Patient/pat-0005", &alice, "");
     assert_eq!(r.status, 200, "{} {}", decision(&r), px.logs());
+    // ct-0009 comes from the source's CareTeam Bundle, not the token.
+    let r = request(px, "GET", "/fhir/Patient/pat-0003", &alice, "");
+    assert_eq!(r.status, 200, "{}", decision(&r));
     let r = request(px, "GET", "/fhir/Patient/pat-0404", &alice, "");
     assert_eq!(r.status, 403, "unknown to every source");
     assert!(decision(&r).contains("unknown_patient"), "{}", decision(&r));
@@ -656,11 +668,19 @@ fn an_entity_source_that_is_down_denies() {
     let _ = server.child.wait();
     let r = request(px, "GET", "/fhir/Patient/pat-0005", &alice, "");
     assert_eq!(r.status, 200, "cached within its TTL");
+    let r = request(px, "GET", "/fhir/Patient/pat-0003", &alice, "");
+    assert_eq!(r.status, 200, "relationships cached within their TTL");
+    let r = request(px, "GET", "/fhir/Patient/pat-0001", &bob, "");
+    assert_eq!(
+        r.status, 503,
+        "bob's relationships cannot be loaded: {}",
+        r.body
+    );
     let r = request(px, "GET", "/fhir/Patient/pat-0006", &alice, "");
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.json()["resourceType"], "OperationOutcome");
     assert!(
         metric_value(&px.metrics(), "phigate_authz_decisions_total{outcome=\"unavailable\",reason=\"entity_source_failed\",route=\"fhir\"}")
-            == Some(1.0)
+            == Some(2.0)
     );
 }

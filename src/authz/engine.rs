@@ -409,7 +409,21 @@ impl Engine {
         slice.record(&record);
         let elevation = facts.ticket.as_deref().map(|t| uid(types::ELEVATION, t));
         let elevation = elevation.filter(|e| slice.known(e, store));
-        let context = match base.context(access, elevation.as_ref(), None) {
+        let resource_ancestors: Vec<EntityUid> = match &patient {
+            Some(p) => std::iter::once(p.clone())
+                .chain(store.ancestors(p).iter().cloned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let key = bundle.index.key(
+            &subject.entity.uid,
+            subject.entity.ancestors.iter(),
+            &action_uid(action),
+            &record.uid,
+            resource_ancestors.iter(),
+        );
+        let policies = bundle.index.policies_for(&key);
+        let context = match base.context(access, elevation.as_ref(), None, &policies) {
             Ok(c) => c,
             Err(e) => {
                 return (
@@ -447,9 +461,10 @@ impl Engine {
                 )
             }
         };
+
         let response = self
             .authorizer
-            .is_authorized(&request, &bundle.policies, &entities);
+            .is_authorized(&request, &policies.policies, &entities);
         let diagnostics = response.diagnostics();
         let errors: Vec<String> = diagnostics
             .errors()
@@ -507,6 +522,11 @@ impl Engine {
         if subject.principal.kind != PrincipalKind::User {
             return None;
         }
+        let mfa = base.mfa || subject.principal.mfa;
+        // Nothing a sign-in changes is read by the policies: no probe.
+        if !bundle.mentions_auth_age && (mfa || !bundle.mentions_mfa) {
+            return None;
+        }
         let passes = |mfa: bool, age: i64| {
             let probe = base.with_authentication(mfa, age);
             accesses.iter().all(|access| {
@@ -515,7 +535,6 @@ impl Engine {
                     .allowed
             })
         };
-        let mfa = base.mfa || subject.principal.mfa;
         if !passes(true, 0) {
             return None;
         }
@@ -524,6 +543,9 @@ impl Engine {
                 mfa: true,
                 max_age: None,
             });
+        }
+        if !bundle.mentions_auth_age {
+            return None;
         }
         let max_age = MAX_AGE_CANDIDATES
             .iter()
@@ -609,6 +631,7 @@ impl BaseContext {
         access: &AccessRequest,
         elevation: Option<&EntityUid>,
         data_class: Option<&EntityUid>,
+        reads: &super::index::Subset,
     ) -> Result<Context, EntityError> {
         let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(20);
         let s = |v: &str| RestrictedExpression::new_string(v.to_string());
@@ -642,7 +665,9 @@ impl BaseContext {
                 RestrictedExpression::new_entity_uid(e.clone()),
             ));
         }
-        pairs.push(("now".into(), RestrictedExpression::new_datetime(&self.now)));
+        if reads.reads_now {
+            pairs.push(("now".into(), RestrictedExpression::new_datetime(&self.now)));
+        }
         pairs.push(("hour".into(), RestrictedExpression::new_long(self.hour)));
         pairs.push(("weekday".into(), s(self.weekday)));
         pairs.push(("route".into(), s(&self.route)));

@@ -229,6 +229,8 @@ pub struct PrincipalEntity {
     pub uid: EntityUid,
     entity: Entity,
     parents: Vec<EntityUid>,
+    /// Everything the principal is transitively in (for the scope index).
+    pub ancestors: Vec<EntityUid>,
 }
 
 impl PrincipalEntity {
@@ -309,12 +311,17 @@ impl PrincipalEntity {
             }
         }
         let parents_list: Vec<EntityUid> = parents.iter().cloned().collect();
+        let mut ancestors: HashSet<EntityUid> = parents.clone();
+        for p in &parents_list {
+            ancestors.extend(store.ancestors(p).iter().cloned());
+        }
         let entity = Entity::new(uid.clone(), attrs, parents)
             .map_err(|e| EntityError::Attribute(e.to_string()))?;
         Ok(PrincipalEntity {
             uid,
             entity,
             parents: parents_list,
+            ancestors: ancestors.into_iter().collect(),
         })
     }
 }

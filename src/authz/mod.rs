@@ -8,6 +8,7 @@
 pub mod config;
 pub mod engine;
 pub mod entities;
+pub mod index;
 pub mod mapping;
 pub mod policy_tests;
 pub mod runtime;

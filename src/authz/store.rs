@@ -179,6 +179,12 @@ pub struct PolicyBundle {
     /// flagged for review.
     pub break_glass: HashSet<PolicyId>,
     pub source: String,
+    /// Which policies can apply to a request, by scope.
+    pub index: super::index::ScopeIndex,
+    /// Whether any policy reads `context.mfa` / `context.auth_age`: if not,
+    /// no sign-in could change a decision and step-up is never probed.
+    pub mentions_mfa: bool,
+    pub mentions_auth_age: bool,
 }
 
 impl PolicyBundle {
@@ -290,14 +296,20 @@ impl PolicyBundle {
         }
 
         match schema {
-            Some(schema) if problems.is_empty() => Ok(PolicyBundle {
-                policies,
-                schema,
-                version,
-                origins,
-                break_glass,
-                source: String::new(),
-            }),
+            Some(schema) if problems.is_empty() => {
+                let text: String = policies.policies().map(|p| p.to_string()).collect();
+                Ok(PolicyBundle {
+                    index: super::index::ScopeIndex::new(&policies),
+                    mentions_mfa: text.contains("context.mfa"),
+                    mentions_auth_age: text.contains("context.auth_age"),
+                    policies,
+                    schema,
+                    version,
+                    origins,
+                    break_glass,
+                    source: String::new(),
+                })
+            }
             _ => Err(PolicyLoadError(problems)),
         }
     }

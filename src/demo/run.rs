@@ -216,7 +216,9 @@ Try:
   source {tokens}
   curl --cacert {ca} -H "Authorization: Bearer $CARE_MANAGER_TOKEN" {base}/fhir/Patient/pat-0001
   curl --cacert {ca} -H "Authorization: Bearer $PHYSICIAN_TOKEN" '{base}/fhir/Observation?patient=Patient/pat-0001&_count=5'
-  curl --cacert {ca} -H "Authorization: ApiKey $DEVICE_GATEWAY_KEY" {base}/fhir/Patient/pat-0001/\$everything
+  curl --cacert {ca} -i -H "Authorization: Bearer $BILLING_TOKEN" '{base}/fhir/Observation?patient=pat-0001'   # 403: not billing data
+  curl --cacert {ca} -i -H "Authorization: Bearer $SUPPORT_TOKEN" -H 'X-Phigate-Ticket: INC-1001' {base}/fhir/Patient/pat-0003   # 401: the elevation needs MFA
+  curl --cacert {ca} -i -H "Authorization: Bearer $PHYSICIAN_TOKEN" -H 'X-Phigate-Purpose-Of-Use: ETREAT' -H 'X-Phigate-Break-Glass: chest pain in the ED' {base}/fhir/Patient/pat-0002   # break-glass
   curl --cacert {ca} -i {base}/fhir/Patient/pat-0001                        # no credentials: 401
   curl --cacert {ca} {base}/fhir/metadata                                   # public
   curl --cacert {ca} -i {base}/fhir/Patient/..%2F..%2Fadmin                 # ambiguous path: 400
