@@ -228,6 +228,9 @@ pub fn run_files(
                 Some(r) => base.join(r),
                 None => match &default_entities {
                     Some(p) => p.clone(),
+                    // Suites run against the embedded policies use the
+                    // embedded example entities.
+                    None if policy_dir.is_none() => return Ok(EMBEDDED_ENTITIES.into()),
                     None => return Ok("[]".into()),
                 },
             };

@@ -133,7 +133,12 @@ pub fn denial_body(
         DenialStyle::Problem => {
             let body = serde_json::json!({
                 "type": "about:blank",
-                "title": if status == 403 { "Forbidden" } else { error_code(status) },
+                "title": match status {
+                    400 => "Bad Request",
+                    403 => "Forbidden",
+                    413 => "Content Too Large",
+                    _ => "Service Unavailable",
+                },
                 "status": status,
                 "detail": detail,
                 "request_id": request_id,

@@ -161,7 +161,9 @@ impl TemplateMapper {
             .strip_prefix('/')
             .ok_or(MappingError::bad("path does not start with /"))?;
         for template in &self.templates {
-            if !template.methods.is_empty() && !template.methods.iter().any(|m| m == req.method) {
+            // HEAD is a GET without the body: a template for GET serves it.
+            let listed = |m: &String| m == req.method || (req.method == "HEAD" && m == "GET");
+            if !template.methods.is_empty() && !template.methods.iter().any(listed) {
                 continue;
             }
             if let Some(captured) = match_path(&template.segments, path) {

@@ -60,7 +60,8 @@ fn mapper() -> TemplateMapper {
 #[rustfmt::skip]
 const ROWS: &[(&str, &str, Option<&str>, &str)] = &[
     ("GET", "/charts/123", None, "read Chart p=123 (chart)"),
-    ("HEAD", "/charts/123", None, "unmapped:no-template"),
+    // HEAD is served by the GET template, as a read.
+    ("HEAD", "/charts/123", None, "read Chart p=123 (chart)"),
     ("POST", "/charts/123", None, "unmapped:no-template"),
     ("GET", "/charts/archive", None, "search Archive (/charts/archive)"),
     ("GET", "/charts/123/notes/9", None, "read Note/9 p=123 (/charts/{patient}/notes/{id})"),
