@@ -15,6 +15,7 @@ use phigate::authz::entities::{EntityStore, PrincipalEntity};
 use phigate::authz::mapping::{FhirMapper, RequestView};
 use phigate::authz::store::{PolicyBundle, EMBEDDED};
 use std::hint::black_box;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 /// The allocator the phigate binary uses (src/main.rs).
@@ -159,7 +160,10 @@ fn facts() -> RequestFacts {
 struct World {
     store: EntityStore,
     mapper: FhirMapper,
-    engine: Engine,
+    /// Evaluates every decision: the cost of mapping + slicing + Cedar.
+    cold: Engine,
+    /// With the decision memo (what phigate runs): repeated decisions hit.
+    warm: Engine,
     principal: Principal,
     entity: PrincipalEntity,
     categories: Categories,
@@ -175,7 +179,8 @@ impl World {
         World {
             store,
             mapper: FhirMapper::new(vec!["https://ehr.example/fhir".into()]),
-            engine: Engine::new(jiff::tz::TimeZone::UTC),
+            cold: Engine::without_memo(jiff::tz::TimeZone::UTC),
+            warm: Engine::new(jiff::tz::TimeZone::UTC),
             principal,
             entity,
             categories: Categories::default(),
@@ -183,8 +188,9 @@ impl World {
         }
     }
 
-    /// Map + slice + evaluate: one request's decision.
-    fn decide(&self, bundle: &PolicyBundle, case: &Case) -> bool {
+    /// Map + slice + evaluate: one request's decision (`warm`: through the
+    /// memo).
+    fn decide(&self, bundle: &PolicyBundle, case: &Case, warm: bool) -> bool {
         let view = RequestView {
             method: case.method,
             path: case.path,
@@ -197,7 +203,8 @@ impl World {
             principal: &self.principal,
             entity: &self.entity,
         };
-        self.engine
+        let engine = if warm { &self.warm } else { &self.cold };
+        engine
             .decide(
                 bundle,
                 &self.store,
@@ -210,45 +217,70 @@ impl World {
     }
 }
 
-fn percentiles(world: &World, bundle: &PolicyBundle, case: &Case) -> (f64, f64) {
+fn percentiles(world: &World, bundle: &PolicyBundle, case: &Case, warm: bool) -> (f64, f64) {
     let n = (2_000_000 / bundle.len()).clamp(2_000, 20_000);
     let mut samples = Vec::with_capacity(n);
     for _ in 0..n / 10 {
-        black_box(world.decide(bundle, case));
+        black_box(world.decide(bundle, case, warm));
     }
     for _ in 0..n {
         let start = Instant::now();
-        black_box(world.decide(bundle, case));
+        black_box(world.decide(bundle, case, warm));
         samples.push(start.elapsed().as_nanos() as f64 / 1000.0);
     }
     samples.sort_by(|a, b| a.total_cmp(b));
     (samples[n / 2], samples[n * 99 / 100])
 }
 
-fn bench(c: &mut Criterion) {
-    let sets = [
-        (0usize, Copies::TenantScoped, "example"),
-        (18, Copies::TenantScoped, "tenants"),
-        (187, Copies::TenantScoped, "tenants"),
-        (18, Copies::RouteCondition, "unscoped"),
-        (187, Copies::RouteCondition, "unscoped"),
-    ];
-    let bundles: Vec<(String, PolicyBundle)> = sets
-        .iter()
-        .map(|(copies, how, label)| {
-            let b = bundle(*copies, *how);
-            (format!("{label}_{}_policies", b.len()), b)
+/// The policy sets: (copies, how, label). Built lazily, so listing the
+/// benchmarks or running one of them builds only what it needs.
+const SETS: [(usize, Copies, &str); 5] = [
+    (0, Copies::TenantScoped, "example"),
+    (18, Copies::TenantScoped, "tenants"),
+    (187, Copies::TenantScoped, "tenants"),
+    (18, Copies::RouteCondition, "unscoped"),
+    (187, Copies::RouteCondition, "unscoped"),
+];
+
+struct Lazy {
+    bundles: Vec<OnceLock<PolicyBundle>>,
+    world: OnceLock<World>,
+}
+
+impl Lazy {
+    fn bundle(&self, i: usize) -> &PolicyBundle {
+        self.bundles[i].get_or_init(|| bundle(SETS[i].0, SETS[i].1))
+    }
+
+    fn world(&self) -> &World {
+        self.world.get_or_init(|| {
+            let world = World::new(self.bundle(0));
+            for warm in [false, true] {
+                assert!(
+                    world.decide(self.bundle(0), &CASES[0], warm),
+                    "the allowed case is allowed"
+                );
+                assert!(
+                    !world.decide(self.bundle(0), &CASES[1], warm),
+                    "the denied case is denied"
+                );
+            }
+            world
         })
-        .collect();
-    let world = World::new(&bundles[0].1);
-    assert!(
-        world.decide(&bundles[0].1, &CASES[0]),
-        "the allowed case is allowed"
-    );
-    assert!(
-        !world.decide(&bundles[0].1, &CASES[1]),
-        "the denied case is denied"
-    );
+    }
+}
+
+/// ~16, ~300, ~3,000: the example set has 16 policies, each copy adds 16.
+fn label(i: usize) -> String {
+    let (copies, _, name) = SETS[i];
+    format!("{name}_{}_policies", 16 * (copies + 1))
+}
+
+fn bench(c: &mut Criterion) {
+    let lazy = Lazy {
+        bundles: (0..SETS.len()).map(|_| OnceLock::new()).collect(),
+        world: OnceLock::new(),
+    };
 
     let mut map = c.benchmark_group("authz/map");
     for case in CASES {
@@ -259,28 +291,54 @@ fn bench(c: &mut Criterion) {
             content_type: None,
             body: None,
         };
+        let mapper = FhirMapper::new(vec!["https://ehr.example/fhir".into()]);
         map.bench_function(case.name, |b| {
-            b.iter(|| black_box(world.mapper.map(black_box(&view))))
+            b.iter(|| black_box(mapper.map(black_box(&view))))
         });
     }
     map.finish();
 
     let mut decide = c.benchmark_group("authz/decide");
-    for (label, bundle) in &bundles {
+    for i in 0..SETS.len() {
         for case in CASES {
-            decide.bench_with_input(BenchmarkId::new(case.name, label), bundle, |b, bundle| {
-                b.iter(|| black_box(world.decide(bundle, case)))
+            decide.bench_function(BenchmarkId::new(case.name, label(i)), |b| {
+                let (world, bundle) = (lazy.world(), lazy.bundle(i));
+                b.iter(|| black_box(world.decide(bundle, case, false)))
             });
         }
     }
     decide.finish();
 
-    println!("\nPer-decision latency (map + slice + evaluate), {PATIENTS} patients / {TEAMS} care teams loaded:");
-    for (label, bundle) in &bundles {
+    let mut memo = c.benchmark_group("authz/decide_memo");
+    for case in CASES {
+        memo.bench_function(BenchmarkId::new(case.name, label(0)), |b| {
+            let (world, bundle) = (lazy.world(), lazy.bundle(0));
+            b.iter(|| black_box(world.decide(bundle, case, true)))
+        });
+    }
+    memo.finish();
+
+    // The percentile pass only in a real benchmark run (not when listing,
+    // testing or profiling).
+    let args: Vec<String> = std::env::args().collect();
+    let measuring = args.iter().any(|a| a == "--bench")
+        && !args
+            .iter()
+            .any(|a| a == "--list" || a == "--test" || a == "--profile-time");
+    if !measuring {
+        return;
+    }
+    println!("\nPer-decision latency, {PATIENTS} patients / {TEAMS} care teams loaded:");
+    println!("  cold = map + slice + Cedar evaluation every time; memo = phigate's decision memo, repeated decision");
+    let world = lazy.world();
+    for i in 0..SETS.len() {
+        let bundle = lazy.bundle(i);
         for case in CASES {
-            let (p50, p99) = percentiles(&world, bundle, case);
+            let (p50, p99) = percentiles(world, bundle, case, false);
+            let (m50, m99) = percentiles(world, bundle, case, true);
             println!(
-                "  {label:<24} {:<16} p50 {p50:>7.2} µs   p99 {p99:>7.2} µs",
+                "  {:<24} {:<16} cold p50 {p50:>7.2} µs  p99 {p99:>7.2} µs   memo p50 {m50:>5.2} µs  p99 {m99:>5.2} µs",
+                label(i),
                 case.name
             );
         }

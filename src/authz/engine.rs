@@ -12,6 +12,7 @@
 use super::entities::{
     types, uid, EntityError, EntityLookup, PrincipalEntity, RecordEntity, Slice,
 };
+use super::index::Reads;
 use super::mapping::{AccessRequest, Action};
 use super::store::PolicyBundle;
 use crate::authn::principal::{Principal, PrincipalKind};
@@ -19,6 +20,7 @@ use cedar_policy::{Authorizer, Context, EntityUid, Request, RestrictedExpression
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The circumstances of a request, beyond who and what.
 #[derive(Debug, Clone)]
@@ -286,9 +288,35 @@ impl Categories {
 pub struct Engine {
     authorizer: Authorizer,
     time_zone: jiff::tz::TimeZone,
-    /// Keep the slice's entity uids in each decision (explain only).
+    /// Keep the slice's entity uids in each decision (explain only; turns
+    /// the memo off).
     pub record_entities: bool,
+    /// Decisions by everything they depend on; `None` decides every time.
+    memo: Option<moka::sync::Cache<MemoKey, Arc<(AccessDecision, bool)>>>,
 }
+
+/// Everything one access decision depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MemoKey {
+    /// The policy subset (unique per policy version and scope key).
+    subset: u64,
+    /// The principal's entity (unique per build: claims, memberships).
+    principal: u64,
+    /// The entity store (unique per load).
+    store: u64,
+    action: &'static str,
+    resource_type: String,
+    resource_id: Option<String>,
+    category: String,
+    patient: Option<String>,
+    labels: Vec<String>,
+    /// The context values the subset's policies can read.
+    values: Vec<(&'static str, ContextValue)>,
+}
+
+/// How many decisions are memoized, and for how long at most.
+const MEMO_CAPACITY: u64 = 100_000;
+const MEMO_TTL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// What the engine needs about the principal.
 pub struct Subject<'a> {
@@ -302,6 +330,21 @@ impl Engine {
             authorizer: Authorizer::new(),
             time_zone,
             record_entities: false,
+            memo: Some(
+                moka::sync::Cache::builder()
+                    .max_capacity(MEMO_CAPACITY)
+                    .time_to_live(MEMO_TTL)
+                    .build(),
+            ),
+        }
+    }
+
+    /// An engine that evaluates every decision (no memo): benchmarks of the
+    /// full path, tests.
+    pub fn without_memo(time_zone: jiff::tz::TimeZone) -> Engine {
+        Engine {
+            memo: None,
+            ..Engine::new(time_zone)
         }
     }
 
@@ -382,15 +425,70 @@ impl Engine {
             errors,
             entities: Vec::new(),
         };
-        let mut slice = Slice::new();
-        slice.principal(subject.entity, store);
         let patient = access.patient.as_deref().map(|p| uid(types::PATIENT, p));
         if let Some(patient) = &patient {
-            if !slice.patient(patient, store) {
+            if !store.contains(patient) {
                 return (deny(DenyReason::UnknownPatient, vec![]), false);
             }
         }
         let category = categories.of(&access.resource.resource_type);
+        let record_uid = RecordEntity::uid_for(
+            &access.resource.resource_type,
+            access.resource.id.as_deref(),
+        );
+        let elevation = facts
+            .ticket
+            .as_deref()
+            .map(|t| uid(types::ELEVATION, t))
+            .filter(|e| store.contains(e));
+        let resource_ancestors: Vec<EntityUid> = match &patient {
+            Some(p) => std::iter::once(p.clone())
+                .chain(store.ancestors(p).iter().cloned())
+                .collect(),
+            None => Vec::new(),
+        };
+        let key = bundle.index.key(
+            &subject.entity.uid,
+            subject.entity.ancestors.iter(),
+            &action_uid(action),
+            &record_uid,
+            resource_ancestors.iter(),
+        );
+        let policies = bundle.index.policies_for(&key);
+        let values = base.values(access, elevation.as_ref(), None, &policies.reads);
+
+        // The decision is a pure function of the policies, the entities and
+        // the context values the policies can read: memoize it on exactly
+        // those (ids, not addresses, so a freed and reused allocation can
+        // never alias).
+        let memo_key = match (&self.memo, store.memo_id()) {
+            (Some(_), Some(store_id)) if !self.record_entities => Some(MemoKey {
+                subset: policies.id,
+                principal: subject.entity.id,
+                store: store_id,
+                action,
+                resource_type: access.resource.resource_type.clone(),
+                resource_id: access.resource.id.clone(),
+                category: category.to_string(),
+                patient: access.patient.clone(),
+                labels: base.labels.clone(),
+                values: values.clone(),
+            }),
+            _ => None,
+        };
+        if let (Some(memo), Some(k)) = (&self.memo, &memo_key) {
+            if let Some(hit) = memo.get(k) {
+                let mut decision = hit.0.clone();
+                decision.resource = resource;
+                return (decision, hit.1);
+            }
+        }
+
+        let mut slice = Slice::new();
+        slice.principal(subject.entity, store);
+        if let Some(p) = &patient {
+            slice.patient(p, store);
+        }
         let record = match RecordEntity::build(
             &access.resource.resource_type,
             access.resource.id.as_deref(),
@@ -407,23 +505,10 @@ impl Engine {
             }
         };
         slice.record(&record);
-        let elevation = facts.ticket.as_deref().map(|t| uid(types::ELEVATION, t));
-        let elevation = elevation.filter(|e| slice.known(e, store));
-        let resource_ancestors: Vec<EntityUid> = match &patient {
-            Some(p) => std::iter::once(p.clone())
-                .chain(store.ancestors(p).iter().cloned())
-                .collect(),
-            None => Vec::new(),
-        };
-        let key = bundle.index.key(
-            &subject.entity.uid,
-            subject.entity.ancestors.iter(),
-            &action_uid(action),
-            &record.uid,
-            resource_ancestors.iter(),
-        );
-        let policies = bundle.index.policies_for(&key);
-        let context = match base.context(access, elevation.as_ref(), None, &policies) {
+        if let Some(e) = &elevation {
+            slice.known(e, store);
+        }
+        let context = match to_context(values) {
             Ok(c) => c,
             Err(e) => {
                 return (
@@ -461,7 +546,6 @@ impl Engine {
                 )
             }
         };
-
         let response = self
             .authorizer
             .is_authorized(&request, &policies.policies, &entities);
@@ -476,35 +560,40 @@ impl Engine {
             .collect();
         let determining: Vec<String> = diagnostics.reason().map(|id| id.to_string()).collect();
         let permitted = response.decision() == cedar_policy::Decision::Allow;
-        if !errors.is_empty() {
+        let outcome = if !errors.is_empty() {
             // A policy that cannot be evaluated might have been a forbid:
             // deny rather than decide without it.
             let mut d = deny(DenyReason::PolicyError, errors);
             d.determining = determining;
-            return (d, false);
-        }
-        let glass = permitted
-            && diagnostics
-                .reason()
-                .any(|id| bundle.break_glass.contains(id));
-        let reason = match (permitted, determining.is_empty()) {
-            (true, _) => None,
-            (false, true) => Some(DenyReason::NotPermitted),
-            (false, false) => Some(DenyReason::Forbidden),
+            (d, false)
+        } else {
+            let glass = permitted
+                && diagnostics
+                    .reason()
+                    .any(|id| bundle.break_glass.contains(id));
+            let reason = match (permitted, determining.is_empty()) {
+                (true, _) => None,
+                (false, true) => Some(DenyReason::NotPermitted),
+                (false, false) => Some(DenyReason::Forbidden),
+            };
+            (
+                AccessDecision {
+                    allowed: permitted,
+                    action,
+                    resource,
+                    patient: access.patient.clone(),
+                    determining,
+                    reason,
+                    errors: Vec::new(),
+                    entities: seen,
+                },
+                glass,
+            )
         };
-        (
-            AccessDecision {
-                allowed: permitted,
-                action,
-                resource,
-                patient: access.patient.clone(),
-                determining,
-                reason,
-                errors: Vec::new(),
-                entities: seen,
-            },
-            glass,
-        )
+        if let (Some(memo), Some(k)) = (&self.memo, memo_key) {
+            memo.insert(k, Arc::new(outcome.clone()));
+        }
+        outcome
     }
 
     /// Would MFA or a fresh sign-in turn this denial into a permit?
@@ -626,69 +715,118 @@ impl BaseContext {
         }
     }
 
-    fn context(
+    /// The context values the subset's policies can read (a value no
+    /// policy names cannot influence the decision).
+    fn values(
         &self,
         access: &AccessRequest,
         elevation: Option<&EntityUid>,
         data_class: Option<&EntityUid>,
-        reads: &super::index::Subset,
-    ) -> Result<Context, EntityError> {
-        let mut pairs: Vec<(String, RestrictedExpression)> = Vec::with_capacity(20);
-        let s = |v: &str| RestrictedExpression::new_string(v.to_string());
-        pairs.push(("mfa".into(), RestrictedExpression::new_bool(self.mfa)));
-        pairs.push((
-            "auth_age".into(),
-            RestrictedExpression::new_long(self.auth_age),
-        ));
-        pairs.push(("auth_method".into(), s(self.auth_method)));
-        pairs.push((
-            "client_ip".into(),
-            RestrictedExpression::new_ip(&self.client_ip),
-        ));
-        pairs.push((
-            "device_trusted".into(),
-            RestrictedExpression::new_bool(self.device_trusted),
-        ));
-        if let Some(p) = &self.purpose_of_use {
-            pairs.push(("purpose_of_use".into(), s(p)));
+        reads: &Reads,
+    ) -> Vec<(&'static str, ContextValue)> {
+        use ContextValue::*;
+        let mut v: Vec<(&'static str, ContextValue)> = Vec::with_capacity(12);
+        let s = |x: &str| Str(x.to_string());
+        if reads.has("mfa") {
+            v.push(("mfa", Bool(self.mfa)));
         }
-        pairs.push((
-            "break_glass".into(),
-            RestrictedExpression::new_bool(self.justification.is_some()),
-        ));
-        if let Some(j) = &self.justification {
-            pairs.push(("justification".into(), s(j)));
+        if reads.has("auth_age") {
+            v.push(("auth_age", Long(self.auth_age)));
         }
-        if let Some(e) = elevation {
-            pairs.push((
-                "elevation".into(),
-                RestrictedExpression::new_entity_uid(e.clone()),
-            ));
+        if reads.has("auth_method") {
+            v.push(("auth_method", s(self.auth_method)));
         }
-        if reads.reads_now {
-            pairs.push(("now".into(), RestrictedExpression::new_datetime(&self.now)));
+        if reads.has("client_ip") {
+            v.push(("client_ip", Ip(self.client_ip.clone())));
         }
-        pairs.push(("hour".into(), RestrictedExpression::new_long(self.hour)));
-        pairs.push(("weekday".into(), s(self.weekday)));
-        pairs.push(("route".into(), s(&self.route)));
-        pairs.push(("interaction".into(), s(&access.interaction)));
-        if let Some(reason) = access.fan_out {
-            pairs.push(("fan_out_reason".into(), s(reason)));
-            pairs.push(("requested_action".into(), s(access.action.as_str())));
+        if reads.has("device_trusted") {
+            v.push(("device_trusted", Bool(self.device_trusted)));
         }
-        if access.action == Action::Operation {
-            if let Some(op) = &access.operation {
-                pairs.push(("operation".into(), s(op)));
+        if reads.has("purpose_of_use") {
+            if let Some(p) = &self.purpose_of_use {
+                v.push(("purpose_of_use", s(p)));
             }
         }
-        if let Some(dc) = data_class {
-            pairs.push((
-                "data_class".into(),
-                RestrictedExpression::new_entity_uid(dc.clone()),
-            ));
+        if reads.has("break_glass") {
+            v.push(("break_glass", Bool(self.justification.is_some())));
         }
-        Context::from_pairs(pairs).map_err(|e| EntityError::Attribute(e.to_string()))
+        if reads.has("justification") {
+            if let Some(j) = &self.justification {
+                v.push(("justification", s(j)));
+            }
+        }
+        if reads.has("elevation") {
+            if let Some(e) = elevation {
+                v.push(("elevation", Entity(e.to_string())));
+            }
+        }
+        if reads.has("now") {
+            v.push(("now", DateTime(self.now.clone())));
+        }
+        if reads.has("hour") {
+            v.push(("hour", Long(self.hour)));
+        }
+        if reads.has("weekday") {
+            v.push(("weekday", s(self.weekday)));
+        }
+        if reads.has("route") {
+            v.push(("route", s(&self.route)));
+        }
+        if reads.has("interaction") {
+            v.push(("interaction", s(&access.interaction)));
+        }
+        if let Some(reason) = access.fan_out {
+            if reads.has("fan_out_reason") {
+                v.push(("fan_out_reason", s(reason)));
+            }
+            if reads.has("requested_action") {
+                v.push(("requested_action", s(access.action.as_str())));
+            }
+        }
+        if access.action == Action::Operation && reads.has("operation") {
+            if let Some(op) = &access.operation {
+                v.push(("operation", s(op)));
+            }
+        }
+        if reads.has("data_class") {
+            if let Some(dc) = data_class {
+                v.push(("data_class", Entity(dc.to_string())));
+            }
+        }
+        v
     }
+}
+
+/// A context value, in a form that can be hashed (for the memo) and turned
+/// into Cedar's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ContextValue {
+    Bool(bool),
+    Long(i64),
+    Str(String),
+    Ip(String),
+    DateTime(String),
+    /// An entity uid in Cedar syntax.
+    Entity(String),
+}
+
+fn to_context(values: Vec<(&'static str, ContextValue)>) -> Result<Context, EntityError> {
+    let mut pairs = Vec::with_capacity(values.len());
+    for (name, value) in values {
+        let expr = match value {
+            ContextValue::Bool(b) => RestrictedExpression::new_bool(b),
+            ContextValue::Long(l) => RestrictedExpression::new_long(l),
+            ContextValue::Str(s) => RestrictedExpression::new_string(s),
+            ContextValue::Ip(ip) => RestrictedExpression::new_ip(ip),
+            ContextValue::DateTime(t) => RestrictedExpression::new_datetime(t),
+            ContextValue::Entity(e) => RestrictedExpression::new_entity_uid(
+                e.parse()
+                    .map_err(|_| EntityError::Attribute("context entity".into()))?,
+            ),
+        };
+        pairs.push((name.to_string(), expr));
+    }
+    Context::from_pairs(pairs).map_err(|e| EntityError::Attribute(e.to_string()))
 }
 
 fn weekday(w: jiff::civil::Weekday) -> &'static str {

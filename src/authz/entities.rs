@@ -79,9 +79,28 @@ struct Known {
 /// The static entities: patients, care teams, organizations, elevations and
 /// user memberships from a Cedar JSON entities file, validated against the
 /// schema once at load.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EntityStore {
     known: HashMap<EntityUid, Known>,
+    /// Unique per store built (decision memo keys use it).
+    id: u64,
+}
+
+/// Unique ids for stores and principal entities, so memoized decisions are
+/// keyed by what they were decided on, never by a reused address.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+impl Default for EntityStore {
+    fn default() -> Self {
+        EntityStore {
+            known: HashMap::new(),
+            id: next_id(),
+        }
+    }
 }
 
 impl EntityStore {
@@ -118,7 +137,10 @@ impl EntityStore {
                 },
             );
         }
-        EntityStore { known }
+        EntityStore {
+            known,
+            id: next_id(),
+        }
     }
 
     pub fn get(&self, uid: &EntityUid) -> Option<&Entity> {
@@ -137,6 +159,7 @@ impl EntityStore {
     /// fashion; used by sources that resolve one entity at a time.
     pub fn insert(&mut self, entity: Entity, ancestors: Vec<EntityUid>) {
         self.known.insert(entity.uid(), Known { entity, ancestors });
+        self.id = next_id();
     }
 
     /// Every entity with its ancestors (to merge stores).
@@ -157,6 +180,12 @@ pub trait EntityLookup {
         self.entity(uid).is_some()
     }
 
+    /// An id naming exactly this content, if the lookup has one (decisions
+    /// over it may be memoized).
+    fn memo_id(&self) -> Option<u64> {
+        None
+    }
+
     /// The ancestors and care teams held for `uid`, to merge into a
     /// principal built from claims.
     fn memberships(&self, uid: &EntityUid) -> Option<(HashSet<EntityUid>, Vec<String>)> {
@@ -172,6 +201,10 @@ pub trait EntityLookup {
 }
 
 impl EntityLookup for EntityStore {
+    fn memo_id(&self) -> Option<u64> {
+        Some(self.id)
+    }
+
     fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
         self.known.get(uid).map(|k| &k.entity)
     }
@@ -191,6 +224,15 @@ pub struct Layered<'a> {
 }
 
 impl EntityLookup for Layered<'_> {
+    fn memo_id(&self) -> Option<u64> {
+        // Fetched entities change per request: memoize only without them.
+        if self.then.is_empty() {
+            self.first.memo_id()
+        } else {
+            None
+        }
+    }
+
     fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
         self.first.entity(uid).or_else(|| self.then.entity(uid))
     }
@@ -231,6 +273,8 @@ pub struct PrincipalEntity {
     parents: Vec<EntityUid>,
     /// Everything the principal is transitively in (for the scope index).
     pub ancestors: Vec<EntityUid>,
+    /// Unique per build (decision memo keys use it).
+    pub id: u64,
 }
 
 impl PrincipalEntity {
@@ -322,6 +366,7 @@ impl PrincipalEntity {
             entity,
             parents: parents_list,
             ancestors: ancestors.into_iter().collect(),
+            id: next_id(),
         })
     }
 }
@@ -334,6 +379,14 @@ pub struct RecordEntity {
 }
 
 impl RecordEntity {
+    /// `Record::"Type/id"`, or `Record::"Type"` for type-level requests.
+    pub fn uid_for(resource_type: &str, id: Option<&str>) -> EntityUid {
+        match id {
+            Some(id) => uid(types::RECORD, &format!("{resource_type}/{id}")),
+            None => uid(types::RECORD, resource_type),
+        }
+    }
+
     pub fn build(
         resource_type: &str,
         id: Option<&str>,
@@ -341,11 +394,7 @@ impl RecordEntity {
         patient: Option<&EntityUid>,
         labels: &[String],
     ) -> Result<RecordEntity, EntityError> {
-        let record_id = match id {
-            Some(id) => format!("{resource_type}/{id}"),
-            None => resource_type.to_string(),
-        };
-        let uid = uid(types::RECORD, &record_id);
+        let uid = RecordEntity::uid_for(resource_type, id);
         let mut attrs: HashMap<String, RestrictedExpression> = HashMap::with_capacity(4);
         attrs.insert(
             "type".into(),

@@ -69,16 +69,80 @@ pub struct ScopeIndex {
     subsets: moka::sync::Cache<ScopeKey, Arc<Subset>>,
 }
 
-/// The policies that can apply to one kind of request, and which costly
-/// context values they can read.
+/// The policies that can apply to one kind of request, and which context
+/// values they can read.
 #[derive(Debug)]
 pub struct Subset {
+    /// Unique for the life of the process (memo keys use it).
+    pub id: u64,
     pub policies: PolicySet,
-    /// Some policy mentions `client_ip` (an `ipaddr`, costly to build).
-    pub reads_client_ip: bool,
-    /// Some policy mentions `now` (a `datetime`, costly to build).
-    pub reads_now: bool,
+    pub reads: Reads,
 }
+
+/// The context fields the schema defines.
+pub const CONTEXT_FIELDS: &[&str] = &[
+    "mfa",
+    "auth_age",
+    "auth_method",
+    "client_ip",
+    "device_trusted",
+    "purpose_of_use",
+    "break_glass",
+    "justification",
+    "elevation",
+    "now",
+    "hour",
+    "weekday",
+    "route",
+    "interaction",
+    "fan_out_reason",
+    "requested_action",
+    "operation",
+    "data_class",
+];
+
+/// Which context fields a set of policies can read.
+#[derive(Debug, Clone)]
+pub struct Reads {
+    all: bool,
+    names: Vec<&'static str>,
+}
+
+impl Reads {
+    /// Every field (for callers without a subset).
+    pub fn all() -> Reads {
+        Reads {
+            all: true,
+            names: Vec::new(),
+        }
+    }
+
+    /// From policy text: a field is read if its name occurs anywhere (a
+    /// plain substring search: over-inclusive, never under); a bare
+    /// `context` (compared or passed whole) reads everything.
+    pub fn from_text(text: &str) -> Reads {
+        let whole = text.match_indices("context").any(|(i, _)| {
+            !matches!(
+                text.as_bytes().get(i + 7),
+                Some(b'.') | Some(b' ') | Some(b'[')
+            )
+        });
+        Reads {
+            all: whole,
+            names: CONTEXT_FIELDS
+                .iter()
+                .copied()
+                .filter(|f| text.contains(f))
+                .collect(),
+        }
+    }
+
+    pub fn has(&self, field: &str) -> bool {
+        self.all || self.names.contains(&field)
+    }
+}
+
+static NEXT_SUBSET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl std::fmt::Debug for ScopeIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,18 +252,10 @@ impl ScopeIndex {
             }
         }
         // A context value no policy names cannot be read, so leaving it out
-        // is exact; the check is a plain substring search (over-inclusive:
-        // "now" also matches "unknown"), and a bare `context` (compared or
-        // passed whole) counts as reading everything.
-        let whole = text.match_indices("context").any(|(i, _)| {
-            !matches!(
-                text.as_bytes().get(i + 7),
-                Some(b'.') | Some(b' ') | Some(b'[')
-            )
-        });
+        // is exact.
         let set = Arc::new(Subset {
-            reads_client_ip: whole || text.contains("client_ip"),
-            reads_now: whole || text.contains("now"),
+            id: NEXT_SUBSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            reads: Reads::from_text(&text),
             policies: set,
         });
         self.subsets.insert(key.clone(), set.clone());
