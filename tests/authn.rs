@@ -358,21 +358,8 @@ fn step_up_for_mfa_and_max_age() {
 
 #[test]
 fn api_keys_identify_services() {
-    let out = std::process::Command::new(phigate_bin())
-        .args([
-            "keygen",
-            "api-key",
-            "--id",
-            "rpm-gateway",
-            "--role",
-            "device_gateway",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let entry = String::from_utf8(out.stderr).unwrap();
-    let entry = &entry[entry.find("[[api_keys]]").expect("config entry")..];
+    let (key, entry) = keygen_api_key("rpm-gateway", "device_gateway");
+    let entry = entry.as_str();
     assert!(
         !entry.contains(&key[15..]),
         "the config entry must not contain the secret"

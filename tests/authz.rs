@@ -91,20 +91,7 @@ fn setup(authz_extra: &str, admin_extra: &str) -> Setup {
     let policies = copy_policies(dir.path());
     let entities = dir.path().join("entities.json");
     std::fs::write(&entities, entities_json("")).unwrap();
-    let out = std::process::Command::new(phigate_bin())
-        .args([
-            "keygen",
-            "api-key",
-            "--id",
-            "rpm-gateway",
-            "--role",
-            "device_gateway",
-        ])
-        .output()
-        .unwrap();
-    let device_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let key_entry = &stderr[stderr.find("[[api_keys]]").unwrap()..];
+    let (device_key, key_entry) = keygen_api_key("rpm-gateway", "device_gateway");
     let port = free_port();
     let body = format!(
         r#"{provider}

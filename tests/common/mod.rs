@@ -875,3 +875,17 @@ pub fn page_policies() -> String {
     });
     format!("\n[authorization]\npolicies = \"{}\"\n", dir.display())
 }
+
+/// `phigate keygen api-key --id ID --role ROLE`: the key (stdout) and the
+/// `[[api_keys]]` config entry (stderr).
+pub fn keygen_api_key(id: &str, role: &str) -> (String, String) {
+    let out = Command::new(phigate_bin())
+        .args(["keygen", "api-key", "--id", id, "--role", role])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let entry = stderr[stderr.find("[[api_keys]]").expect("config entry")..].to_string();
+    (key, entry)
+}
