@@ -494,6 +494,7 @@ impl Engine {
             access.resource.id.as_deref(),
             category,
             patient.as_ref(),
+            resource_ancestors.get(1..).unwrap_or(&[]),
             &base.labels,
         ) {
             Ok(r) => r,

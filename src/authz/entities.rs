@@ -355,11 +355,13 @@ impl PrincipalEntity {
             }
         }
         let parents_list: Vec<EntityUid> = parents.iter().cloned().collect();
-        let mut ancestors: HashSet<EntityUid> = parents.clone();
+        let mut ancestors: HashSet<EntityUid> = parents;
         for p in &parents_list {
             ancestors.extend(store.ancestors(p).iter().cloned());
         }
-        let entity = Entity::new(uid.clone(), attrs, parents)
+        // Every ancestor is a parent: the slice's transitive closure is
+        // complete without recomputing it (see `Slice::into_entities`).
+        let entity = Entity::new(uid.clone(), attrs, ancestors.clone())
             .map_err(|e| EntityError::Attribute(e.to_string()))?;
         Ok(PrincipalEntity {
             uid,
@@ -387,11 +389,14 @@ impl RecordEntity {
         }
     }
 
+    /// `patient_ancestors`: everything the patient is in (the record is in
+    /// them too).
     pub fn build(
         resource_type: &str,
         id: Option<&str>,
         category: &str,
         patient: Option<&EntityUid>,
+        patient_ancestors: &[EntityUid],
         labels: &[String],
     ) -> Result<RecordEntity, EntityError> {
         let uid = RecordEntity::uid_for(resource_type, id);
@@ -419,6 +424,7 @@ impl RecordEntity {
                 RestrictedExpression::new_entity_uid(patient.clone()),
             );
             parents.insert(patient.clone());
+            parents.extend(patient_ancestors.iter().cloned());
         }
         let entity = Entity::new(uid.clone(), attrs, parents)
             .map_err(|e| EntityError::Attribute(e.to_string()))?;
@@ -507,8 +513,21 @@ impl Slice {
         self.entities.iter().map(|e| e.uid().to_string()).collect()
     }
 
+    /// The slice as Cedar entities. Every entity in it already lists all
+    /// its ancestors (store entities were closed when the store loaded;
+    /// principal and record entities are built with their ancestors as
+    /// parents), so the closure is not recomputed — that was a third of a
+    /// decision's cost.
     pub fn into_entities(self) -> Result<Entities, EntityError> {
-        Entities::from_entities(self.entities, None).map_err(|e| EntityError::Slice(e.to_string()))
+        let core = self.entities.into_iter().map(|e| e.as_ref().clone());
+        cedar_policy_core::entities::Entities::from_entities(
+            core,
+            None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+            cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+            cedar_policy_core::extensions::Extensions::all_available(),
+        )
+        .map(Entities::from)
+        .map_err(|e| EntityError::Slice(e.to_string()))
     }
 }
 
@@ -584,10 +603,44 @@ mod tests {
     }
 
     #[test]
+    fn the_slice_carries_transitive_ancestors_without_recomputing_them() {
+        let store = EntityStore::from_json(ENTITIES, Some(&schema())).unwrap();
+        // Claims say team-01; only the store knows team-01 is in org-1.
+        let mut bob = Principal::service("bob", "https://idp", AuthMethod::Bearer, vec![]);
+        bob.kind = PrincipalKind::User;
+        bob.care_teams = vec!["team-01".into()];
+        let principal = PrincipalEntity::build(&bob, &store, None).unwrap();
+        let p1 = uid(types::PATIENT, "p1");
+        let record = RecordEntity::build(
+            "Observation",
+            None,
+            "clinical",
+            Some(&p1),
+            store.ancestors(&p1),
+            &[],
+        )
+        .unwrap();
+        let mut slice = Slice::new();
+        slice.principal(&principal, &store);
+        slice.record(&record);
+        slice.patient(&p1, &store);
+        let entities = slice.into_entities().unwrap();
+        let org = uid(types::ORGANIZATION, "org-1");
+        for who in [&principal.uid, &record.uid, &p1] {
+            let ancestors: Vec<&EntityUid> = entities.ancestors(who).unwrap().collect();
+            assert!(
+                ancestors.contains(&&org),
+                "{who} is in org-1: {ancestors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_slice_holds_only_what_the_decision_needs() {
         let store = EntityStore::from_json(ENTITIES, Some(&schema())).unwrap();
         let p1 = uid(types::PATIENT, "p1");
-        let record = RecordEntity::build("Observation", None, "clinical", Some(&p1), &[]).unwrap();
+        let record =
+            RecordEntity::build("Observation", None, "clinical", Some(&p1), &[], &[]).unwrap();
         let service = Principal::service(
             "gw",
             "api-key",
