@@ -471,7 +471,7 @@ impl Engine {
                 resource_id: access.resource.id.clone(),
                 category: category.to_string(),
                 patient: access.patient.clone(),
-                labels: base.labels.clone(),
+                labels: base.labels.to_vec(),
                 values: values.clone(),
             }),
             _ => None,
@@ -495,7 +495,7 @@ impl Engine {
             category,
             patient.as_ref(),
             resource_ancestors.get(1..).unwrap_or(&[]),
-            &base.labels,
+            base.labels,
         ) {
             Ok(r) => r,
             Err(e) => {
@@ -663,52 +663,39 @@ fn action_uid(action: &str) -> EntityUid {
 
 /// The parts of the context shared by every access of one request.
 #[derive(Clone)]
-struct BaseContext {
+struct BaseContext<'a> {
     mfa: bool,
     auth_age: i64,
     auth_method: &'static str,
-    client_ip: String,
-    device_trusted: bool,
-    purpose_of_use: Option<String>,
-    justification: Option<String>,
-    now: String,
-    hour: i64,
-    weekday: &'static str,
-    route: String,
+    facts: &'a RequestFacts,
+    time_zone: &'a jiff::tz::TimeZone,
     /// The record's security labels, when known.
-    labels: Vec<String>,
+    labels: &'a [String],
 }
 
-impl BaseContext {
+impl<'a> BaseContext<'a> {
+    /// Cheap: values are rendered only when a policy reads them.
     fn new(
         principal: &Principal,
-        facts: &RequestFacts,
-        tz: &jiff::tz::TimeZone,
-        labels: &[String],
-    ) -> BaseContext {
-        let now_secs = facts.now.as_second();
+        facts: &'a RequestFacts,
+        time_zone: &'a jiff::tz::TimeZone,
+        labels: &'a [String],
+    ) -> BaseContext<'a> {
         let auth_age = match principal.auth_time {
-            Some(t) => (now_secs - t as i64).max(0),
+            Some(t) => (facts.now.as_second() - t as i64).max(0),
             None => UNKNOWN_AGE,
         };
-        let local = facts.now.to_zoned_datetime(tz.clone());
         BaseContext {
             mfa: principal.mfa,
             auth_age,
             auth_method: principal.method.as_str(),
-            client_ip: facts.client_ip.to_string(),
-            device_trusted: facts.device_trusted,
-            purpose_of_use: facts.purpose_of_use.clone(),
-            justification: facts.break_glass.clone(),
-            now: facts.now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            hour: local.hour() as i64,
-            weekday: weekday(local.weekday()),
-            route: facts.route.clone(),
-            labels: labels.to_vec(),
+            facts,
+            time_zone,
+            labels,
         }
     }
 
-    fn with_authentication(&self, mfa: bool, auth_age: i64) -> BaseContext {
+    fn with_authentication(&self, mfa: bool, auth_age: i64) -> BaseContext<'a> {
         BaseContext {
             mfa,
             auth_age,
@@ -737,22 +724,23 @@ impl BaseContext {
         if reads.has("auth_method") {
             v.push(("auth_method", s(self.auth_method)));
         }
+        let facts = self.facts;
         if reads.has("client_ip") {
-            v.push(("client_ip", Ip(self.client_ip.clone())));
+            v.push(("client_ip", Ip(facts.client_ip.to_string())));
         }
         if reads.has("device_trusted") {
-            v.push(("device_trusted", Bool(self.device_trusted)));
+            v.push(("device_trusted", Bool(facts.device_trusted)));
         }
         if reads.has("purpose_of_use") {
-            if let Some(p) = &self.purpose_of_use {
+            if let Some(p) = &facts.purpose_of_use {
                 v.push(("purpose_of_use", s(p)));
             }
         }
         if reads.has("break_glass") {
-            v.push(("break_glass", Bool(self.justification.is_some())));
+            v.push(("break_glass", Bool(facts.break_glass.is_some())));
         }
         if reads.has("justification") {
-            if let Some(j) = &self.justification {
+            if let Some(j) = &facts.break_glass {
                 v.push(("justification", s(j)));
             }
         }
@@ -762,16 +750,20 @@ impl BaseContext {
             }
         }
         if reads.has("now") {
-            v.push(("now", DateTime(self.now.clone())));
+            let now = facts.now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            v.push(("now", DateTime(now)));
         }
-        if reads.has("hour") {
-            v.push(("hour", Long(self.hour)));
-        }
-        if reads.has("weekday") {
-            v.push(("weekday", s(self.weekday)));
+        if reads.has("hour") || reads.has("weekday") {
+            let local = facts.now.to_zoned_datetime(self.time_zone.clone());
+            if reads.has("hour") {
+                v.push(("hour", Long(local.hour() as i64)));
+            }
+            if reads.has("weekday") {
+                v.push(("weekday", s(weekday(local.weekday()))));
+            }
         }
         if reads.has("route") {
-            v.push(("route", s(&self.route)));
+            v.push(("route", s(&facts.route)));
         }
         if reads.has("interaction") {
             v.push(("interaction", s(&access.interaction)));

@@ -435,7 +435,8 @@ impl RecordEntity {
 /// Assembles the entities one decision needs.
 #[derive(Default)]
 pub struct Slice {
-    entities: Vec<Entity>,
+    /// Cedar's internal entities: each is cloned once, into the slice.
+    entities: Vec<cedar_policy_core::ast::Entity>,
     seen: HashSet<EntityUid>,
 }
 
@@ -444,9 +445,9 @@ impl Slice {
         Slice::default()
     }
 
-    fn push(&mut self, entity: Entity) {
+    fn push(&mut self, entity: &Entity) {
         if self.seen.insert(entity.uid()) {
-            self.entities.push(entity);
+            self.entities.push(entity.as_ref().clone());
         }
     }
 
@@ -462,10 +463,10 @@ impl Slice {
                 continue;
             }
             if let Some(entity) = store.entity(uid) {
-                self.push(entity.clone());
+                self.push(entity);
                 for ancestor in store.ancestors(uid) {
                     if let Some(a) = store.entity(ancestor) {
-                        self.push(a.clone());
+                        self.push(a);
                     }
                 }
             }
@@ -473,12 +474,12 @@ impl Slice {
     }
 
     pub fn principal(&mut self, principal: &PrincipalEntity, store: &dyn EntityLookup) {
-        self.push(principal.entity.clone());
+        self.push(&principal.entity);
         self.push_known_with_ancestors(store, principal.parents.iter());
     }
 
     pub fn record(&mut self, record: &RecordEntity) {
-        self.push(record.entity.clone());
+        self.push(&record.entity);
     }
 
     /// The patient (and ancestors) from the store; `false` when unknown.
@@ -519,9 +520,8 @@ impl Slice {
     /// parents), so the closure is not recomputed — that was a third of a
     /// decision's cost.
     pub fn into_entities(self) -> Result<Entities, EntityError> {
-        let core = self.entities.into_iter().map(|e| e.as_ref().clone());
         cedar_policy_core::entities::Entities::from_entities(
-            core,
+            self.entities,
             None::<&cedar_policy_core::entities::NoEntitiesSchema>,
             cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
             cedar_policy_core::extensions::Extensions::all_available(),
