@@ -18,6 +18,8 @@ mod template;
 #[cfg(test)]
 mod fhir_tests;
 #[cfg(test)]
+mod property_tests;
+#[cfg(test)]
 mod template_tests;
 
 use serde::Serialize;
