@@ -77,10 +77,18 @@ impl PolicyAdmin {
                 StatusCode::OK,
                 serde_json::json!({"result": "unchanged", "version": version}).to_string(),
             ),
-            Err(problems) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::json!({"result": "rejected", "version": self.authz.version(), "problems": problems}).to_string(),
-            ),
+            Err(problems) => {
+                // One problem per line (file:line: policy: message).
+                let problems: Vec<&str> = problems
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .collect();
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({"result": "rejected", "version": self.authz.version(), "problems": problems}).to_string(),
+                )
+            }
         }
     }
 }
