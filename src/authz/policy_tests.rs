@@ -209,6 +209,17 @@ pub fn run_files(
     files: &[PathBuf],
     policy_dir: Option<&Path>,
 ) -> TestReport {
+    run_files_with(bundle, files, policy_dir, &Categories::default())
+}
+
+/// [`run_files`] with the data categories the proxy is configured with, so
+/// a reload's tests decide exactly as the proxy will.
+pub fn run_files_with(
+    bundle: &PolicyBundle,
+    files: &[PathBuf],
+    policy_dir: Option<&Path>,
+    categories: &Categories,
+) -> TestReport {
     let mut report = TestReport::default();
     for file in files {
         let name = file.display().to_string();
@@ -236,17 +247,22 @@ pub fn run_files(
             };
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
         };
-        report.merge(run_text(bundle, &name, &text, &load));
+        report.merge(run_text_with(bundle, &name, &text, &load, categories));
     }
     report
 }
 
 /// Runs the suites compiled into the binary.
 pub fn run_embedded(bundle: &PolicyBundle) -> TestReport {
+    run_embedded_with(bundle, &Categories::default())
+}
+
+/// [`run_embedded`] with configured data categories.
+pub fn run_embedded_with(bundle: &PolicyBundle, categories: &Categories) -> TestReport {
     let mut report = TestReport::default();
     for (name, text) in EMBEDDED_SUITES {
         let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
-        report.merge(run_text(bundle, name, text, &load));
+        report.merge(run_text_with(bundle, name, text, &load, categories));
     }
     report
 }
@@ -259,6 +275,16 @@ pub fn run_text(
     name: &str,
     text: &str,
     load: &EntityLoader<'_>,
+) -> TestReport {
+    run_text_with(bundle, name, text, load, &Categories::default())
+}
+
+fn run_text_with(
+    bundle: &PolicyBundle,
+    name: &str,
+    text: &str,
+    load: &EntityLoader<'_>,
+    categories: &Categories,
 ) -> TestReport {
     let mut report = TestReport::default();
     if text.trim_start().starts_with('[') {
@@ -283,7 +309,7 @@ pub fn run_text(
     let engine = Engine::new(jiff::tz::TimeZone::UTC);
     let mapper = FhirMapper::new(vec![TEST_FHIR_BASE.to_string()]);
     for case in &suite.cases {
-        match run_case(bundle, &store, &engine, &mapper, &suite, case) {
+        match run_case(bundle, &store, &engine, &mapper, &suite, case, categories) {
             Ok(()) => report.passed += 1,
             Err(message) => report.fail(name, &case.name, message),
         }
@@ -291,6 +317,7 @@ pub fn run_text(
     report
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_case(
     bundle: &PolicyBundle,
     store: &EntityStore,
@@ -298,6 +325,7 @@ fn run_case(
     mapper: &FhirMapper,
     suite: &Suite,
     case: &Case,
+    categories: &Categories,
 ) -> Result<(), String> {
     let test_principal = match &case.principal {
         PrincipalRef::Named(n) => suite
@@ -339,13 +367,7 @@ fn run_case(
         .map(|r| r.labels.clone())
         .unwrap_or_default();
     let decision = engine.decide_labelled(
-        bundle,
-        store,
-        &subject,
-        &accesses,
-        &facts,
-        &Categories::default(),
-        &labels,
+        bundle, store, &subject, &accesses, &facts, categories, &labels,
     );
     check(case, &decision)
 }

@@ -157,7 +157,14 @@ impl Authorization {
             Some(dir) => PolicySource::Dir(dir.clone()),
             None => PolicySource::Embedded,
         };
-        let (bundle, entities) = load(&policy_source, c.entities.as_ref(), c.test_on_reload)?;
+        let overrides: HashMap<String, String> = c.categories.clone().into_iter().collect();
+        let categories = Categories::with_overrides(&overrides);
+        let (bundle, entities) = load(
+            &policy_source,
+            c.entities.as_ref(),
+            c.test_on_reload,
+            &categories,
+        )?;
         let time_zone = jiff::tz::TimeZone::get(&c.time_zone)
             .map_err(|e| format!("authorization.time_zone `{}`: {e}", c.time_zone))?;
         let http = match &c.entity_source {
@@ -167,7 +174,6 @@ impl Authorization {
             ),
             None => None,
         };
-        let overrides: HashMap<String, String> = c.categories.clone().into_iter().collect();
         let fingerprint = fingerprint(&policy_source, c.entities.as_ref());
         set_version_metric(None, &bundle.version);
         Ok(Authorization {
@@ -176,7 +182,7 @@ impl Authorization {
             policies: PolicyStore::new(bundle),
             entities: ArcSwap::from_pointee(entities),
             engine: Engine::new(time_zone),
-            categories: Categories::with_overrides(&overrides),
+            categories,
             http,
             principals: moka::sync::Cache::builder()
                 .max_capacity(50_000)
@@ -310,6 +316,7 @@ impl Authorization {
             &self.policy_source,
             self.entities_path.as_ref(),
             self.test_on_reload,
+            &self.categories,
         ) {
             Ok((bundle, entities)) => {
                 *last = print;
@@ -376,14 +383,15 @@ fn load(
     source: &PolicySource,
     entities: Option<&PathBuf>,
     run_tests: bool,
+    categories: &Categories,
 ) -> Result<(PolicyBundle, EntityStore), String> {
     let bundle = PolicyBundle::load(source).map_err(|e| e.to_string())?;
     if run_tests {
         let report = match source {
-            PolicySource::Embedded => policy_tests::run_embedded(&bundle),
+            PolicySource::Embedded => policy_tests::run_embedded_with(&bundle, categories),
             PolicySource::Dir(dir) => {
                 let files = policy_tests::suites_in(dir);
-                policy_tests::run_files(&bundle, &files, Some(dir))
+                policy_tests::run_files_with(&bundle, &files, Some(dir), categories)
             }
         };
         if !report.ok() {
@@ -537,6 +545,18 @@ mod tests {
             matches!(v, Verdict::Unmapped(MappingError::Unmapped { .. })),
             "{v:?}"
         );
+    }
+
+    #[test]
+    fn policy_tests_decide_with_the_configured_categories() {
+        // Calling Observations "notes" takes them from care managers: the
+        // shipped suites say otherwise, so the set must not load.
+        let c = AuthorizationConfig {
+            categories: [("Observation".to_string(), "notes".to_string())].into(),
+            ..AuthorizationConfig::default()
+        };
+        let err = Authorization::from_config(&c).err().expect("tests fail");
+        assert!(err.contains("policy test(s) failed"), "{err}");
     }
 
     #[tokio::test]
