@@ -145,6 +145,18 @@ const CASES: &[Case] = &[
     },
 ];
 
+impl Case {
+    fn view(&self) -> RequestView<'static> {
+        RequestView {
+            method: self.method,
+            path: self.path,
+            query: self.query,
+            content_type: None,
+            body: None,
+        }
+    }
+}
+
 fn facts() -> RequestFacts {
     RequestFacts {
         client_ip: "10.1.2.3".parse().expect("ip"),
@@ -191,13 +203,7 @@ impl World {
     /// Map + slice + evaluate: one request's decision (`warm`: through the
     /// memo).
     fn decide(&self, bundle: &PolicyBundle, case: &Case, warm: bool) -> bool {
-        let view = RequestView {
-            method: case.method,
-            path: case.path,
-            query: case.query,
-            content_type: None,
-            body: None,
-        };
+        let view = case.view();
         let mapping = self.mapper.map(&view).expect("maps");
         let subject = Subject {
             principal: &self.principal,
@@ -284,13 +290,7 @@ fn bench(c: &mut Criterion) {
 
     let mut map = c.benchmark_group("authz/map");
     for case in CASES {
-        let view = RequestView {
-            method: case.method,
-            path: case.path,
-            query: case.query,
-            content_type: None,
-            body: None,
-        };
+        let view = case.view();
         let mapper = FhirMapper::new(vec!["https://ehr.example/fhir".into()]);
         map.bench_function(case.name, |b| {
             b.iter(|| black_box(mapper.map(black_box(&view))))

@@ -376,6 +376,29 @@ fn shadow_mode_forwards_denials_and_records_them() {
     assert!(decision(&r).starts_with("shadow_deny"), "{}", decision(&r));
     let r = request(px, "GET", "/fhir/Observation?patient=pat-0001", &carol, "");
     assert_eq!(r.status, 403, "the enforcing route denies the same request");
+
+    // A FHIR write too large to decide on: the enforcing route refuses it,
+    // the shadow route decides without it and forwards it (the read-only
+    // demo upstream answers 405).
+    let big = format!(
+        r#"{{"resourceType":"Observation","status":"final","note":[{{"text":"{}"}}],"subject":{{"reference":"Patient/pat-0001"}}}}"#,
+        "x".repeat(70 * 1024)
+    );
+    let post = |host: &str| {
+        px.raw(
+            format!(
+                "POST /fhir/Observation HTTP/1.1\r\nHost: {host}\r\n{carol}Content-Type: application/fhir+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{big}",
+                big.len()
+            )
+            .as_bytes(),
+        )
+    };
+    assert_eq!(post("localhost").status, 413);
+    assert_eq!(
+        post("shadow.test").status,
+        405,
+        "forwarded undecided-on-body"
+    );
     let m = px.metrics();
     assert_eq!(
         metric_value(&m, "phigate_authz_decisions_total{outcome=\"shadow_deny\",reason=\"not_permitted\",route=\"fhir-shadow\"}"),
@@ -606,21 +629,18 @@ impl Drop for FileServer {
 fn an_entity_source_that_is_down_denies() {
     let source_dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(source_dir.path().join("patients")).unwrap();
-    // pat-0005 is known only to the source (on alice's team ct-0001).
-    std::fs::write(
-        source_dir.path().join("patients/pat-0005"),
-        r#"[{"uid": {"type": "Phigate::Patient", "id": "pat-0005"},
-             "attrs": {"care_teams": [{"__entity": {"type": "Phigate::CareTeam", "id": "ct-0001"}}], "flags": [], "enrolled": ["ccm"]},
-             "parents": [{"type": "Phigate::CareTeam", "id": "ct-0001"}]}]"#,
-    )
-    .unwrap();
-    std::fs::write(
-        source_dir.path().join("patients/pat-0006"),
-        r#"[{"uid": {"type": "Phigate::Patient", "id": "pat-0006"},
-             "attrs": {"care_teams": [{"__entity": {"type": "Phigate::CareTeam", "id": "ct-0001"}}], "flags": [], "enrolled": ["ccm"]},
-             "parents": [{"type": "Phigate::CareTeam", "id": "ct-0001"}]}]"#,
-    )
-    .unwrap();
+    // pat-0005 and pat-0006 are known only to the source (on alice's team ct-0001).
+    for id in ["pat-0005", "pat-0006"] {
+        std::fs::write(
+            source_dir.path().join("patients").join(id),
+            format!(
+                r#"[{{"uid": {{"type": "Phigate::Patient", "id": "{id}"}},
+                    "attrs": {{"care_teams": [{{"__entity": {{"type": "Phigate::CareTeam", "id": "ct-0001"}}}}], "flags": [], "enrolled": ["ccm"]}},
+                    "parents": [{{"type": "Phigate::CareTeam", "id": "ct-0001"}}]}}]"#
+            ),
+        )
+        .unwrap();
+    }
     // Care teams by practitioner, as a FHIR CareTeam search answers them
     // (http.server ignores the query: every practitioner gets this Bundle).
     std::fs::write(

@@ -265,15 +265,9 @@ impl Authenticator {
         );
         if principal.method == AuthMethod::Session && creds.wants_page {
             if let Some(browser) = &self.browser {
-                let return_to = browser::safe_return_path(&creds.target.to_uri_string())
-                    .unwrap_or_else(|| "/".into());
-                return match browser.start_login(&return_to, Some(&step_up), false).await {
-                    Ok(url) => AuthOutcome::Redirect(url),
-                    Err(e) => {
-                        self.emit(facts, AuthEventKind::LoginFailed, e.reason(), None);
-                        AuthOutcome::Unavailable
-                    }
-                };
+                return self
+                    .sign_in(browser, creds, Some(&step_up), false, facts)
+                    .await;
             }
         }
         AuthOutcome::StepUp(step_up)
@@ -332,12 +326,23 @@ impl Authenticator {
                 None => AuthOutcome::Challenge(REALM.to_string()),
             };
         }
+        self.sign_in(browser, creds, step_up.as_ref(), logged_off, facts)
+            .await
+    }
+
+    /// A redirect to the IdP that returns to the requested page (with
+    /// step-up demands, or `prompt=login` after an automatic logoff).
+    async fn sign_in(
+        &self,
+        browser: &browser::BrowserSso,
+        creds: &Credentials<'_>,
+        step_up: Option<&StepUp>,
+        force: bool,
+        facts: &RequestFacts<'_>,
+    ) -> AuthOutcome {
         let return_to =
             browser::safe_return_path(&creds.target.to_uri_string()).unwrap_or_else(|| "/".into());
-        match browser
-            .start_login(&return_to, step_up.as_ref(), logged_off)
-            .await
-        {
+        match browser.start_login(&return_to, step_up, force).await {
             Ok(url) => AuthOutcome::Redirect(url),
             Err(e) => {
                 self.emit(facts, AuthEventKind::LoginFailed, e.reason(), None);

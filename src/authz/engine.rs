@@ -220,7 +220,6 @@ pub const DEFAULT_CATEGORIES: &[(&str, &[&str])] = &[
             "Appointment",
             "EpisodeOfCare",
             "Flag",
-            "ReferralRequest",
         ],
     ),
     (

@@ -5,6 +5,7 @@
 //! the policies in force ([`store`]) decide ([`engine`]). Pure cores; the
 //! proxy only calls them.
 
+pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod entities;
@@ -18,4 +19,3 @@ pub mod store;
 pub use config::{AuthorizationConfig, EnforcementMode, RouteAuthzConfig};
 pub use engine::{Decision, DenyReason, RequestFacts, StepUpNeed};
 pub use runtime::{Authorization, Reloaded, RouteAuthz, Verdict};
-pub mod cli;

@@ -411,31 +411,33 @@ impl Phigate {
             return Ok(false);
         };
         let id = ctx.request_id.as_str().to_string();
+        let shadow = route_authz.mode == EnforcementMode::Shadow;
         let method = session.req_header().method.as_str().to_string();
-        let content_type = session
-            .req_header()
-            .headers
-            .get(::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = if route_authz.needs_body(&method) {
+        let header = |name| {
+            session
+                .req_header()
+                .headers
+                .get(name)
+                .and_then(|v: &::http::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_type = header(::http::header::CONTENT_TYPE);
+        // A body larger than can be decided on: an enforcing route refuses it
+        // before reading it; a shadow route decides without it and forwards
+        // it untouched. A chunked one found too large while reading cannot
+        // be replayed, so both refuse it.
+        let declared_too_large = header(::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n > MAX_DECISION_BODY);
+        let body = if !route_authz.needs_body(&method) || (declared_too_large && shadow) {
+            None
+        } else if declared_too_large {
+            return self.refuse_undecidable_body(session, ctx, &route).await;
+        } else {
             match read_decision_body(session).await? {
                 Some(b) => Some(b),
-                None => {
-                    return self
-                        .refuse(
-                            session,
-                            ctx,
-                            &route,
-                            413,
-                            "the request body is too large to authorize",
-                            "body_too_large_to_authorize",
-                        )
-                        .await;
-                }
+                None => return self.refuse_undecidable_body(session, ctx, &route).await,
             }
-        } else {
-            None
         };
         let client_cert = session
             .digest()
@@ -464,7 +466,6 @@ impl Phigate {
             .decide(route_authz, &principal, &view, &facts)
             .await;
         let (outcome, reason) = verdict.labels();
-        let shadow = route_authz.mode == EnforcementMode::Shadow;
         let allowed = matches!(verdict, Verdict::Allow(_));
         let outcome = if shadow && !allowed {
             "shadow_deny"
@@ -480,7 +481,10 @@ impl Phigate {
             .as_ref()
             .map(|d| d.determining().join(","))
             .unwrap_or_default();
-        let version = self.authz.version();
+        let version = match &decision {
+            Some(d) => d.version.clone(),
+            None => self.authz.version(),
+        };
         // Principal ids and policy ids, never patients or request data.
         tracing::info!(
             event = "authz_decision",
@@ -581,6 +585,29 @@ impl Phigate {
                 .await
             }
         }
+    }
+
+    /// A FHIR write whose body is over [`MAX_DECISION_BODY`]: nothing can
+    /// be decided about it.
+    async fn refuse_undecidable_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> pingora::Result<bool> {
+        metrics()
+            .authz_decisions
+            .with_label_values(&[&route.name, "unmapped", "body_too_large"])
+            .inc();
+        self.refuse(
+            session,
+            ctx,
+            route,
+            413,
+            "the request body is too large to authorize",
+            "body_too_large_to_authorize",
+        )
+        .await
     }
 
     async fn refuse(
