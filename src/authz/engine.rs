@@ -12,12 +12,18 @@
 use super::entities::{
     types, uid, EntityError, EntityLookup, PrincipalEntity, RecordEntity, Slice,
 };
+use super::eval::evaluate;
 use super::index::Reads;
 use super::mapping::{AccessRequest, Action};
 use super::store::PolicyBundle;
 use crate::authn::principal::{Principal, PrincipalKind};
-use cedar_policy::{Authorizer, Context, EntityUid, Request, RestrictedExpression};
+use cedar_policy::EntityUid;
+use cedar_policy_core::ast::{self, EntityUIDEntry, Value};
+use cedar_policy_core::evaluator::RestrictedEvaluator;
+use cedar_policy_core::extensions::Extensions;
 use serde::Serialize;
+use smol_str::SmolStr;
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -285,7 +291,6 @@ impl Categories {
 
 /// Decides requests with one policy bundle and entity store.
 pub struct Engine {
-    authorizer: Authorizer,
     time_zone: jiff::tz::TimeZone,
     /// Keep the slice's entity uids in each decision (explain only; turns
     /// the memo off).
@@ -326,7 +331,6 @@ pub struct Subject<'a> {
 impl Engine {
     pub fn new(time_zone: jiff::tz::TimeZone) -> Engine {
         Engine {
-            authorizer: Authorizer::new(),
             time_zone,
             record_entities: false,
             memo: Some(
@@ -446,10 +450,11 @@ impl Engine {
                 .collect(),
             None => Vec::new(),
         };
+        let action_uid = action_uid(action);
         let key = bundle.index.key(
             &subject.entity.uid,
             subject.entity.ancestors.iter(),
-            &action_uid(action),
+            &action_uid,
             &record_uid,
             resource_ancestors.iter(),
         );
@@ -531,54 +536,45 @@ impl Engine {
                 )
             }
         };
-        let request = match Request::new(
-            subject.entity.uid.clone(),
-            action_uid(action),
-            record.uid.clone(),
-            context,
-            None,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                return (
-                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
-                    false,
-                )
-            }
-        };
-        let response = self
-            .authorizer
-            .is_authorized(&request, &policies.policies, &entities);
-        let diagnostics = response.diagnostics();
-        let errors: Vec<String> = diagnostics
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => {
-                    format!("policy `{}` failed to evaluate", e.policy_id())
-                }
-            })
+        // Concrete throughout (no unknowns): Cedar's own request type,
+        // without the public API's round trip.
+        let request = ast::Request::new_unchecked(
+            EntityUIDEntry::known(subject.entity.uid.as_ref().clone(), None),
+            EntityUIDEntry::known(action_uid.as_ref().clone(), None),
+            EntityUIDEntry::known(record.uid.as_ref().clone(), None),
+            Some(context),
+        );
+        let evaluated = evaluate(&policies.compiled, request, entities.as_ref());
+        let determining: Vec<String> = evaluated
+            .determining
+            .iter()
+            .map(|id| id.to_string())
             .collect();
-        let determining: Vec<String> = diagnostics.reason().map(|id| id.to_string()).collect();
-        let permitted = response.decision() == cedar_policy::Decision::Allow;
-        let outcome = if !errors.is_empty() {
+        let outcome = if !evaluated.errors.is_empty() {
             // A policy that cannot be evaluated might have been a forbid:
             // deny rather than decide without it.
+            let errors = evaluated
+                .errors
+                .iter()
+                .map(|id| format!("policy `{id}` failed to evaluate"))
+                .collect();
             let mut d = deny(DenyReason::PolicyError, errors);
             d.determining = determining;
             (d, false)
         } else {
-            let glass = permitted
-                && diagnostics
-                    .reason()
+            let glass = evaluated.allowed
+                && evaluated
+                    .determining
+                    .iter()
                     .any(|id| bundle.break_glass.contains(id));
-            let reason = match (permitted, determining.is_empty()) {
+            let reason = match (evaluated.allowed, determining.is_empty()) {
                 (true, _) => None,
                 (false, true) => Some(DenyReason::NotPermitted),
                 (false, false) => Some(DenyReason::Forbidden),
             };
             (
                 AccessDecision {
-                    allowed: permitted,
+                    allowed: evaluated.allowed,
                     action,
                     resource,
                     patient: access.patient.clone(),
@@ -745,7 +741,7 @@ impl<'a> BaseContext<'a> {
         }
         if reads.has("elevation") {
             if let Some(e) = elevation {
-                v.push(("elevation", Entity(e.to_string())));
+                v.push(("elevation", Entity(e.clone())));
             }
         }
         if reads.has("now") {
@@ -782,7 +778,7 @@ impl<'a> BaseContext<'a> {
         }
         if reads.has("data_class") {
             if let Some(dc) = data_class {
-                v.push(("data_class", Entity(dc.to_string())));
+                v.push(("data_class", Entity(dc.clone())));
             }
         }
         v
@@ -798,27 +794,36 @@ pub enum ContextValue {
     Str(String),
     Ip(String),
     DateTime(String),
-    /// An entity uid in Cedar syntax.
-    Entity(String),
+    Entity(EntityUid),
 }
 
-fn to_context(values: Vec<(&'static str, ContextValue)>) -> Result<Context, EntityError> {
-    let mut pairs = Vec::with_capacity(values.len());
+/// Cedar's context record, built from values (only `ipaddr` and `datetime`
+/// go through Cedar's extension functions).
+fn to_context(values: Vec<(&'static str, ContextValue)>) -> Result<ast::Context, EntityError> {
+    let mut record = BTreeMap::new();
     for (name, value) in values {
-        let expr = match value {
-            ContextValue::Bool(b) => RestrictedExpression::new_bool(b),
-            ContextValue::Long(l) => RestrictedExpression::new_long(l),
-            ContextValue::Str(s) => RestrictedExpression::new_string(s),
-            ContextValue::Ip(ip) => RestrictedExpression::new_ip(ip),
-            ContextValue::DateTime(t) => RestrictedExpression::new_datetime(t),
-            ContextValue::Entity(e) => RestrictedExpression::new_entity_uid(
-                e.parse()
-                    .map_err(|_| EntityError::Attribute("context entity".into()))?,
-            ),
+        let value = match value {
+            ContextValue::Bool(b) => Value::from(b),
+            ContextValue::Long(l) => Value::from(l),
+            ContextValue::Str(s) => Value::from(s),
+            ContextValue::Ip(ip) => extension_value("ip", ip)?,
+            ContextValue::DateTime(t) => extension_value("datetime", t)?,
+            ContextValue::Entity(e) => Value::from(e.as_ref().clone()),
         };
-        pairs.push((name.to_string(), expr));
+        record.insert(SmolStr::new_static(name), value);
     }
-    Context::from_pairs(pairs).map_err(|e| EntityError::Attribute(e.to_string()))
+    Ok(ast::Context::Value(Arc::new(record)))
+}
+
+/// `function("arg")` evaluated by Cedar's extension (e.g. `ip("10.0.0.1")`).
+fn extension_value(function: &str, arg: String) -> Result<Value, EntityError> {
+    let name: ast::Name = function
+        .parse()
+        .map_err(|_| EntityError::Attribute(format!("no extension function {function}")))?;
+    let call = ast::RestrictedExpr::call_extension_fn(name, [ast::RestrictedExpr::val(arg)]);
+    RestrictedEvaluator::new(Extensions::all_available())
+        .interpret(call.as_borrowed())
+        .map_err(|e| EntityError::Attribute(format!("context value: {e}")))
 }
 
 fn weekday(w: jiff::civil::Weekday) -> &'static str {

@@ -9,6 +9,7 @@
 
 use crate::authn::principal::{Principal, PrincipalKind};
 use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use cedar_policy_core::ast::{self, PartialValue, Value};
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -68,10 +69,13 @@ fn unreachable_type(name: &str) -> EntityTypeName {
     panic!("invalid built-in entity type name {name}")
 }
 
+/// Cedar's own entity, shared: a slice holds references, not copies.
+pub type SharedEntity = Arc<ast::Entity>;
+
 /// What an entity source knows about one entity, beyond its claims.
 #[derive(Debug, Clone)]
 struct Known {
-    entity: Entity,
+    entity: SharedEntity,
     /// Transitive ancestors, as computed when the store was loaded.
     ancestors: Vec<EntityUid>,
 }
@@ -132,7 +136,7 @@ impl EntityStore {
             known.insert(
                 uid,
                 Known {
-                    entity: entity.clone(),
+                    entity: Arc::new(entity.as_ref().clone()),
                     ancestors,
                 },
             );
@@ -143,7 +147,7 @@ impl EntityStore {
         }
     }
 
-    pub fn get(&self, uid: &EntityUid) -> Option<&Entity> {
+    pub fn get(&self, uid: &EntityUid) -> Option<&SharedEntity> {
         self.known.get(uid).map(|k| &k.entity)
     }
 
@@ -157,13 +161,14 @@ impl EntityStore {
 
     /// Adds or replaces entities (from an entity source) in a copy-on-write
     /// fashion; used by sources that resolve one entity at a time.
-    pub fn insert(&mut self, entity: Entity, ancestors: Vec<EntityUid>) {
-        self.known.insert(entity.uid(), Known { entity, ancestors });
+    pub fn insert(&mut self, entity: SharedEntity, ancestors: Vec<EntityUid>) {
+        let uid = EntityUid::from(entity.uid().clone());
+        self.known.insert(uid, Known { entity, ancestors });
         self.id = next_id();
     }
 
     /// Every entity with its ancestors (to merge stores).
-    pub fn iter(&self) -> impl Iterator<Item = (&Entity, &[EntityUid])> {
+    pub fn iter(&self) -> impl Iterator<Item = (&SharedEntity, &[EntityUid])> {
         self.known
             .values()
             .map(|k| (&k.entity, k.ancestors.as_slice()))
@@ -173,7 +178,7 @@ impl EntityStore {
 /// Where a slice finds stored entities: the static store, or the static
 /// store layered over what an entity source fetched for this request.
 pub trait EntityLookup {
-    fn entity(&self, uid: &EntityUid) -> Option<&Entity>;
+    fn entity(&self, uid: &EntityUid) -> Option<&SharedEntity>;
     fn ancestors(&self, uid: &EntityUid) -> &[EntityUid];
 
     fn contains(&self, uid: &EntityUid) -> bool {
@@ -205,7 +210,7 @@ impl EntityLookup for EntityStore {
         Some(self.id)
     }
 
-    fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
+    fn entity(&self, uid: &EntityUid) -> Option<&SharedEntity> {
         self.known.get(uid).map(|k| &k.entity)
     }
 
@@ -233,7 +238,7 @@ impl EntityLookup for Layered<'_> {
         }
     }
 
-    fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
+    fn entity(&self, uid: &EntityUid) -> Option<&SharedEntity> {
         self.first.entity(uid).or_else(|| self.then.entity(uid))
     }
 
@@ -269,7 +274,7 @@ pub struct Relationships {
 #[derive(Debug, Clone)]
 pub struct PrincipalEntity {
     pub uid: EntityUid,
-    entity: Entity,
+    entity: SharedEntity,
     parents: Vec<EntityUid>,
     /// Everything the principal is transitively in (for the scope index).
     pub ancestors: Vec<EntityUid>,
@@ -365,7 +370,7 @@ impl PrincipalEntity {
             .map_err(|e| EntityError::Attribute(e.to_string()))?;
         Ok(PrincipalEntity {
             uid,
-            entity,
+            entity: Arc::new(entity.as_ref().clone()),
             parents: parents_list,
             ancestors: ancestors.into_iter().collect(),
             id: next_id(),
@@ -377,7 +382,7 @@ impl PrincipalEntity {
 #[derive(Debug, Clone)]
 pub struct RecordEntity {
     pub uid: EntityUid,
-    entity: Entity,
+    entity: SharedEntity,
 }
 
 impl RecordEntity {
@@ -390,7 +395,8 @@ impl RecordEntity {
     }
 
     /// `patient_ancestors`: everything the patient is in (the record is in
-    /// them too).
+    /// them too). Built per decision, so its attributes are Cedar values
+    /// from the start (no expressions to evaluate).
     pub fn build(
         resource_type: &str,
         id: Option<&str>,
@@ -400,44 +406,39 @@ impl RecordEntity {
         labels: &[String],
     ) -> Result<RecordEntity, EntityError> {
         let uid = RecordEntity::uid_for(resource_type, id);
-        let mut attrs: HashMap<String, RestrictedExpression> = HashMap::with_capacity(4);
-        attrs.insert(
-            "type".into(),
-            RestrictedExpression::new_string(resource_type.to_string()),
-        );
-        attrs.insert(
-            "category".into(),
-            RestrictedExpression::new_string(category.to_string()),
-        );
-        attrs.insert(
+        let mut attrs: Vec<(smol_str::SmolStr, PartialValue)> = Vec::with_capacity(4);
+        attrs.push(("type".into(), Value::from(resource_type).into()));
+        attrs.push(("category".into(), Value::from(category).into()));
+        attrs.push((
             "labels".into(),
-            RestrictedExpression::new_set(
-                labels
-                    .iter()
-                    .map(|l| RestrictedExpression::new_string(l.clone())),
-            ),
-        );
+            Value::set(labels.iter().map(|l| Value::from(l.as_str())), None).into(),
+        ));
         let mut parents = HashSet::new();
         if let Some(patient) = patient {
-            attrs.insert(
-                "patient".into(),
-                RestrictedExpression::new_entity_uid(patient.clone()),
-            );
+            let patient: &ast::EntityUID = patient.as_ref();
+            attrs.push(("patient".into(), Value::from(patient.clone()).into()));
             parents.insert(patient.clone());
-            parents.extend(patient_ancestors.iter().cloned());
+            parents.extend(patient_ancestors.iter().map(|a| a.as_ref().clone()));
         }
-        let entity = Entity::new(uid.clone(), attrs, parents)
-            .map_err(|e| EntityError::Attribute(e.to_string()))?;
-        Ok(RecordEntity { uid, entity })
+        let entity = ast::Entity::new_with_attr_partial_value(
+            uid.as_ref().clone(),
+            attrs,
+            HashSet::new(),
+            parents,
+            [],
+        );
+        Ok(RecordEntity {
+            uid,
+            entity: Arc::new(entity),
+        })
     }
 }
 
-/// Assembles the entities one decision needs.
+/// Assembles the entities one decision needs: shared references to stored
+/// entities (never copies), in the order they were added.
 #[derive(Default)]
 pub struct Slice {
-    /// Cedar's internal entities: each is cloned once, into the slice.
-    entities: Vec<cedar_policy_core::ast::Entity>,
-    seen: HashSet<EntityUid>,
+    entities: Vec<SharedEntity>,
 }
 
 impl Slice {
@@ -445,10 +446,16 @@ impl Slice {
         Slice::default()
     }
 
-    fn push(&mut self, entity: &Entity) {
-        if self.seen.insert(entity.uid()) {
-            self.entities.push(entity.as_ref().clone());
+    /// A slice holds a handful of entities: a scan beats hashing.
+    fn push(&mut self, entity: &SharedEntity) {
+        if !self.entities.iter().any(|e| e.uid() == entity.uid()) {
+            self.entities.push(entity.clone());
         }
+    }
+
+    fn holds(&self, uid: &EntityUid) -> bool {
+        let uid: &ast::EntityUID = uid.as_ref();
+        self.entities.iter().any(|e| e.uid() == uid)
     }
 
     /// Adds the store's entities for `uids` (those it knows) and their
@@ -459,7 +466,7 @@ impl Slice {
         uids: impl IntoIterator<Item = &'a EntityUid>,
     ) {
         for uid in uids {
-            if self.seen.contains(uid) {
+            if self.holds(uid) {
                 continue;
             }
             if let Some(entity) = store.entity(uid) {
@@ -520,14 +527,15 @@ impl Slice {
     /// parents), so the closure is not recomputed — that was a third of a
     /// decision's cost.
     pub fn into_entities(self) -> Result<Entities, EntityError> {
-        cedar_policy_core::entities::Entities::from_entities(
-            self.entities,
-            None::<&cedar_policy_core::entities::NoEntitiesSchema>,
-            cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
-            cedar_policy_core::extensions::Extensions::all_available(),
-        )
-        .map(Entities::from)
-        .map_err(|e| EntityError::Slice(e.to_string()))
+        cedar_policy_core::entities::Entities::new()
+            .add_entities(
+                self.entities,
+                None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+                cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+                cedar_policy_core::extensions::Extensions::all_available(),
+            )
+            .map(Entities::from)
+            .map_err(|e| EntityError::Slice(e.to_string()))
     }
 }
 

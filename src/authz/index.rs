@@ -8,7 +8,16 @@
 //! which makes dropping it exact, not an approximation. Requests with the
 //! same scope-relevant facts — action, entity types, and which scope
 //! targets the principal and resource are (in) — share one cached subset.
+//!
+//! The subset's policies are then evaluated without their scope
+//! constraints (`eval::CompiledPolicy::scope_proven`), so exactness here
+//! is what makes a decision right, not only fast. It rests on two things:
+//! the ancestors given to [`ScopeIndex::key`] are the ones the slice gives
+//! Cedar, and schemas declare no action groups (the store refuses them).
+//! The differential test in `eval.rs` checks the whole path against
+//! Cedar's authorizer.
 
+use super::eval::CompiledPolicy;
 use cedar_policy::{
     ActionConstraint, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint,
     ResourceConstraint,
@@ -76,6 +85,8 @@ pub struct Subset {
     /// Unique for the life of the process (memo keys use it).
     pub id: u64,
     pub policies: PolicySet,
+    /// The same policies with their conditions built, for evaluation.
+    pub compiled: Vec<CompiledPolicy>,
     pub reads: Reads,
 }
 
@@ -236,6 +247,7 @@ impl ScopeIndex {
             return set;
         }
         let mut set = PolicySet::new();
+        let mut compiled = Vec::new();
         let mut text = String::new();
         for (policy, entry) in self.policies.iter().zip(&self.entries) {
             let action = entry
@@ -248,6 +260,7 @@ impl ScopeIndex {
             {
                 // Ids are unique in the source set, so adding cannot fail.
                 let _ = set.add(policy.clone());
+                compiled.push(CompiledPolicy::scope_proven(policy));
                 text.push_str(&policy.to_string());
             }
         }
@@ -257,6 +270,7 @@ impl ScopeIndex {
             id: NEXT_SUBSET.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             reads: Reads::from_text(&text),
             policies: set,
+            compiled,
         });
         self.subsets.insert(key.clone(), set.clone());
         set

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod entities;
+pub mod eval;
 pub mod index;
 pub mod mapping;
 pub mod policy_tests;

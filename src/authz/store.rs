@@ -220,6 +220,24 @@ impl PolicyBundle {
                 None
             }
             Some((name, text)) => match Schema::from_cedarschema_str(text) {
+                // Decisions carry no action entities, so an action is `in`
+                // a list only by being on it (the scope index relies on
+                // it). A group would silently never match, and a `forbid`
+                // on a group would never apply: refuse the schema instead.
+                Ok((schema, _warnings)) if schema.action_groups().next().is_some() => {
+                    let groups: Vec<String> =
+                        schema.action_groups().map(|g| g.to_string()).collect();
+                    problems.push(PolicyProblem {
+                        file: name.clone(),
+                        line: None,
+                        policy: None,
+                        message: format!(
+                            "action groups are not supported ({}): name the actions a policy covers in a list instead",
+                            groups.join(", ")
+                        ),
+                    });
+                    None
+                }
                 Ok((schema, _warnings)) => Some(schema),
                 Err(e) => {
                     problems.push(diagnostic_problem(name, text, None, &e));
@@ -483,6 +501,34 @@ mod tests {
         )];
         let err = PolicyBundle::from_files(&files).unwrap_err();
         assert!(err.to_string().contains("no schema"), "{err}");
+    }
+
+    #[test]
+    fn a_schema_with_action_groups_is_refused() {
+        // A forbid on a group would never apply (decisions carry no action
+        // hierarchy): refused rather than silently ineffective.
+        let schema = EMBEDDED
+            .iter()
+            .find(|(n, _)| is_schema(n))
+            .unwrap()
+            .1
+            .replace(
+                "  action fan_out\n",
+                "  action writes;\n  action fan_out in [writes]\n",
+            );
+        assert!(schema.contains("in [writes]"));
+        let mut files = embedded_with(&[]);
+        for (name, text) in files.iter_mut() {
+            if is_schema(name) {
+                *text = schema.clone();
+            }
+        }
+        let err = PolicyBundle::from_files(&files).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("action groups are not supported (Phigate::Action::\"writes\")"),
+            "{err}"
+        );
     }
 
     #[test]
