@@ -539,6 +539,42 @@ impl Slice {
     }
 }
 
+/// `message` with every entity id (`Type::"id"`) replaced by `…`.
+///
+/// Entity-file errors quote the entity they are about, and a patient's id
+/// is an identifier (an MRN, often) next to flags such as `vip`: it must
+/// not reach logs. `phigate policy validate --entities FILE` shows the
+/// full message to the person fixing the file.
+pub fn redact_entity_ids(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("::\"") {
+        out.push_str(&rest[..at + 3]);
+        let id = &rest[at + 3..];
+        // The id ends at the first quote not escaped by a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, c) in id.char_indices() {
+            match c {
+                '\\' if !escaped => escaped = true,
+                '"' if !escaped => {
+                    end = Some(i);
+                    break;
+                }
+                _ => escaped = false,
+            }
+        }
+        out.push('…');
+        match end {
+            Some(i) => rest = &id[i..],
+            // Unterminated: drop the remainder rather than risk a leak.
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Shared, swappable static entities.
 pub type SharedStore = Arc<arc_swap::ArcSwap<EntityStore>>;
 
@@ -607,6 +643,33 @@ mod tests {
                 r#"Phigate::Organization::"org-1""#,
                 r#"Phigate::Role::"nurse""#
             ]
+        );
+    }
+
+    #[test]
+    fn entity_ids_are_redacted_from_messages() {
+        assert_eq!(
+            redact_entity_ids(
+                r#"in attribute `flags` on `Phigate::Patient::"MRN-77"`: expected set"#
+            ),
+            r#"in attribute `flags` on `Phigate::Patient::"…"`: expected set"#
+        );
+        assert_eq!(
+            redact_entity_ids(r#"A::"x\"y" and B::"z", done"#),
+            r#"A::"…" and B::"…", done"#
+        );
+        assert_eq!(redact_entity_ids(r#"cut A::"secr"#), r#"cut A::"…"#);
+        assert_eq!(redact_entity_ids("no ids here"), "no ids here");
+        // A real load error from Cedar, end to end.
+        let bad = ENTITIES.replace(r#""flags": []"#, r#""flags": "vip""#);
+        let err = EntityStore::from_json(&bad, Some(&schema()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p1"), "{err}");
+        assert!(
+            !redact_entity_ids(&err).contains("p1"),
+            "{}",
+            redact_entity_ids(&err)
         );
     }
 

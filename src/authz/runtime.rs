@@ -411,8 +411,15 @@ fn load(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("authorization.entities {}: {e}", path.display()))?;
-            EntityStore::from_json(&text, Some(&bundle.schema))
-                .map_err(|e| format!("authorization.entities {}: {e}", path.display()))?
+            // This message reaches logs: no entity ids in it.
+            EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| {
+                format!(
+                    "authorization.entities {}: {} (entity ids withheld; `phigate policy validate --entities {}` names them)",
+                    path.display(),
+                    super::entities::redact_entity_ids(&e.to_string()),
+                    path.display()
+                )
+            })?
         }
     };
     Ok((bundle, store))
