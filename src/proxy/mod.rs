@@ -477,31 +477,35 @@ impl Phigate {
             .with_label_values(&[&route.name, outcome, reason])
             .inc();
         let decision = verdict.decision().cloned();
-        let policies = decision
-            .as_ref()
-            .map(|d| d.determining().join(","))
-            .unwrap_or_default();
-        let version = match &decision {
-            Some(d) => d.version.clone(),
-            None => self.authz.version(),
-        };
-        // Principal ids and policy ids, never patients or request data.
-        tracing::info!(
-            event = "authz_decision",
-            request_id = %id,
-            route = %route.name,
-            principal = %principal.id,
-            outcome,
-            reason,
-            policies = %policies,
-            version = %version,
-            mode = route_authz.mode.as_str(),
-            break_glass = decision.as_ref().is_some_and(|d| d.break_glass),
-        );
-        if self.authz.decision_header {
-            ctx.decision_header = Some(format!(
-                "{outcome}; reason={reason}; policies=\"{policies}\"; version={version}"
-            ));
+        // The log line and the debug header name the determining policies
+        // and the version; render them only when one of them is wanted.
+        if self.authz.decision_header || tracing::enabled!(tracing::Level::INFO) {
+            let policies = decision
+                .as_ref()
+                .map(|d| d.determining().join(","))
+                .unwrap_or_default();
+            let version = match &decision {
+                Some(d) => d.version.clone(),
+                None => self.authz.version(),
+            };
+            // Principal ids and policy ids, never patients or request data.
+            tracing::info!(
+                event = "authz_decision",
+                request_id = %id,
+                route = %route.name,
+                principal = %principal.id,
+                outcome,
+                reason,
+                policies = %policies,
+                version = %version,
+                mode = route_authz.mode.as_str(),
+                break_glass = decision.as_ref().is_some_and(|d| d.break_glass),
+            );
+            if self.authz.decision_header {
+                ctx.decision_header = Some(format!(
+                    "{outcome}; reason={reason}; policies=\"{policies}\"; version={version}"
+                ));
+            }
         }
         ctx.decision = decision;
         if allowed || shadow {

@@ -42,7 +42,8 @@ try {
         out.push(await snapshot());
         break;
       case 'login': {
-        await page.waitForSelector('#login-user', { timeout: 10000 });
+        // Generous: on a loaded 2-core machine the first IdP page can be slow.
+        await page.waitForSelector('#login-user', { timeout: 20000 });
         await page.fill('#login-user', s.user);
         await page.fill('#login-password', s.password || 'test');
         if (s.mfa) await page.check('#login-otp');
