@@ -74,8 +74,9 @@ pub struct ScopeKey {
 pub struct ScopeIndex {
     policies: Vec<Policy>,
     entries: Vec<Entry>,
-    targets: HashMap<EntityUid, u32>,
-    subsets: moka::sync::Cache<ScopeKey, Arc<Subset>>,
+    /// Looked up for every ancestor of every request: a fast keyed hash.
+    targets: HashMap<EntityUid, u32, ahash::RandomState>,
+    subsets: moka::sync::Cache<ScopeKey, Arc<Subset>, ahash::RandomState>,
 }
 
 /// The policies that can apply to one kind of request, and which context
@@ -166,7 +167,7 @@ impl std::fmt::Debug for ScopeIndex {
 
 impl ScopeIndex {
     pub fn new(set: &PolicySet) -> ScopeIndex {
-        let mut targets: HashMap<EntityUid, u32> = HashMap::new();
+        let mut targets: HashMap<EntityUid, u32, ahash::RandomState> = HashMap::default();
         let mut target = |uid: EntityUid| {
             let next = targets.len() as u32;
             *targets.entry(uid).or_insert(next)
@@ -204,7 +205,9 @@ impl ScopeIndex {
             policies,
             entries,
             targets,
-            subsets: moka::sync::Cache::builder().max_capacity(10_000).build(),
+            subsets: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .build_with_hasher(ahash::RandomState::new()),
         }
     }
 
