@@ -296,8 +296,11 @@ pub struct Engine {
     /// the memo off).
     pub record_entities: bool,
     /// Decisions by everything they depend on; `None` decides every time.
-    memo: Option<moka::sync::Cache<MemoKey, Arc<(AccessDecision, bool)>, ahash::RandomState>>,
+    memo: Option<Memo>,
 }
+
+/// Memoized decisions (and whether a `@break_glass` policy permitted).
+type Memo = moka::sync::Cache<MemoKey, Arc<(AccessDecision, bool)>, ahash::RandomState>;
 
 /// Everything one access decision depends on.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
