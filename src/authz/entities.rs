@@ -167,6 +167,38 @@ impl EntityStore {
         self.id = next_id();
     }
 
+    /// As [`EntityStore::insert`], for an entity fetched on its own whose
+    /// ancestors may continue in `base`: a fetched patient in care team X,
+    /// where only the static file says X is in organization A, is in A too.
+    /// Without this, `resource in Organization::"A"` (or a `forbid` on it)
+    /// would not see fetched patients: the slice's closure is trusted as
+    /// complete, never recomputed.
+    pub fn insert_closed_over(
+        &mut self,
+        entity: &SharedEntity,
+        ancestors: &[EntityUid],
+        base: &dyn EntityLookup,
+    ) {
+        let mut all = ancestors.to_vec();
+        for a in ancestors {
+            for b in base.ancestors(a) {
+                if !all.contains(b) {
+                    all.push(b.clone());
+                }
+            }
+        }
+        let entity = if all.len() > ancestors.len() {
+            let mut e = ast::Entity::clone(entity);
+            for extra in &all[ancestors.len()..] {
+                e.add_indirect_ancestor(extra.as_ref().clone());
+            }
+            Arc::new(e)
+        } else {
+            entity.clone()
+        };
+        self.insert(entity, all);
+    }
+
     /// Every entity with its ancestors (to merge stores).
     pub fn iter(&self) -> impl Iterator<Item = (&SharedEntity, &[EntityUid])> {
         self.known
@@ -539,42 +571,6 @@ impl Slice {
     }
 }
 
-/// `message` with every entity id (`Type::"id"`) replaced by `…`.
-///
-/// Entity-file errors quote the entity they are about, and a patient's id
-/// is an identifier (an MRN, often) next to flags such as `vip`: it must
-/// not reach logs. `phigate policy validate --entities FILE` shows the
-/// full message to the person fixing the file.
-pub fn redact_entity_ids(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find("::\"") {
-        out.push_str(&rest[..at + 3]);
-        let id = &rest[at + 3..];
-        // The id ends at the first quote not escaped by a backslash.
-        let mut end = None;
-        let mut escaped = false;
-        for (i, c) in id.char_indices() {
-            match c {
-                '\\' if !escaped => escaped = true,
-                '"' if !escaped => {
-                    end = Some(i);
-                    break;
-                }
-                _ => escaped = false,
-            }
-        }
-        out.push('…');
-        match end {
-            Some(i) => rest = &id[i..],
-            // Unterminated: drop the remainder rather than risk a leak.
-            None => return out,
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Shared, swappable static entities.
 pub type SharedStore = Arc<arc_swap::ArcSwap<EntityStore>>;
 
@@ -647,30 +643,46 @@ mod tests {
     }
 
     #[test]
-    fn entity_ids_are_redacted_from_messages() {
-        assert_eq!(
-            redact_entity_ids(
-                r#"in attribute `flags` on `Phigate::Patient::"MRN-77"`: expected set"#
-            ),
-            r#"in attribute `flags` on `Phigate::Patient::"…"`: expected set"#
-        );
-        assert_eq!(
-            redact_entity_ids(r#"A::"x\"y" and B::"z", done"#),
-            r#"A::"…" and B::"…", done"#
-        );
-        assert_eq!(redact_entity_ids(r#"cut A::"secr"#), r#"cut A::"…"#);
-        assert_eq!(redact_entity_ids("no ids here"), "no ids here");
-        // A real load error from Cedar, end to end.
-        let bad = ENTITIES.replace(r#""flags": []"#, r#""flags": "vip""#);
-        let err = EntityStore::from_json(&bad, Some(&schema()))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("p1"), "{err}");
-        assert!(
-            !redact_entity_ids(&err).contains("p1"),
-            "{}",
-            redact_entity_ids(&err)
-        );
+    fn fetched_entities_inherit_ancestors_the_static_store_knows() {
+        // Static: team-01 in org-1. Fetched on its own: p9 in team-01 only.
+        let store = EntityStore::from_json(ENTITIES, Some(&schema())).unwrap();
+        let doc = r#"[
+          {"uid": {"type": "Phigate::Patient", "id": "p9"},
+           "attrs": {"care_teams": [{"__entity": {"type": "Phigate::CareTeam", "id": "team-01"}}],
+                     "flags": [], "enrolled": []},
+           "parents": [{"type": "Phigate::CareTeam", "id": "team-01"}]}
+        ]"#;
+        let source = EntityStore::from_json(doc, Some(&schema())).unwrap();
+        let p9 = uid(types::PATIENT, "p9");
+        let org = uid(types::ORGANIZATION, "org-1");
+        assert!(!source.ancestors(&p9).contains(&org));
+        let mut fetched = EntityStore::empty();
+        for (entity, ancestors) in source.iter() {
+            fetched.insert_closed_over(entity, ancestors, &store);
+        }
+        let lookup = Layered {
+            first: &store,
+            then: &fetched,
+        };
+        assert!(lookup.ancestors(&p9).contains(&org));
+        // Cedar sees it too: the record and the patient are in org-1.
+        let record = RecordEntity::build(
+            "Observation",
+            None,
+            "clinical",
+            Some(&p9),
+            lookup.ancestors(&p9),
+            &[],
+        )
+        .unwrap();
+        let mut slice = Slice::new();
+        slice.record(&record);
+        assert!(slice.patient(&p9, &lookup));
+        let entities = slice.into_entities().unwrap();
+        for who in [&record.uid, &p9] {
+            let ancestors: Vec<&EntityUid> = entities.ancestors(who).unwrap().collect();
+            assert!(ancestors.contains(&&org), "{who}: {ancestors:?}");
+        }
     }
 
     #[test]

@@ -228,7 +228,7 @@ impl Authorization {
                 match http.patient(patient, &bundle.schema).await {
                     Ok(Some(store)) => {
                         for (entity, ancestors) in store.iter() {
-                            fetched.insert(entity.clone(), ancestors.to_vec());
+                            fetched.insert_closed_over(entity, ancestors, entities.as_ref());
                         }
                     }
                     Ok(None) => {}
@@ -411,12 +411,13 @@ fn load(
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("authorization.entities {}: {e}", path.display()))?;
-            // This message reaches logs: no entity ids in it.
-            EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| {
+            // This message reaches logs. Cedar's errors quote entity ids
+            // and attribute values (a patient's id next to its flags is
+            // PHI), so they are withheld; the CLI shows them.
+            EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|_| {
                 format!(
-                    "authorization.entities {}: {} (entity ids withheld; `phigate policy validate --entities {}` names them)",
+                    "authorization.entities {}: does not load or does not match the schema (details withheld from logs: they can quote patient data; `phigate policy validate --entities {}` shows them)",
                     path.display(),
-                    super::entities::redact_entity_ids(&e.to_string()),
                     path.display()
                 )
             })?
@@ -564,6 +565,32 @@ mod tests {
         };
         let err = Authorization::from_config(&c).err().expect("tests fail");
         assert!(err.contains("policy test(s) failed"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_entities_file_is_reported_without_patient_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("entities.json");
+        std::fs::write(
+            &path,
+            r#"[{"uid": {"type": "Phigate::Patient", "id": "MRN-4417"},
+                 "attrs": {"care_teams": [], "flags": "vip", "enrolled": []},
+                 "parents": []}]"#,
+        )
+        .unwrap();
+        let err = Authorization::from_config(&AuthorizationConfig {
+            entities: Some(path.clone()),
+            ..AuthorizationConfig::default()
+        })
+        .err()
+        .expect("the file is invalid");
+        assert!(!err.contains("MRN-4417"), "{err}");
+        assert!(!err.contains("vip"), "{err}");
+        assert!(err.contains("policy validate --entities"), "{err}");
+        // The CLI, run by the person fixing the file, names the entity.
+        let (out, ok) = crate::authz::cli::validate(None, Some(&path));
+        assert!(!ok);
+        assert!(out.contains("MRN-4417"), "{out}");
     }
 
     #[tokio::test]
