@@ -60,10 +60,14 @@ pub fn test(dir: Option<&Path>, files: &[PathBuf]) -> (String, bool) {
         Ok(b) => b,
         Err(e) => return (e.to_string(), false),
     };
+    // The default data categories: the CLI reads no proxy configuration.
+    let categories = Categories::default();
     let report: TestReport = match (dir, files.is_empty()) {
-        (_, false) => policy_tests::run_files(&bundle, files, dir),
-        (Some(d), true) => policy_tests::run_files(&bundle, &policy_tests::suites_in(d), Some(d)),
-        (None, true) => policy_tests::run_embedded(&bundle),
+        (_, false) => policy_tests::run_files(&bundle, files, dir, &categories),
+        (Some(d), true) => {
+            policy_tests::run_files(&bundle, &policy_tests::suites_in(d), Some(d), &categories)
+        }
+        (None, true) => policy_tests::run_embedded(&bundle, &categories),
     };
     let mut out = String::new();
     for f in &report.failures {

@@ -498,45 +498,31 @@ impl Engine {
         if let Some(p) = &patient {
             slice.patient(p, store);
         }
-        let record = match RecordEntity::build(
+        let record = RecordEntity::build(
             &access.resource.resource_type,
             access.resource.id.as_deref(),
             category,
             patient.as_ref(),
             resource_ancestors.get(1..).unwrap_or(&[]),
             base.labels,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                return (
-                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
-                    false,
-                )
-            }
-        };
+        );
         slice.record(&record);
         if let Some(e) = &elevation {
             slice.known(e, store);
         }
-        let context = match to_context(values) {
-            Ok(c) => c,
-            Err(e) => {
-                return (
-                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
-                    false,
-                )
-            }
-        };
         let seen = if self.record_entities {
             slice.uids()
         } else {
             Vec::new()
         };
-        let entities = match slice.into_entities() {
-            Ok(e) => e,
+        let assembled = to_context(values).and_then(|c| Ok((c, slice.into_entities()?)));
+        let (context, entities) = match assembled {
+            Ok(x) => x,
+            // Only the kind of failure: Cedar's messages quote entity ids
+            // and values, and decisions are logged and audited.
             Err(e) => {
                 return (
-                    deny(DenyReason::EntitiesUnavailable, vec![e.to_string()]),
+                    deny(DenyReason::EntitiesUnavailable, vec![e.kind().into()]),
                     false,
                 )
             }
@@ -828,7 +814,8 @@ fn extension_value(function: &str, arg: String) -> Result<Value, EntityError> {
     let call = ast::RestrictedExpr::call_extension_fn(name, [ast::RestrictedExpr::val(arg)]);
     RestrictedEvaluator::new(Extensions::all_available())
         .interpret(call.as_borrowed())
-        .map_err(|e| EntityError::Attribute(format!("context value: {e}")))
+        // Not the error's text: it quotes the value (a client address).
+        .map_err(|_| EntityError::Attribute(format!("context value for {function}()")))
 }
 
 fn weekday(w: jiff::civil::Weekday) -> &'static str {

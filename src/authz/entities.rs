@@ -39,6 +39,19 @@ pub enum EntityError {
     Slice(String),
 }
 
+impl EntityError {
+    /// What failed, without the details (which can quote entity ids and
+    /// attribute values): for decisions, logs and audit.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EntityError::Load(_) => "entities_file",
+            EntityError::BadId => "bad_entity_id",
+            EntityError::Attribute(_) => "entity_attributes",
+            EntityError::Slice(_) => "entity_slice",
+        }
+    }
+}
+
 /// Builds `Type::"id"`; ids are arbitrary strings in Cedar, so this cannot
 /// fail for a known type name.
 pub fn uid(type_name: &'static str, id: &str) -> EntityUid {
@@ -145,10 +158,6 @@ impl EntityStore {
             known,
             id: next_id(),
         }
-    }
-
-    pub fn get(&self, uid: &EntityUid) -> Option<&SharedEntity> {
-        self.known.get(uid).map(|k| &k.entity)
     }
 
     pub fn len(&self) -> usize {
@@ -436,7 +445,7 @@ impl RecordEntity {
         patient: Option<&EntityUid>,
         patient_ancestors: &[EntityUid],
         labels: &[String],
-    ) -> Result<RecordEntity, EntityError> {
+    ) -> RecordEntity {
         let uid = RecordEntity::uid_for(resource_type, id);
         let mut attrs: Vec<(smol_str::SmolStr, PartialValue)> = Vec::with_capacity(4);
         attrs.push(("type".into(), Value::from(resource_type).into()));
@@ -459,10 +468,10 @@ impl RecordEntity {
             parents,
             [],
         );
-        Ok(RecordEntity {
+        RecordEntity {
             uid,
             entity: Arc::new(entity),
-        })
+        }
     }
 }
 
@@ -480,13 +489,12 @@ impl Slice {
 
     /// A slice holds a handful of entities: a scan beats hashing.
     fn push(&mut self, entity: &SharedEntity) {
-        if !self.entities.iter().any(|e| e.uid() == entity.uid()) {
+        if !self.holds(entity.uid()) {
             self.entities.push(entity.clone());
         }
     }
 
-    fn holds(&self, uid: &EntityUid) -> bool {
-        let uid: &ast::EntityUID = uid.as_ref();
+    fn holds(&self, uid: &ast::EntityUID) -> bool {
         self.entities.iter().any(|e| e.uid() == uid)
     }
 
@@ -498,7 +506,7 @@ impl Slice {
         uids: impl IntoIterator<Item = &'a EntityUid>,
     ) {
         for uid in uids {
-            if self.holds(uid) {
+            if self.holds(uid.as_ref()) {
                 continue;
             }
             if let Some(entity) = store.entity(uid) {
@@ -673,15 +681,18 @@ mod tests {
             Some(&p9),
             lookup.ancestors(&p9),
             &[],
-        )
-        .unwrap();
+        );
         let mut slice = Slice::new();
         slice.record(&record);
         assert!(slice.patient(&p9, &lookup));
-        let entities = slice.into_entities().unwrap();
-        for who in [&record.uid, &p9] {
+        assert_all_in(&slice.into_entities().unwrap(), &[&record.uid, &p9], &org);
+    }
+
+    /// Cedar, given the slice, sees each of `who` in `org`.
+    fn assert_all_in(entities: &Entities, who: &[&EntityUid], org: &EntityUid) {
+        for who in who {
             let ancestors: Vec<&EntityUid> = entities.ancestors(who).unwrap().collect();
-            assert!(ancestors.contains(&&org), "{who}: {ancestors:?}");
+            assert!(ancestors.contains(&org), "{who} is in {org}: {ancestors:?}");
         }
     }
 
@@ -701,29 +712,24 @@ mod tests {
             Some(&p1),
             store.ancestors(&p1),
             &[],
-        )
-        .unwrap();
+        );
         let mut slice = Slice::new();
         slice.principal(&principal, &store);
         slice.record(&record);
         slice.patient(&p1, &store);
-        let entities = slice.into_entities().unwrap();
         let org = uid(types::ORGANIZATION, "org-1");
-        for who in [&principal.uid, &record.uid, &p1] {
-            let ancestors: Vec<&EntityUid> = entities.ancestors(who).unwrap().collect();
-            assert!(
-                ancestors.contains(&&org),
-                "{who} is in org-1: {ancestors:?}"
-            );
-        }
+        assert_all_in(
+            &slice.into_entities().unwrap(),
+            &[&principal.uid, &record.uid, &p1],
+            &org,
+        );
     }
 
     #[test]
     fn a_slice_holds_only_what_the_decision_needs() {
         let store = EntityStore::from_json(ENTITIES, Some(&schema())).unwrap();
         let p1 = uid(types::PATIENT, "p1");
-        let record =
-            RecordEntity::build("Observation", None, "clinical", Some(&p1), &[], &[]).unwrap();
+        let record = RecordEntity::build("Observation", None, "clinical", Some(&p1), &[], &[]);
         let service = Principal::service(
             "gw",
             "api-key",

@@ -37,7 +37,9 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
-    /// The whole condition (scope and body).
+    /// The whole condition (scope and body): the reference the tests hold
+    /// [`CompiledPolicy::scope_proven`] to.
+    #[cfg(test)]
     pub fn new(policy: &Policy) -> CompiledPolicy {
         let core: &ast::Policy = policy.as_ref();
         CompiledPolicy {

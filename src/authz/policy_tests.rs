@@ -208,16 +208,6 @@ pub fn run_files(
     bundle: &PolicyBundle,
     files: &[PathBuf],
     policy_dir: Option<&Path>,
-) -> TestReport {
-    run_files_with(bundle, files, policy_dir, &Categories::default())
-}
-
-/// [`run_files`] with the data categories the proxy is configured with, so
-/// a reload's tests decide exactly as the proxy will.
-pub fn run_files_with(
-    bundle: &PolicyBundle,
-    files: &[PathBuf],
-    policy_dir: Option<&Path>,
     categories: &Categories,
 ) -> TestReport {
     let mut report = TestReport::default();
@@ -247,22 +237,17 @@ pub fn run_files_with(
             };
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
         };
-        report.merge(run_text_with(bundle, &name, &text, &load, categories));
+        report.merge(run_text(bundle, &name, &text, &load, categories));
     }
     report
 }
 
 /// Runs the suites compiled into the binary.
-pub fn run_embedded(bundle: &PolicyBundle) -> TestReport {
-    run_embedded_with(bundle, &Categories::default())
-}
-
-/// [`run_embedded`] with configured data categories.
-pub fn run_embedded_with(bundle: &PolicyBundle, categories: &Categories) -> TestReport {
+pub fn run_embedded(bundle: &PolicyBundle, categories: &Categories) -> TestReport {
     let mut report = TestReport::default();
     for (name, text) in EMBEDDED_SUITES {
         let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
-        report.merge(run_text_with(bundle, name, text, &load, categories));
+        report.merge(run_text(bundle, name, text, &load, categories));
     }
     report
 }
@@ -271,15 +256,6 @@ type EntityLoader<'a> = dyn Fn(Option<&Path>) -> Result<String, String> + 'a;
 
 /// Runs one suite's text (YAML, or Cedar CLI JSON when it is a JSON array).
 pub fn run_text(
-    bundle: &PolicyBundle,
-    name: &str,
-    text: &str,
-    load: &EntityLoader<'_>,
-) -> TestReport {
-    run_text_with(bundle, name, text, load, &Categories::default())
-}
-
-fn run_text_with(
     bundle: &PolicyBundle,
     name: &str,
     text: &str,
@@ -659,7 +635,7 @@ mod tests {
     #[test]
     fn the_shipped_suites_pass_and_cover_every_example_policy() {
         let bundle = PolicyBundle::load(&PolicySource::Embedded).unwrap();
-        let report = run_embedded(&bundle);
+        let report = run_embedded(&bundle, &Categories::default());
         let failures: Vec<String> = report
             .failures
             .iter()
@@ -684,7 +660,7 @@ cases:
     expect: allow
 "#;
         let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
-        let report = run_text(&bundle, "x.yaml", suite, &load);
+        let report = run_text(&bundle, "x.yaml", suite, &load, &Categories::default());
         assert_eq!(report.failures.len(), 1);
         assert!(
             report.failures[0]
@@ -718,7 +694,13 @@ cases:
           "reason": ["device-gateway-observations"],
           "num_errors": 0
         }]"#;
-        let report = run_text(&bundle, "cli.json", text, &|_| Ok("[]".into()));
+        let report = run_text(
+            &bundle,
+            "cli.json",
+            text,
+            &|_| Ok("[]".into()),
+            &Categories::default(),
+        );
         assert!(report.ok(), "{:?}", report.failures);
         assert_eq!(report.passed, 1);
     }

@@ -388,10 +388,10 @@ fn load(
     let bundle = PolicyBundle::load(source).map_err(|e| e.to_string())?;
     if run_tests {
         let report = match source {
-            PolicySource::Embedded => policy_tests::run_embedded_with(&bundle, categories),
+            PolicySource::Embedded => policy_tests::run_embedded(&bundle, categories),
             PolicySource::Dir(dir) => {
                 let files = policy_tests::suites_in(dir);
-                policy_tests::run_files_with(&bundle, &files, Some(dir), categories)
+                policy_tests::run_files(&bundle, &files, Some(dir), categories)
             }
         };
         if !report.ok() {

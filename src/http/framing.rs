@@ -229,6 +229,7 @@ fn trim_spaces(mut v: &[u8]) -> &[u8] {
 mod tests {
     use super::FramingRejection::*;
     use super::*;
+    use ::http::HeaderValue;
 
     #[test]
     fn lines_split_like_split() {
@@ -245,7 +246,6 @@ mod tests {
             assert_eq!(ours, split, "{raw:?}");
         }
     }
-    use ::http::HeaderValue;
 
     fn map(pairs: &[(&str, &[u8])]) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -310,11 +310,8 @@ impl Phigate {
             return Err((400, PathRejection::DoubleSlash.reason()));
         }
         let route = route.ok_or((404, "no_route"))?;
-        if let Some(len) = req
-            .headers
-            .get(::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
+        if let Some(len) =
+            header_str(req, ::http::header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok())
         {
             if len > route.max_body {
                 ctx.route = Some(route);
@@ -410,26 +407,17 @@ impl Phigate {
         let Some(principal) = ctx.principal.clone() else {
             return Ok(false);
         };
-        let id = ctx.request_id.as_str().to_string();
         let shadow = route_authz.mode == EnforcementMode::Shadow;
-        let method = session.req_header().method.as_str().to_string();
-        let header = |name| {
-            session
-                .req_header()
-                .headers
-                .get(name)
-                .and_then(|v: &::http::HeaderValue| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let content_type = header(::http::header::CONTENT_TYPE);
         // A body larger than can be decided on: an enforcing route refuses it
         // before reading it; a shadow route decides without it and forwards
         // it untouched. A chunked one found too large while reading cannot
         // be replayed, so both refuse it.
-        let declared_too_large = header(::http::header::CONTENT_LENGTH)
+        let req = session.req_header();
+        let needs_body = route_authz.needs_body(req.method.as_str());
+        let declared_too_large = header_str(req, ::http::header::CONTENT_LENGTH)
             .and_then(|v| v.parse::<usize>().ok())
             .is_some_and(|n| n > MAX_DECISION_BODY);
-        let body = if !route_authz.needs_body(&method) || (declared_too_large && shadow) {
+        let body = if !needs_body || (declared_too_large && shadow) {
             None
         } else if declared_too_large {
             return self.refuse_undecidable_body(session, ctx, &route).await;
@@ -454,11 +442,13 @@ impl Phigate {
             route: route.name.clone(),
             now: jiff::Timestamp::now(),
         };
+        // Borrowed from the request head: nothing is copied per request.
+        let req = session.req_header();
         let view = RequestView {
-            method: &method,
+            method: req.method.as_str(),
             path: path.path(),
             query: path.query(),
-            content_type: content_type.as_deref(),
+            content_type: header_str(req, ::http::header::CONTENT_TYPE),
             body: body.as_deref(),
         };
         let verdict = self
@@ -491,7 +481,7 @@ impl Phigate {
             // Principal ids and policy ids, never patients or request data.
             tracing::info!(
                 event = "authz_decision",
-                request_id = %id,
+                request_id = %ctx.request_id.as_str(),
                 route = %route.name,
                 principal = %principal.id,
                 outcome,
@@ -513,6 +503,7 @@ impl Phigate {
         }
         match verdict {
             Verdict::StepUp(_, need) => {
+                let id = ctx.request_id.as_str().to_string();
                 let creds = Credentials {
                     client_cert: None,
                     authorization: None,
@@ -869,13 +860,14 @@ async fn read_decision_body(session: &mut Session) -> pingora::Result<Option<Vec
     Ok(Some(body))
 }
 
+/// A header's value, when it is visible ASCII.
+fn header_str(req: &RequestHeader, name: ::http::header::HeaderName) -> Option<&str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
 fn wants_page(req: &RequestHeader) -> bool {
     let get = req.method == ::http::Method::GET || req.method == ::http::Method::HEAD;
-    let html = req
-        .headers
-        .get(::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/html"));
+    let html = header_str(req, ::http::header::ACCEPT).is_some_and(|a| a.contains("text/html"));
     get && html
 }
 
