@@ -1,6 +1,6 @@
 //! phigate: a reverse proxy that brokers every access to protected health
 //! information. Each stage of a request's journey is a module with a pure
-//! core; `proxy` is the thin Pingora glue that calls them in order.
+//! core; `proxy` is the pipeline that calls them in order, on hyper.
 #![forbid(unsafe_code)]
 
 pub mod authn;

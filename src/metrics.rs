@@ -1,7 +1,7 @@
 //! Prometheus metrics for the data plane, scraped from the admin plane.
 //!
-//! One process-wide registry: Pingora's hooks have no place to thread a
-//! handle through, and every replica exposes the same families. Labels are
+//! One process-wide registry, shared by every worker runtime; every
+//! replica exposes the same families. Labels are
 //! bounded (route names, upstream names, fixed reasons) — never paths, ids or
 //! anything a client controls.
 
@@ -37,6 +37,11 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     /// 1 for the policy version in force.
     pub policy_version: IntGaugeVec,
+    /// Client connections open now.
+    pub connections_open: IntGauge,
+    /// Connection-level events: refused by a limit, timed out, closed by
+    /// the HTTP parser, accept errors (labels are fixed names).
+    pub connection_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -136,8 +141,21 @@ impl Metrics {
             &["version"],
         )
         .expect("static metric definition");
+        let connections_open =
+            IntGauge::new("phigate_connections_open", "Client connections open now")
+                .expect("static metric definition");
+        let connection_events = IntCounterVec::new(
+            Opts::new(
+                "phigate_connection_events_total",
+                "Connection events: limit refusals, deadlines, requests the HTTP parser refused, accept errors",
+            ),
+            &["event"],
+        )
+        .expect("static metric definition");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connection_events.clone()),
+            Box::new(requests.clone()),
             Box::new(authz_decisions.clone()),
             Box::new(policy_reloads.clone()),
             Box::new(policy_version.clone()),
@@ -166,6 +184,8 @@ impl Metrics {
             authz_decisions,
             policy_reloads,
             policy_version,
+            connections_open,
+            connection_events,
         }
     }
 

@@ -16,7 +16,8 @@ enum Expect {
     Target(&'static str),
     /// Not forwarded and not answered 2xx (400 or a closed connection).
     NotForwarded,
-    /// Refused by the HTTP parser itself with a bare 400, before any hook.
+    /// Refused by hyper's HTTP parser itself with a bare 400, before the
+    /// pipeline sees a request (counted as a connection event).
     ParserRejects,
 }
 
@@ -63,19 +64,19 @@ fn corpus() -> Vec<(&'static str, Vec<u8>, Expect)> {
         ("bad escape", get("/__echo/%zz", ""), Status(400)),
         ("truncated escape", get("/__echo/%4", ""), Status(400)),
         ("fragment", get("/__echo/a#frag", ""), Status(400)),
-        ("absolute-form, other host", get("http://evil.example/__echo/x", ""), ParserRejects),
+        ("absolute-form, other host", get("http://evil.example/__echo/x", ""), Status(400)),
         ("absolute-form, same host", get("http://localhost/__echo/x", ""), Status(400)),
         ("asterisk-form", b"OPTIONS * HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".to_vec(), Status(400)),
         ("overlong path", get(&long_path, ""), Status(400)),
         ("overlong uri", get(&long_uri, ""), Status(414)),
-        ("duplicate host", get("/__echo/x", "Host: evil.example\r\n"), ParserRejects),
+        ("duplicate host", get("/__echo/x", "Host: evil.example\r\n"), Status(400)),
         ("bad host", b"GET /__echo/x HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n".to_vec(), NotForwarded),
         // Request smuggling.
         ("CL+TE", post("Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", "0\r\n\r\n"), Status(400)),
         ("TE+CL", post("Transfer-Encoding: chunked\r\nContent-Length: 4\r\n", "0\r\n\r\n"), Status(400)),
         ("duplicate CL equal", post("Content-Length: 4\r\nContent-Length: 4\r\n", "abcd"), Status(400)),
         ("duplicate CL differ", post("Content-Length: 4\r\nContent-Length: 5\r\n", "abcd"), NotForwarded),
-        ("CL list", post("Content-Length: 4, 4\r\n", "abcd"), Status(400)),
+        ("CL list", post("Content-Length: 4, 4\r\n", "abcd"), ParserRejects),
         ("CL plus sign", post("Content-Length: +4\r\n", "abcd"), NotForwarded),
         ("TE chunked twice", post("Transfer-Encoding: chunked, chunked\r\n", "0\r\n\r\n"), Status(400)),
         ("TE gzip,chunked", post("Transfer-Encoding: gzip, chunked\r\n", "0\r\n\r\n"), Status(400)),

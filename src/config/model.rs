@@ -59,17 +59,25 @@ pub struct ServerSettings {
     /// Worker threads for the data plane. Default: the number of CPUs.
     pub threads: Option<usize>,
     /// Let idle worker threads steal connections from busy ones. Default
-    /// `false`: each thread runs its own single-threaded runtime, which is
-    /// about 10% faster per request; turn it on when a few long-lived
-    /// connections carry most of the traffic.
+    /// `false`: each thread runs its own single-threaded runtime and accepts
+    /// its own connections, which is cheaper per request; turn it on when a
+    /// few long-lived connections carry most of the traffic.
     pub work_stealing: bool,
-    /// On SIGTERM listeners stop accepting at once, keep-alive connections
-    /// close after their current request, and in-flight requests get this
-    /// long to finish; the process then stops. Whole seconds. Default `"5s"`.
+    /// On SIGTERM listeners stop accepting at once, idle keep-alive
+    /// connections close, and in-flight requests get at most this long to
+    /// finish; the process stops as soon as none is left. Default `"5s"`.
     pub grace_period: HumanDuration,
     /// After the grace period, how long the runtime may take to stop what is
-    /// left (requests still running are cut). Whole seconds. Default `"10s"`.
+    /// left (requests still running are cut). Default `"10s"`.
     pub shutdown_timeout: HumanDuration,
+    /// Client connections open at once, over all listeners. A connection
+    /// over the limit is answered `503` and closed. Default 10000.
+    pub max_connections: usize,
+    /// Client connections open at once from one client address (the TCP
+    /// peer). Default 256.
+    pub max_connections_per_client: usize,
+    /// Longest TLS handshake. Default `"10s"`.
+    pub tls_handshake_timeout: HumanDuration,
 }
 
 impl Default for ServerSettings {
@@ -79,6 +87,9 @@ impl Default for ServerSettings {
             work_stealing: false,
             grace_period: HumanDuration::secs(5),
             shutdown_timeout: HumanDuration::secs(10),
+            max_connections: 10_000,
+            max_connections_per_client: 256,
+            tls_handshake_timeout: HumanDuration::secs(10),
         }
     }
 }
@@ -188,9 +199,14 @@ pub struct HygieneConfig {
     /// Default: none, so client-supplied forwarding headers are ignored.
     pub trusted_proxies: Vec<IpNet>,
     /// How long a client may take between body reads before the request is
-    /// cut (slow-body protection). Default `"30s"`. The header read timeout
-    /// is Pingora's fixed 60 s per read.
+    /// cut with `408` (slow-body protection). Default `"30s"`.
     pub client_body_timeout: HumanDuration,
+    /// How long a new connection may take to send the first byte of its
+    /// first request (after the TLS handshake). Default `"10s"`.
+    pub first_request_timeout: HumanDuration,
+    /// How long a request head may take from its first byte to its last,
+    /// however slowly it trickles in. Default `"10s"`.
+    pub request_head_timeout: HumanDuration,
     /// How long an idle keep-alive connection (HTTP/1.1 between requests,
     /// HTTP/2 with no streams) stays open. Whole seconds. Default `"60s"`.
     pub keepalive_timeout: HumanDuration,
@@ -215,6 +231,8 @@ impl Default for HygieneConfig {
             strip_header_prefixes: Vec::new(),
             trusted_proxies: Vec::new(),
             client_body_timeout: HumanDuration::secs(30),
+            first_request_timeout: HumanDuration::secs(10),
+            request_head_timeout: HumanDuration::secs(10),
             keepalive_timeout: HumanDuration::secs(60),
             max_requests_per_connection: 1000,
             allow_underscore_headers: false,

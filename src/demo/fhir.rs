@@ -128,13 +128,13 @@ async fn handle(store: &Store, request: Request<Incoming>) -> Response<Body> {
         .filter(|r| r.is_empty() || r.starts_with('/'))
     {
         let base = base_url(request.headers());
-        into_response(rest::route(
-            store,
-            &method,
-            rest,
-            request.uri().query(),
-            &base,
-        ))
+        let rest = rest.to_string();
+        let (head, body) = request.into_parts();
+        // Read (and discard) a body before answering, as a well-behaved
+        // server does: closing with it unread resets the connection under
+        // the response.
+        let _ = Limited::new(body, 16 * 1024 * 1024).collect().await;
+        into_response(rest::route(store, &method, &rest, head.uri.query(), &base))
     } else {
         text(StatusCode::NOT_FOUND, "not found")
     };

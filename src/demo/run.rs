@@ -108,7 +108,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server = crate::server::build(&config)?;
     let tokens = write_tokens(&dir, &issuer, &api_key.key)?;
     print_banner(&args, &cert, &config_path, &tokens);
-    server.run_forever()
+    server.run(crate::server::stop_signal())?;
+    Ok(())
 }
 
 fn run_upstream(listener: std::net::TcpListener, data: Arc<DemoData>) -> anyhow::Result<()> {

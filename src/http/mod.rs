@@ -13,6 +13,7 @@
 
 mod forwarded;
 mod framing;
+mod head;
 mod headers;
 mod path;
 mod request_id;
@@ -22,6 +23,7 @@ pub use framing::{
     check_framing, check_framing_for_version, framing_headers_from_raw, request_target_from_raw,
     FramingRejection, MAX_CONTENT_LENGTH_DIGITS,
 };
+pub use head::{HeadTracker, RawHead, MAX_FIELDS};
 pub use headers::{
     headers_to_strip, hop_by_hop_headers, is_websocket_upgrade, IdentityHeaderRules,
     FORWARDING_HEADERS, HOP_BY_HOP_HEADERS, ROUTING_OVERRIDE_HEADERS,

@@ -1,15 +1,13 @@
 //! Upstream pools: round-robin over healthy origins, with active health checks.
 //!
-//! Each origin keeps its own peer template (address, SNI, CA, timeouts), so a
-//! pool may mix host names and every TLS connection verifies the right name.
-//! Health checks reuse Pingora's HTTP checker, one per origin.
+//! Each origin keeps its own connector (address, TLS name, roots, connect
+//! deadline), so a pool may mix host names and every TLS connection verifies
+//! the right name. Health checks are plain GETs through the same connector.
 
+use super::client::{origin_client, OriginClient, OriginConnector, OriginTls};
 use crate::config::{Origin, UpstreamConfig};
 use crate::metrics::metrics;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
-use pingora::lb::Backend;
-use pingora::upstreams::peer::HttpPeer;
-use pingora::utils::tls::WrappedX509;
+use http_body_util::Empty;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,11 +18,13 @@ pub struct OriginState {
     pub origin: Origin,
     pub addr: SocketAddr,
     index: usize,
-    peer: HttpPeer,
+    connector: OriginConnector,
+    /// `Host` for requests that do not keep the client's.
+    host: http::HeaderValue,
     healthy: AtomicBool,
     /// Consecutive results in the direction opposite to the current state.
     streak: AtomicUsize,
-    check: Option<HttpHealthCheck>,
+    check_path: Option<String>,
 }
 
 impl OriginState {
@@ -32,14 +32,19 @@ impl OriginState {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// A fresh peer for one request.
-    pub fn peer(&self) -> HttpPeer {
-        self.peer.clone()
+    /// The connector for this origin (each worker builds its own client).
+    pub fn connector(&self) -> OriginConnector {
+        self.connector.clone()
     }
 
     /// The value for the upstream `Host` header when the client's is not kept.
-    pub fn host_header(&self) -> String {
-        host_of(&self.origin)
+    pub fn host_header(&self) -> &http::HeaderValue {
+        &self.host
+    }
+
+    /// Position of this origin in its pool.
+    pub fn index(&self) -> usize {
+        self.index
     }
 }
 
@@ -52,6 +57,9 @@ pub struct Pool {
     healthy_threshold: usize,
     unhealthy_threshold: usize,
     checked_once: AtomicBool,
+    /// Upstream timeouts.
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Pool {
@@ -74,20 +82,13 @@ impl Pool {
             pool: name.to_string(),
             reason,
         };
-        let ca: Option<Arc<[WrappedX509]>> = match &cfg.ca_file {
+        let roots = match &cfg.ca_file {
             Some(path) => {
-                let certs =
-                    crate::server::tls::load_ca_bundle(path).map_err(|e| err(e.to_string()))?;
-                Some(
-                    certs
-                        .into_iter()
-                        .map(|c| WrappedX509::new(c.to_vec(), pingora::utils::tls::parse_x509))
-                        .collect::<Vec<_>>()
-                        .into(),
-                )
+                Some(crate::server::tls::load_ca_bundle(path).map_err(|e| err(e.to_string()))?)
             }
             None => None,
         };
+        let mut tls_config = None;
         let mut origins = Vec::with_capacity(cfg.origins.len());
         for (index, raw) in cfg.origins.iter().enumerate() {
             let origin = Origin::parse(raw).map_err(err)?;
@@ -97,62 +98,47 @@ impl Pool {
                 .map_err(|e| err(format!("cannot resolve {}: {e}", origin.authority())))?
                 .next()
                 .ok_or_else(|| err(format!("{} resolves to no address", origin.authority())))?;
-            let sni = cfg
-                .tls_server_name
-                .clone()
-                .unwrap_or_else(|| origin.host.clone());
-            let sni = if origin.tls { sni } else { String::new() };
-            let mut peer = HttpPeer::new(addr, origin.tls, sni.clone());
-            let o = &mut peer.options;
-            o.connection_timeout = Some(cfg.connect_timeout.get());
-            o.total_connection_timeout = Some(cfg.connect_timeout.get() * 2);
-            o.read_timeout = Some(cfg.read_timeout.get());
-            o.write_timeout = Some(cfg.write_timeout.get());
-            o.idle_timeout = Some(cfg.idle_timeout.get());
-            o.verify_cert = true;
-            o.verify_hostname = true;
-            o.ca = ca.clone();
-            let check = cfg.health_check.enabled.then(|| {
-                let mut hc = HttpHealthCheck::new(&sni_or_host(&sni, &origin), origin.tls);
-                hc.peer_template.options.ca = ca.clone();
-                hc.peer_template.options.connection_timeout = Some(cfg.connect_timeout.get());
-                hc.peer_template.options.read_timeout = Some(Duration::from_secs(2));
-                if let Ok(mut req) = pingora::http::RequestHeader::build(
-                    "GET",
-                    cfg.health_check.path.as_bytes(),
-                    None,
-                ) {
-                    let _ = req.insert_header("Host", host_of(&origin));
-                    let _ = req.insert_header("User-Agent", "phigate-health-check");
-                    hc.req = req;
-                }
-                hc.validator = Some(Box::new(|resp| {
-                    if (200..400).contains(&resp.status.as_u16()) {
-                        Ok(())
-                    } else {
-                        pingora::Error::e_explain(
-                            pingora::ErrorType::CustomCode(
-                                "unhealthy status",
-                                resp.status.as_u16(),
-                            ),
-                            "health check",
-                        )
-                    }
-                }));
-                hc
-            });
+            let tls = if origin.tls {
+                let config = match &tls_config {
+                    Some(c) => c,
+                    None => tls_config
+                        .insert(super::client::tls_client_config(roots.clone()).map_err(err)?),
+                };
+                let sni = cfg
+                    .tls_server_name
+                    .clone()
+                    .unwrap_or_else(|| origin.host.clone());
+                let name = rustls::pki_types::ServerName::try_from(sni.clone())
+                    .map_err(|_| err(format!("{sni:?} is not a TLS server name")))?;
+                Some(OriginTls {
+                    connector: tokio_rustls::TlsConnector::from(config.clone()),
+                    name,
+                })
+            } else {
+                None
+            };
+            let host = http::HeaderValue::from_str(&host_of(&origin))
+                .map_err(|_| err(format!("{} is not a valid Host", origin.authority())))?;
             metrics()
                 .upstream_healthy
                 .with_label_values(&[name, &index.to_string()])
                 .set(1);
             origins.push(OriginState {
+                connector: OriginConnector {
+                    addr,
+                    tls,
+                    connect_timeout: cfg.connect_timeout.get(),
+                },
                 origin,
                 addr,
                 index,
-                peer,
+                host,
                 healthy: AtomicBool::new(true),
                 streak: AtomicUsize::new(0),
-                check,
+                check_path: cfg
+                    .health_check
+                    .enabled
+                    .then(|| cfg.health_check.path.clone()),
             });
         }
         if origins.is_empty() {
@@ -166,7 +152,14 @@ impl Pool {
             healthy_threshold: cfg.health_check.healthy_threshold.max(1),
             unhealthy_threshold: cfg.health_check.unhealthy_threshold.max(1),
             checked_once: AtomicBool::new(!cfg.health_check.enabled),
+            read_timeout: cfg.read_timeout.get(),
+            idle_timeout: cfg.idle_timeout.get(),
         })
+    }
+
+    /// Every origin, in config order.
+    pub fn origins(&self) -> &[OriginState] {
+        &self.origins
     }
 
     /// The next healthy origin in round-robin order, or `None` if none is
@@ -191,13 +184,10 @@ impl Pool {
     }
 
     /// Runs one round of health checks over every origin.
-    pub async fn check_all(&self) {
-        for o in &self.origins {
-            let Some(hc) = &o.check else { continue };
-            let Ok(backend) = Backend::new(&o.addr.to_string()) else {
-                continue;
-            };
-            let ok = hc.check(&backend).await.is_ok();
+    pub async fn check_all(&self, clients: &[OriginClient<Empty<bytes::Bytes>>]) {
+        for (o, client) in self.origins.iter().zip(clients) {
+            let Some(path) = &o.check_path else { continue };
+            let ok = check_once(client, o, path).await;
             self.observe(o, ok);
         }
         self.checked_once.store(true, Ordering::Relaxed);
@@ -231,14 +221,46 @@ impl Pool {
 
     /// Checks forever at the configured interval; run as a background task.
     pub async fn run_health_checks(self: Arc<Self>) {
-        if self.origins.iter().all(|o| o.check.is_none()) {
+        if self.origins.iter().all(|o| o.check_path.is_none()) {
             return;
         }
+        let clients: Vec<_> = self
+            .origins
+            .iter()
+            .map(|o| origin_client(o.connector(), Duration::from_secs(30)))
+            .collect();
         loop {
-            self.check_all().await;
+            self.check_all(&clients).await;
             tokio::time::sleep(self.interval).await;
         }
     }
+}
+
+/// One health check: a GET answered 2xx or 3xx within two seconds.
+async fn check_once(
+    client: &OriginClient<Empty<bytes::Bytes>>,
+    o: &OriginState,
+    path: &str,
+) -> bool {
+    let scheme = if o.origin.tls { "https" } else { "http" };
+    let Ok(req) = http::Request::get(format!("{scheme}://{}{path}", o.origin.authority()))
+        .header(http::header::HOST, o.host.clone())
+        .header(http::header::USER_AGENT, "phigate-health-check")
+        .body(Empty::new())
+    else {
+        return false;
+    };
+    let check = async {
+        let resp = client.request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        // Read the body so the connection can be reused.
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        Some((200..400).contains(&status))
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), check).await,
+        Ok(Some(true))
+    )
 }
 
 fn host_of(origin: &Origin) -> String {
@@ -252,13 +274,5 @@ fn host_of(origin: &Origin) -> String {
         host
     } else {
         format!("{host}:{}", origin.port)
-    }
-}
-
-fn sni_or_host(sni: &str, origin: &Origin) -> String {
-    if sni.is_empty() {
-        origin.host.clone()
-    } else {
-        sni.to_string()
     }
 }

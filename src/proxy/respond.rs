@@ -1,11 +1,48 @@
-//! Generic error responses: a status, a stable code and the request id.
-//!
-//! Nothing internal leaks here — no upstream address, error chain or
+//! Responses phigate writes itself: generated errors, denials, redirects,
+//! JSON. Nothing internal leaks here — no upstream address, error chain or
 //! internal name — because error pages are read by whoever sent the request.
 
+use super::body::ResponseBody;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use http::header::{
+    HeaderName, HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, SET_COOKIE,
+};
+use http::{Response, StatusCode};
+
+/// A response phigate generated.
+pub type Generated = Response<ResponseBody>;
+
+/// A journey that ended before the upstream: phigate's answer, and why
+/// (the reason recorded at the exit and counted).
+pub struct Stop {
+    pub response: Box<Generated>,
+    pub reason: &'static str,
+}
+
+impl Stop {
+    pub fn new(response: Generated, reason: &'static str) -> Stop {
+        Stop {
+            response: Box::new(response),
+            reason,
+        }
+    }
+}
+
+fn build(
+    status: u16,
+    content_type: Option<&'static str>,
+    body: Bytes,
+    cache: &'static str,
+) -> Generated {
+    let mut resp = Response::new(ResponseBody::full(body));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    if let Some(ct) = content_type {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
 
 /// The stable machine-readable code for a status phigate generates itself.
 pub fn error_code(status: u16) -> &'static str {
@@ -26,44 +63,6 @@ pub fn error_code(status: u16) -> &'static str {
     }
 }
 
-/// A complete JSON response (phigate's own endpoints under `/.phigate/`).
-pub async fn send_json(
-    session: &mut Session,
-    status: u16,
-    body: &serde_json::Value,
-    request_id: &str,
-) -> pingora::Result<()> {
-    let body = Bytes::from(body.to_string());
-    let mut resp = ResponseHeader::build(status, Some(5))?;
-    resp.insert_header("Content-Type", "application/json")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    resp.insert_header("Cache-Control", "public, max-age=300")?;
-    resp.insert_header("X-Request-Id", request_id)?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
-}
-
-/// A 302 to `location`, optionally setting a cookie. Never cached.
-pub async fn redirect(
-    session: &mut Session,
-    location: &str,
-    set_cookie: Option<&str>,
-    request_id: &str,
-) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(302, Some(6))?;
-    resp.insert_header("Location", location)?;
-    if let Some(c) = set_cookie {
-        resp.insert_header("Set-Cookie", c)?;
-    }
-    resp.insert_header("Cache-Control", "no-store")?;
-    resp.insert_header("Content-Length", "0")?;
-    resp.insert_header("X-Request-Id", request_id)?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(None, true).await?;
-    Ok(())
-}
-
 /// The JSON body of a generated error.
 pub fn error_body(status: u16, request_id: &str) -> Bytes {
     let body = serde_json::json!({
@@ -72,43 +71,6 @@ pub fn error_body(status: u16, request_id: &str) -> Bytes {
         "request_id": request_id,
     });
     Bytes::from(body.to_string())
-}
-
-/// Writes a complete generated error response. `close` ends the connection
-/// afterwards (framing errors: the rest of the stream cannot be trusted).
-pub async fn send_error(
-    session: &mut Session,
-    status: u16,
-    request_id: &str,
-    close: bool,
-) -> pingora::Result<()> {
-    send_error_with(session, status, request_id, close, &[]).await
-}
-
-/// [`send_error`] with extra headers (e.g. `WWW-Authenticate`).
-pub async fn send_error_with(
-    session: &mut Session,
-    status: u16,
-    request_id: &str,
-    close: bool,
-    extra: &[(&'static str, String)],
-) -> pingora::Result<()> {
-    let body = error_body(status, request_id);
-    let mut resp = ResponseHeader::build(status, Some(6 + extra.len()))?;
-    for (name, value) in extra {
-        resp.insert_header(*name, value.as_str())?;
-    }
-    resp.insert_header("Content-Type", "application/json")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    resp.insert_header("Cache-Control", "no-store")?;
-    resp.insert_header("X-Request-Id", request_id)?;
-    if close {
-        resp.insert_header("Connection", "close")?;
-        session.set_keepalive(None);
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
 }
 
 /// How a route wants its denials worded.
@@ -161,27 +123,93 @@ pub fn denial_body(
     }
 }
 
-/// Writes an authorization denial.
-pub async fn send_denial(
-    session: &mut Session,
-    style: DenialStyle,
-    status: u16,
-    detail: &str,
-    request_id: &str,
-    decision_header: Option<String>,
-) -> pingora::Result<()> {
-    let (body, content_type) = denial_body(style, status, detail, request_id);
-    let mut resp = ResponseHeader::build(status, Some(6))?;
-    resp.insert_header("Content-Type", content_type)?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    resp.insert_header("Cache-Control", "no-store")?;
-    resp.insert_header("X-Request-Id", request_id)?;
-    if let Some(d) = decision_header {
-        resp.insert_header("X-Phigate-Decision", d)?;
+/// A complete JSON response (phigate's own endpoints under `/.phigate/`).
+/// `cache` is the `Cache-Control` value.
+pub fn json(status: u16, body: &serde_json::Value, cache: &'static str) -> Generated {
+    build(
+        status,
+        Some("application/json"),
+        Bytes::from(body.to_string()),
+        cache,
+    )
+}
+
+/// A 302 to `location`, optionally setting a cookie. Never cached.
+pub fn redirect(location: &str, set_cookie: Option<&str>) -> Generated {
+    let mut resp = build(302, None, Bytes::new(), "no-store");
+    let h = resp.headers_mut();
+    match HeaderValue::from_str(location) {
+        Ok(v) => {
+            h.insert(LOCATION, v);
+        }
+        // A location that is not a header value is never sent: refuse.
+        Err(_) => return error(500),
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert(SET_COOKIE, c);
+    }
+    resp
+}
+
+/// A generated error: the stable code and the request id (added at the
+/// exit) as JSON.
+pub fn error(status: u16) -> Generated {
+    let mut resp = build(status, Some("application/json"), Bytes::new(), "no-store");
+    resp.extensions_mut().insert(Fill::Error);
+    resp
+}
+
+/// [`error`] with extra headers (e.g. `WWW-Authenticate`).
+pub fn error_with(status: u16, extra: &[(HeaderName, String)]) -> Generated {
+    let mut resp = error(status);
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            resp.headers_mut().append(name.clone(), v);
+        }
+    }
+    resp
+}
+
+/// Marks a response as the last on its connection.
+pub fn close(resp: &mut Generated) {
+    resp.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// An authorization denial (its body is filled in at the exit, where the
+/// request id is known).
+pub fn denial(style: DenialStyle, status: u16, detail: &'static str) -> Generated {
+    let mut resp = build(status, None, Bytes::new(), "no-store");
+    resp.extensions_mut().insert(Fill::Denial { style, detail });
+    resp
+}
+
+/// A generated body that names the request id, written at the exit.
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    Error,
+    Denial {
+        style: DenialStyle,
+        detail: &'static str,
+    },
+}
+
+/// Fills a generated body that needs the request id: errors (empty JSON
+/// bodies) and denials.
+pub fn finish(resp: &mut Generated, request_id: &str) {
+    let status = resp.status().as_u16();
+    match resp.extensions_mut().remove::<Fill>() {
+        Some(Fill::Denial { style, detail }) => {
+            let (body, ct) = denial_body(style, status, detail, request_id);
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            *resp.body_mut() = ResponseBody::full(body);
+        }
+        Some(Fill::Error) => {
+            *resp.body_mut() = ResponseBody::full(error_body(status, request_id));
+        }
+        None => {}
+    }
 }
 
 #[cfg(test)]

@@ -1,28 +1,24 @@
-//! Process wiring: the Pingora server, rustls listeners, the admin plane,
-//! certificate reload, health checks, and graceful shutdown.
+//! Process wiring: listeners, worker runtimes, the admin plane, background
+//! tasks (health checks, certificate and policy reload), and shutdown.
 //!
-//! Everything here is assembly; the request logic lives in `proxy` and the
-//! stages it calls.
+//! [`build`] binds every socket, so a port that cannot be bound fails
+//! start-up with a clear error. [`Server::run`] takes the shutdown signal as
+//! an argument (as mini-redis's `run(listener, shutdown)` does): `serve`
+//! passes SIGTERM/SIGINT, tests pass whatever they like. Everything here is
+//! assembly; the request logic lives in `proxy` and the stages it calls.
 
 pub mod admin;
+pub mod conn;
+pub mod listen;
 pub mod tls;
 
-use crate::authn::mtls::ClientCertIdentity;
-use crate::config::{Config, ListenerConfig};
+use crate::config::Config;
 use crate::metrics::metrics;
-use crate::proxy::{Phigate, Pool};
-use async_trait::async_trait;
-use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
-use pingora::listeners::{TlsAccept, TlsAcceptCallbacks};
-use pingora::protocols::tls::TlsRef;
-use pingora::protocols::ALPN;
-use pingora::proxy::ProxyServiceBuilder;
-use pingora::server::configuration::ServerConf;
-use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
-use std::any::Any;
-use std::sync::atomic::Ordering;
+use crate::proxy::{Pipeline, Pool, Stages};
+use conn::HeadDeadlines;
+use listen::{BoundListener, ConnSettings, Limits, Reserve};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tls::{ReloadOutcome, ReloadingCert};
@@ -41,293 +37,74 @@ pub enum StartError {
         address: String,
         source: tls::TlsMaterialError,
     },
+    #[error("listener {address}: cannot listen: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("admin listener {address}: {source}")]
     Admin {
         address: String,
         source: std::io::Error,
     },
+    #[error("cannot start worker runtimes: {0}")]
+    Runtime(std::io::Error),
 }
 
-/// After each handshake: count it by protocol version, and name the client
-/// certificate (already verified against `client_ca` by rustls) for the
-/// authentication stage.
-struct HandshakeObserver;
-
-#[async_trait]
-impl TlsAccept for HandshakeObserver {
-    async fn handshake_complete_callback(
-        &self,
-        tls: &TlsRef,
-    ) -> Option<Arc<dyn Any + Send + Sync>> {
-        let version = tls.version().unwrap_or("unknown");
-        metrics().tls_handshakes.with_label_values(&[version]).inc();
-        let der = tls.peer_certificate_der()?;
-        ClientCertIdentity::from_der(der).map(|id| Arc::new(id) as Arc<dyn Any + Send + Sync>)
-    }
-}
-
-/// A rustls verifier for client certificates signed by `ca`.
-fn client_verifier(
-    tls: &crate::config::TlsConfig,
-) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, tls::TlsMaterialError> {
-    let Some(ca) = &tls.client_ca else {
-        return Ok(None);
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for c in tls::load_ca_bundle(ca)? {
-        roots.add(c).map_err(|e| tls::TlsMaterialError::BadCa {
-            path: ca.display().to_string(),
-            reason: e.to_string(),
-        })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-    let builder = match tls.client_auth {
-        crate::config::ClientAuth::Optional => builder.allow_unauthenticated(),
-        crate::config::ClientAuth::Required => builder,
-    };
-    builder
-        .build()
-        .map(Some)
-        .map_err(|e| tls::TlsMaterialError::BadCa {
-            path: ca.display().to_string(),
-            reason: e.to_string(),
-        })
-}
-
-/// Polls listener certificates for changes.
-struct CertReloader {
-    certs: Vec<(Arc<ReloadingCert>, Duration)>,
-}
-
-#[async_trait]
-impl BackgroundService for CertReloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(interval) = self.certs.iter().map(|(_, d)| *d).min() else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = tokio::time::sleep(interval) => {}
-            }
-            for (cert, _) in &self.certs {
-                match cert.check() {
-                    ReloadOutcome::Unchanged => {}
-                    ReloadOutcome::Reloaded => {
-                        metrics()
-                            .cert_reloads
-                            .with_label_values(&["reloaded"])
-                            .inc();
-                        tracing::info!(cert = %cert.cert_path().display(), "listener certificate reloaded");
-                    }
-                    ReloadOutcome::Rejected(why) => {
-                        metrics()
-                            .cert_reloads
-                            .with_label_values(&["rejected"])
-                            .inc();
-                        tracing::error!(cert = %cert.cert_path().display(), error = %why, "new listener certificate refused; still serving the previous one");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Reloads policies and entities when their files change and on SIGHUP.
-struct PolicyReloader {
-    authz: Arc<crate::authz::Authorization>,
-    interval: Duration,
-}
-
-#[async_trait]
-impl BackgroundService for PolicyReloader {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP; policy reload by signal is off");
-                None
-            }
-        };
-        let watching = self.authz.watches_files() && !self.interval.is_zero();
-        let tick = if watching {
-            self.interval
-        } else {
-            Duration::from_secs(3600)
-        };
-        loop {
-            let trigger = tokio::select! {
-                _ = shutdown.changed() => return,
-                _ = async {
-                    match hangup.as_mut() {
-                        Some(h) => { h.recv().await; }
-                        None => std::future::pending::<()>().await,
-                    }
-                } => "sighup",
-                _ = tokio::time::sleep(tick) => "watch",
-            };
-            if trigger == "watch" && !(watching && self.authz.changed_on_disk()) {
-                continue;
-            }
-            let authz = self.authz.clone();
-            // Loading runs the policy tests: keep it off the async workers.
-            let _ = tokio::task::spawn_blocking(move || authz.reload(trigger)).await;
-        }
-    }
-}
-
-/// Runs upstream health checks.
-struct HealthChecks {
-    pools: Vec<Arc<Pool>>,
-}
-
-#[async_trait]
-impl BackgroundService for HealthChecks {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let tasks: Vec<_> = self
-            .pools
-            .iter()
-            .map(|p| tokio::spawn(p.clone().run_health_checks()))
-            .collect();
-        let _ = shutdown.changed().await;
-        for t in tasks {
-            t.abort();
-        }
-    }
-}
-
-/// Serves the admin plane.
-struct AdminPlane {
-    listener: std::sync::Mutex<Option<std::net::TcpListener>>,
+/// A server whose sockets are bound, ready to run.
+pub struct Server {
+    stages: Arc<Stages>,
+    listeners: Vec<BoundListener>,
+    admin: std::net::TcpListener,
     readiness: Arc<admin::Readiness>,
+    certs: Vec<(Arc<ReloadingCert>, Duration)>,
+    authz: Arc<crate::authz::Authorization>,
+    settings: Arc<ConnSettings>,
+    threads: usize,
+    work_stealing: bool,
+    grace: Duration,
+    shutdown_timeout: Duration,
+    watch_interval: Duration,
 }
 
-#[async_trait]
-impl BackgroundService for AdminPlane {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let std_listener = self.listener.lock().ok().and_then(|mut l| l.take());
-        let Some(listener) = std_listener.and_then(|l| tokio::net::TcpListener::from_std(l).ok())
-        else {
-            tracing::error!("admin listener unavailable");
-            return;
-        };
-        self.readiness.started.store(true, Ordering::Relaxed);
-        // Keep answering through the shutdown grace period — /readyz says
-        // 503 so load balancers stop sending, /metrics stays scrapeable —
-        // until the runtime itself is torn down.
-        let readiness = self.readiness.clone();
-        tokio::spawn(async move {
-            let _ = shutdown.changed().await;
-            readiness.draining.store(true, Ordering::Relaxed);
-        });
-        admin::serve(listener, self.readiness.clone(), std::future::pending()).await;
-    }
-}
-
-fn tls_settings(
-    l: &ListenerConfig,
-    cert: Arc<ReloadingCert>,
-    http2: bool,
-    client: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
-) -> TlsSettings {
-    let callbacks: TlsAcceptCallbacks = Box::new(HandshakeObserver);
-    // `with_callbacks` only fails for OpenSSL backends; rustls always succeeds.
-    let mut settings = match TlsSettings::with_callbacks(callbacks) {
-        Ok(s) => s,
-        Err(_) => unreachable_tls(&l.address),
-    };
-    settings.set_cert_resolver(cert);
-    settings.set_alpn(if http2 { ALPN::H2H1 } else { ALPN::H1 });
-    if let Some(v) = client {
-        settings.set_client_cert_verifier(v);
-    }
-    settings
-}
-
-fn unreachable_tls(address: &str) -> ! {
-    // Kept as a named exit rather than a panic: startup, not request path.
-    eprintln!("phigate: cannot build TLS settings for {address}");
-    std::process::exit(1)
-}
-
-/// Builds the Pingora server for a validated config. The admin listener is
-/// bound here so a port conflict fails startup with a clear message.
+/// Builds the server for a validated config: every stage, every socket.
 pub fn build(config: &Config) -> Result<Server, StartError> {
-    pingora::tls::install_default_crypto_provider();
-    let mut conf = ServerConf {
-        work_stealing: config.server.work_stealing,
-        grace_period_seconds: Some(config.server.grace_period.get().as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.get().as_secs()),
-        ..ServerConf::default()
-    };
-    if let Some(threads) = config.server.threads {
-        conf.threads = threads.max(1);
-    } else {
-        conf.threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-    }
-    // Pingora's pid/upgrade files default to /tmp paths shared by every
-    // instance on the host; give each process its own.
-    let run_dir = std::env::temp_dir().join(format!("phigate-{}", std::process::id()));
-    conf.pid_file = run_dir.join("pid").display().to_string();
-    conf.upgrade_sock = run_dir.join("upgrade.sock").display().to_string();
-
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-
     let authn = crate::authn::build(config)?;
     let authz = Arc::new(
         crate::authz::Authorization::from_config(&config.authorization)
             .map_err(StartError::Authz)?,
     );
-    let (phigate, pools) = Phigate::from_config(config, authn, authz.clone())?;
-    let mut options = HttpServerOptions::default();
-    options.keepalive_request_limit = Some(config.hygiene.max_requests_per_connection.max(1));
-    options.h2_idle_timeout = Some(config.hygiene.keepalive_timeout.get());
-    let mut service = ProxyServiceBuilder::new(&server.configuration, phigate)
-        .name("phigate")
-        .server_options(options)
-        .build();
+    let stages = Arc::new(Stages::from_config(config, authn, authz.clone())?);
     let mut certs = Vec::new();
-    for l in &config.listeners {
-        match &l.tls {
+    let mut listeners = Vec::new();
+    for (index, l) in config.listeners.iter().enumerate() {
+        let tls = match &l.tls {
             Some(t) => {
-                let cert = Arc::new(ReloadingCert::load(&t.cert, &t.key).map_err(|source| {
-                    StartError::Tls {
-                        address: l.address.clone(),
-                        source,
-                    }
-                })?);
-                certs.push((cert.clone(), t.reload_interval.get()));
-                let client = client_verifier(t).map_err(|source| StartError::Tls {
+                let tls_err = |source| StartError::Tls {
                     address: l.address.clone(),
                     source,
-                })?;
-                service.add_tls_with_settings(
-                    &l.address,
-                    None,
-                    tls_settings(l, cert, t.http2, client),
-                );
+                };
+                let cert = Arc::new(ReloadingCert::load(&t.cert, &t.key).map_err(tls_err)?);
+                certs.push((cert.clone(), t.reload_interval.get()));
+                let config = tls::server_config(t, cert).map_err(tls_err)?;
+                Some(tokio_rustls::TlsAcceptor::from(config))
             }
-            None => service.add_tcp(&l.address),
-        }
-    }
-    server.add_service(service);
-
-    let admin_listener = std::net::TcpListener::bind(&config.admin.address)
-        .and_then(|l| l.set_nonblocking(true).map(|_| l))
-        .map_err(|source| StartError::Admin {
-            address: config.admin.address.clone(),
+            None => None,
+        };
+        let socket = listen::bind(&l.address).map_err(|source| StartError::Bind {
+            address: l.address.clone(),
             source,
         })?;
+        listeners.push(BoundListener { index, socket, tls });
+    }
+    let admin = listen::bind(&config.admin.address).map_err(|source| StartError::Admin {
+        address: config.admin.address.clone(),
+        source,
+    })?;
     let readiness = Arc::new(admin::Readiness {
         started: false.into(),
         draining: false.into(),
-        pools: pools.clone(),
+        pools: stages.pools().to_vec(),
         policies: Some(admin::PolicyAdmin {
             authz: authz.clone(),
             reload_token: match &config.admin.reload_token {
@@ -339,44 +116,334 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
             },
         }),
     });
-    server.add_service(background_service(
-        "admin",
-        AdminPlane {
-            listener: std::sync::Mutex::new(Some(admin_listener)),
-            readiness,
+    let h = &config.hygiene;
+    let max_head_bytes = h.max_header_bytes.bytes() as usize + h.max_uri_length + 4096;
+    let settings = Arc::new(ConnSettings {
+        max_connections: config.server.max_connections.max(1),
+        max_per_client: config.server.max_connections_per_client.max(1),
+        tls_handshake_timeout: config.server.tls_handshake_timeout.get(),
+        deadlines: HeadDeadlines {
+            first_request: h.first_request_timeout.get(),
+            whole_head: h.request_head_timeout.get(),
         },
-    ));
-    server.add_service(background_service("health checks", HealthChecks { pools }));
-    if !certs.is_empty() {
-        server.add_service(background_service("cert reload", CertReloader { certs }));
+        keepalive: h.keepalive_timeout.get(),
+        max_head_bytes,
+        // hyper must refuse what the hygiene check would not see: allow it
+        // more lines than the limit, so the limit answers with its own 431.
+        max_head_fields: (h.max_headers + 100).min(crate::http::MAX_FIELDS),
+    });
+    Ok(Server {
+        stages,
+        listeners,
+        admin,
+        readiness,
+        certs,
+        authz,
+        settings,
+        threads: config.server.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
+        work_stealing: config.server.work_stealing,
+        grace: config.server.grace_period.get(),
+        shutdown_timeout: config.server.shutdown_timeout.get(),
+        watch_interval: config.authorization.watch_interval.get(),
+    })
+}
+
+impl Server {
+    /// The addresses the data-plane listeners are bound to.
+    pub fn local_addrs(&self) -> Vec<std::net::SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.socket.local_addr().ok())
+            .collect()
     }
-    server.add_service(background_service(
-        "policy reload",
-        PolicyReloader {
-            authz,
-            interval: config.authorization.watch_interval.get(),
-        },
-    ));
-    Ok(server)
+
+    /// Runs until SIGTERM or SIGINT, then drains; the process's exit code.
+    pub fn run_forever(self) -> std::process::ExitCode {
+        match self.run(stop_signal()) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("phigate: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets
+    /// in-flight requests finish for at most the grace period, and returns.
+    pub fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let background = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("phigate-background")
+            .build()
+            .map_err(StartError::Runtime)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let accepting = Arc::new(AtomicUsize::new(0));
+        let limits = Arc::new(Limits::default());
+        let reserve = Arc::new(Reserve::new());
+        let workers = if self.work_stealing {
+            1
+        } else {
+            self.threads.max(1)
+        };
+        let expected_loops = workers * self.listeners.len();
+        let mut handles = Vec::new();
+        let listeners = self.listeners;
+        for w in 0..workers {
+            let sockets = listeners
+                .iter()
+                .map(|l| Ok((l.index, l.socket.try_clone()?, l.tls.clone())))
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(StartError::Runtime)?;
+            let runtime = if self.work_stealing {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(self.threads.max(1))
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .map_err(StartError::Runtime)?;
+            let worker = Worker {
+                stages: self.stages.clone(),
+                settings: self.settings.clone(),
+                limits: limits.clone(),
+                reserve: reserve.clone(),
+                stop: stop_rx.clone(),
+                accepting: accepting.clone(),
+                grace: self.grace,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("phigate-worker-{w}"))
+                .spawn(move || runtime.block_on(worker.run(sockets)))
+                .map_err(StartError::Runtime)?;
+            handles.push(handle);
+        }
+
+        // Only the workers hold the listening sockets now: when they stop
+        // accepting, the sockets close.
+        drop(listeners);
+        let readiness = self.readiness.clone();
+        let admin = self.admin;
+        let pools = self.stages.pools().to_vec();
+        let certs = self.certs;
+        let authz = self.authz;
+        let watch_interval = self.watch_interval;
+        let grace = self.grace;
+        let shutdown_timeout = self.shutdown_timeout;
+        background.block_on(async move {
+            let admin = match tokio::net::TcpListener::from_std(admin) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "admin listener unavailable");
+                    let _ = stop_tx.send(true);
+                    return;
+                }
+            };
+            let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(admin::serve(admin, readiness.clone(), async move {
+                let _ = admin_stop_rx.await;
+            }));
+            let health: Vec<_> = pools
+                .iter()
+                .map(|p: &Arc<Pool>| tokio::spawn(p.clone().run_health_checks()))
+                .collect();
+            if !certs.is_empty() {
+                tokio::spawn(reload_certificates(certs));
+            }
+            tokio::spawn(reload_policies(authz, watch_interval));
+            // Ready once every worker accepts on every listener.
+            let ready_when_accepting = {
+                let readiness = readiness.clone();
+                async move {
+                    while accepting.load(Ordering::Acquire) < expected_loops {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    readiness.started.store(true, Ordering::Relaxed);
+                    metrics().ready.set(1);
+                    std::future::pending::<()>().await
+                }
+            };
+            tokio::select! {
+                _ = shutdown => {}
+                _ = ready_when_accepting => {}
+            }
+            // Draining: /readyz says 503 so load balancers stop sending;
+            // /metrics stays scrapeable until the end.
+            readiness.draining.store(true, Ordering::Relaxed);
+            metrics().ready.set(0);
+            let _ = stop_tx.send(true);
+            let waited = tokio::task::spawn_blocking(move || {
+                for h in handles {
+                    let _ = h.join();
+                }
+            });
+            let _ = tokio::time::timeout(grace + shutdown_timeout, waited).await;
+            for t in health {
+                t.abort();
+            }
+            let _ = admin_stop_tx.send(());
+        });
+        Ok(())
+    }
+}
+
+/// One worker runtime: accept loops for every listener, each connection
+/// served on this runtime with this worker's upstream clients.
+struct Worker {
+    stages: Arc<Stages>,
+    settings: Arc<ConnSettings>,
+    limits: Arc<Limits>,
+    reserve: Arc<Reserve>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    accepting: Arc<AtomicUsize>,
+    grace: Duration,
+}
+
+impl Worker {
+    async fn run(
+        self,
+        sockets: Vec<(
+            usize,
+            std::net::TcpListener,
+            Option<tokio_rustls::TlsAcceptor>,
+        )>,
+    ) {
+        let pipeline = Arc::new(Pipeline::new(self.stages.clone()));
+        let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+        let drain = listen::Drain {
+            stop: self.stop.clone(),
+            done,
+        };
+        let mut loops = Vec::new();
+        for (index, socket, tls) in sockets {
+            let listener = match tokio::net::TcpListener::from_std(socket) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, listener = index, "cannot accept on listener");
+                    continue;
+                }
+            };
+            self.accepting.fetch_add(1, Ordering::Release);
+            loops.push(tokio::spawn(listen::accept_loop(
+                listener,
+                index,
+                tls,
+                pipeline.clone(),
+                self.settings.clone(),
+                self.limits.clone(),
+                self.reserve.clone(),
+                drain.clone(),
+            )));
+        }
+        let mut stop = self.stop.clone();
+        listen::stopped(&mut stop).await;
+        for l in loops {
+            let _ = l.await;
+        }
+        // Listeners are closed; connections finish their requests (idle
+        // keep-alive ones close now) for at most the grace period, and the
+        // worker stops as soon as the last one is gone.
+        drop(drain);
+        let _ = tokio::time::timeout(self.grace, all_done.recv()).await;
+    }
+}
+
+/// SIGINT or SIGTERM.
+pub async fn stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut i), Ok(mut t)) => {
+            tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
+        }
+        _ => std::future::pending().await,
+    }
+}
+
+/// Polls listener certificates for changes.
+async fn reload_certificates(certs: Vec<(Arc<ReloadingCert>, Duration)>) {
+    let Some(interval) = certs.iter().map(|(_, d)| *d).min() else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        for (cert, _) in &certs {
+            match cert.check() {
+                ReloadOutcome::Unchanged => {}
+                ReloadOutcome::Reloaded => {
+                    metrics()
+                        .cert_reloads
+                        .with_label_values(&["reloaded"])
+                        .inc();
+                    tracing::info!(cert = %cert.cert_path().display(), "listener certificate reloaded");
+                }
+                ReloadOutcome::Rejected(why) => {
+                    metrics()
+                        .cert_reloads
+                        .with_label_values(&["rejected"])
+                        .inc();
+                    tracing::error!(cert = %cert.cert_path().display(), error = %why, "new listener certificate refused; still serving the previous one");
+                }
+            }
+        }
+    }
+}
+
+/// Reloads policies and entities when their files change and on SIGHUP.
+async fn reload_policies(authz: Arc<crate::authz::Authorization>, interval: Duration) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; policy reload by signal is off");
+            None
+        }
+    };
+    let watching = authz.watches_files() && !interval.is_zero();
+    let tick = if watching {
+        interval
+    } else {
+        Duration::from_secs(3600)
+    };
+    loop {
+        let trigger = tokio::select! {
+            _ = async {
+                match hangup.as_mut() {
+                    Some(h) => { h.recv().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => "sighup",
+            _ = tokio::time::sleep(tick) => "watch",
+        };
+        if trigger == "watch" && !(watching && authz.changed_on_disk()) {
+            continue;
+        }
+        let authz = authz.clone();
+        // Loading runs the policy tests: keep it off the async workers.
+        let _ = tokio::task::spawn_blocking(move || authz.reload(trigger)).await;
+    }
 }
 
 /// Installs the JSON log subscriber (`RUST_LOG` filters; default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Pingora's debug and trace output includes request headers and paths:
-    // cap it at info whatever RUST_LOG asks for, so no PHI reaches the log.
-    let verbose = filter
-        .max_level_hint()
-        .is_none_or(|max| max > tracing::level_filters::LevelFilter::INFO);
-    let filter = if verbose {
-        ["pingora_core=info", "pingora_proxy=info", "pingora=info"]
-            .iter()
-            .filter_map(|d| d.parse().ok())
-            .fold(filter, |f, d| f.add_directive(d))
-    } else {
-        filter
-    };
+    // hyper's and rustls's debug output names headers and paths: cap them
+    // at info whatever RUST_LOG asks for, so no PHI reaches the log.
+    let filter = ["hyper=info", "hyper_util=info", "h2=info", "rustls=info"]
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d));
     let _ = tracing_subscriber::fmt()
         .json()
         .with_current_span(false)

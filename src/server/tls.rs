@@ -165,6 +165,52 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// A listener's rustls config: TLS 1.2 and 1.3 only, the certificate from
+/// `cert` (hot-reloaded), client certificates verified against the
+/// listener's `client_ca` when configured, ALPN `h2` (when `http2`) then
+/// `http/1.1`.
+pub fn server_config(
+    t: &crate::config::TlsConfig,
+    cert: Arc<ReloadingCert>,
+) -> Result<Arc<rustls::ServerConfig>, TlsMaterialError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsMaterialError::BadKey {
+            key: t.key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    let builder = match &t.client_ca {
+        Some(ca) => {
+            let bad = |e: String| TlsMaterialError::BadCa {
+                path: ca.display().to_string(),
+                reason: e,
+            };
+            let mut roots = rustls::RootCertStore::empty();
+            for c in load_ca_bundle(ca)? {
+                roots.add(c).map_err(|e| bad(e.to_string()))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            );
+            let v = match t.client_auth {
+                crate::config::ClientAuth::Optional => v.allow_unauthenticated(),
+                crate::config::ClientAuth::Required => v,
+            };
+            builder.with_client_cert_verifier(v.build().map_err(|e| bad(e.to_string()))?)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(cert);
+    config.alpn_protocols = if t.http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(Arc::new(config))
+}
+
 /// A self-signed certificate for `phigate demo` and tests, written as PEM files.
 pub struct SelfSigned {
     pub cert_pem: String,

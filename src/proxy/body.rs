@@ -1,0 +1,198 @@
+//! Bodies on the data plane.
+//!
+//! [`UpstreamBody`] is what an upstream receives: nothing, bytes already
+//! read to decide the request, or the client's stream under the route's size
+//! limit and the client body deadline. [`ResponseBody`] is what a client
+//! receives: a generated body or the upstream's stream (the response phase
+//! wraps it here).
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a client's body stream was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFailure {
+    TooLarge,
+    TimedOut,
+    Client,
+}
+
+/// Shared between a streaming body and the request that sent it, so the
+/// request can tell a cut body from an upstream failure.
+#[derive(Debug, Default)]
+pub struct BodyOutcome(AtomicU8);
+
+impl BodyOutcome {
+    fn set(&self, f: BodyFailure) {
+        let v = match f {
+            BodyFailure::TooLarge => 1,
+            BodyFailure::TimedOut => 2,
+            BodyFailure::Client => 3,
+        };
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    pub fn failure(&self) -> Option<BodyFailure> {
+        match self.0.load(Ordering::Relaxed) {
+            1 => Some(BodyFailure::TooLarge),
+            2 => Some(BodyFailure::TimedOut),
+            3 => Some(BodyFailure::Client),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body {0:?}")]
+pub struct BodyError(pub BodyFailure);
+
+/// The body sent upstream.
+pub enum UpstreamBody<B> {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(Box<LimitedBody<B>>),
+}
+
+/// A client's body under a size limit and an idle deadline between frames.
+pub struct LimitedBody<B> {
+    inner: B,
+    read: u64,
+    max: u64,
+    idle: Duration,
+    sleep: Pin<Box<Sleep>>,
+    outcome: Arc<BodyOutcome>,
+}
+
+impl<B> UpstreamBody<B> {
+    pub fn stream(inner: B, max: u64, idle: Duration, outcome: Arc<BodyOutcome>) -> Self {
+        UpstreamBody::Stream(Box::new(LimitedBody {
+            inner,
+            read: 0,
+            max,
+            idle,
+            sleep: Box::pin(tokio::time::sleep(idle)),
+            outcome,
+        }))
+    }
+}
+
+impl<B> Body for UpstreamBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::Empty => Poll::Ready(None),
+            UpstreamBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            UpstreamBody::Stream(s) => {
+                let s = &mut **s;
+                match Pin::new(&mut s.inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let Some(d) = frame.data_ref() {
+                            s.read += d.len() as u64;
+                            if s.read > s.max {
+                                s.outcome.set(BodyFailure::TooLarge);
+                                return Poll::Ready(Some(Err(
+                                    BodyError(BodyFailure::TooLarge).into()
+                                )));
+                            }
+                        }
+                        let at = Instant::now() + s.idle;
+                        s.sleep.as_mut().reset(at);
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        s.outcome.set(BodyFailure::Client);
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => {
+                        if s.sleep.as_mut().poll(cx).is_ready() {
+                            s.outcome.set(BodyFailure::TimedOut);
+                            return Poll::Ready(Some(Err(BodyError(BodyFailure::TimedOut).into())));
+                        }
+                        Poll::Pending
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Empty => true,
+            UpstreamBody::Full(b) => b.is_none(),
+            UpstreamBody::Stream(s) => s.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Empty => SizeHint::with_exact(0),
+            UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            UpstreamBody::Stream(s) => s.inner.size_hint(),
+        }
+    }
+}
+
+/// The body a client receives.
+pub enum ResponseBody {
+    Full(Option<Bytes>),
+    Upstream(hyper::body::Incoming),
+}
+
+impl ResponseBody {
+    pub fn empty() -> ResponseBody {
+        ResponseBody::Full(None)
+    }
+
+    pub fn full(b: impl Into<Bytes>) -> ResponseBody {
+        let b = b.into();
+        ResponseBody::Full((!b.is_empty()).then_some(b))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ResponseBody::Upstream(b) => b.size_hint(),
+        }
+    }
+}

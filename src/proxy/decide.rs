@@ -1,0 +1,243 @@
+//! Authorization glue: maps the request, decides it with Cedar, and turns a
+//! denial into its answer (403, a step-up, 400/413/503) unless the route
+//! only shadows. The decision is kept for the exit and the response phase.
+
+use super::admit::{header_str, Admission};
+use super::identify::{wants_page, Identity};
+use super::respond::{self, Stop};
+use super::routes::Route;
+use crate::authn::{AuthOutcome, Authenticator, Credentials, RequestFacts};
+use crate::authz::mapping::RequestView;
+use crate::authz::{Authorization, Decision, EnforcementMode, Verdict};
+use crate::metrics::metrics;
+use http::request::Parts;
+use std::sync::Arc;
+
+/// The largest body read to decide a request (FHIR creates, updates and
+/// batches); it is then sent upstream from memory.
+pub const MAX_DECISION_BODY: usize = 64 * 1024;
+
+/// What a client may declare about a request: purpose of use, break-glass
+/// justification, elevation ticket. Policies decide what they are worth.
+#[derive(Debug, Default, Clone)]
+pub struct Declared {
+    pub purpose_of_use: Option<String>,
+    pub break_glass: Option<String>,
+    pub ticket: Option<String>,
+}
+
+/// Largest declared value kept (a justification is a sentence, not a file).
+const MAX_DECLARED: usize = 512;
+
+impl Declared {
+    /// Read before hygiene strips the `X-Phigate-*` headers.
+    pub fn from_headers(h: &http::HeaderMap) -> Declared {
+        let get = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.len() <= MAX_DECLARED)
+                .map(str::to_owned)
+        };
+        Declared {
+            purpose_of_use: get("x-phigate-purpose-of-use"),
+            break_glass: get("x-phigate-break-glass"),
+            ticket: get("x-phigate-ticket"),
+        }
+    }
+}
+
+/// The authorization stage's result, for the exit and the response phase.
+#[derive(Debug, Clone)]
+pub struct DecisionCtx {
+    /// The decision, when Cedar was asked (`None` when the request could
+    /// not be mapped or entities could not be had).
+    pub decision: Option<Arc<Decision>>,
+    pub outcome: &'static str,
+    pub reason: &'static str,
+    pub mode: EnforcementMode,
+    /// `X-Phigate-Decision`, when debugging headers are on.
+    pub header: Option<String>,
+}
+
+/// Whether the request's body must be read before deciding, and whether it
+/// may be: `Err` is the refusal for a body too large to decide.
+pub fn body_needed(route: &Route, head: &Parts) -> Result<bool, Stop> {
+    let Some(route_authz) = route.authz.as_ref() else {
+        return Ok(false);
+    };
+    if !route_authz.needs_body(head.method.as_str()) {
+        return Ok(false);
+    }
+    let shadow = route_authz.mode == EnforcementMode::Shadow;
+    let declared_too_large = header_str(head, http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_DECISION_BODY);
+    // A shadow route decides without a body it cannot read and forwards it
+    // untouched; an enforcing route refuses it before reading it.
+    match (declared_too_large, shadow) {
+        (true, true) => Ok(false),
+        (true, false) => Err(undecidable_body(route)),
+        (false, _) => Ok(true),
+    }
+}
+
+/// A FHIR write whose body is over [`MAX_DECISION_BODY`]: nothing can be
+/// decided about it.
+pub fn undecidable_body(route: &Route) -> Stop {
+    metrics()
+        .authz_decisions
+        .with_label_values(&[&route.name, "unmapped", "body_too_large"])
+        .inc();
+    Stop::new(
+        respond::denial(
+            route.denial_style,
+            413,
+            "the request body is too large to authorize",
+        ),
+        "body_too_large_to_authorize",
+    )
+}
+
+/// Everything authorization reads about the request.
+pub struct DecideInput<'a> {
+    pub head: &'a Parts,
+    pub admission: &'a Admission,
+    pub identity: &'a Identity,
+    pub declared: &'a Declared,
+    pub body: Option<&'a [u8]>,
+    pub device_trusted: bool,
+    pub request_id: &'a str,
+}
+
+/// Decides the request. `Ok` lets it through (allowed, or denied in shadow
+/// mode); `Err` is the answer to send.
+pub async fn decide(
+    authz: &Authorization,
+    authn: &Authenticator,
+    input: DecideInput<'_>,
+) -> Result<DecisionCtx, (Stop, DecisionCtx)> {
+    let route = &input.admission.route;
+    let Some(route_authz) = route.authz.as_ref() else {
+        // Routes with authentication always carry authorization; a route
+        // without it never reaches here with a principal.
+        return Err((
+            Stop::new(
+                respond::denial(route.denial_style, 403, "access denied by policy"),
+                "forbidden",
+            ),
+            DecisionCtx {
+                decision: None,
+                outcome: "deny",
+                reason: "no_authorization",
+                mode: EnforcementMode::Enforce,
+                header: None,
+            },
+        ));
+    };
+    let principal = &input.identity.principal;
+    let path = &input.admission.path;
+    let shadow = route_authz.mode == EnforcementMode::Shadow;
+    let facts = crate::authz::RequestFacts {
+        client_ip: input.admission.client_ip,
+        device_trusted: input.device_trusted,
+        purpose_of_use: input.declared.purpose_of_use.clone(),
+        break_glass: input.declared.break_glass.clone(),
+        ticket: input.declared.ticket.clone(),
+        route: route.name.clone(),
+        now: jiff::Timestamp::now(),
+    };
+    let view = RequestView {
+        method: input.head.method.as_str(),
+        path: path.path(),
+        query: path.query(),
+        content_type: header_str(input.head, http::header::CONTENT_TYPE),
+        body: input.body,
+    };
+    let verdict = authz.decide(route_authz, principal, &view, &facts).await;
+    let (outcome, reason) = verdict.labels();
+    let allowed = matches!(verdict, Verdict::Allow(_));
+    let outcome = if shadow && !allowed {
+        "shadow_deny"
+    } else {
+        outcome
+    };
+    metrics()
+        .authz_decisions
+        .with_label_values(&[&route.name, outcome, reason])
+        .inc();
+    let decision = verdict.decision().cloned();
+    let header = authz.decision_header.then(|| {
+        let policies = decision
+            .as_ref()
+            .map(|d| d.determining().join(","))
+            .unwrap_or_default();
+        let version = match &decision {
+            Some(d) => d.version.clone(),
+            None => authz.version(),
+        };
+        format!("{outcome}; reason={reason}; policies=\"{policies}\"; version={version}")
+    });
+    let ctx = DecisionCtx {
+        decision,
+        outcome,
+        reason,
+        mode: route_authz.mode,
+        header,
+    };
+    if allowed || shadow {
+        return Ok(ctx);
+    }
+    let refusal = match verdict {
+        Verdict::StepUp(_, need) => {
+            let creds = Credentials {
+                client_cert: None,
+                authorization: None,
+                cookie: None,
+                wants_page: wants_page(input.head),
+                target: path,
+            };
+            let auth_facts = RequestFacts {
+                request_id: input.request_id,
+                route: &route.name,
+                client_ip: Some(input.admission.client_ip),
+                path: path.path(),
+            };
+            match authn
+                .policy_step_up(principal, need.mfa, need.max_age, &creds, &auth_facts)
+                .await
+            {
+                AuthOutcome::Redirect(url) => (respond::redirect(&url, None), "step_up_redirect"),
+                AuthOutcome::StepUp(step_up) => (
+                    respond::error_with(
+                        401,
+                        &[(http::header::WWW_AUTHENTICATE, step_up.challenge())],
+                    ),
+                    "step_up_required",
+                ),
+                _ => (respond::error(503), "identity_provider_unavailable"),
+            }
+        }
+        Verdict::Unmapped(crate::authz::mapping::MappingError::BadRequest { .. }) => (
+            respond::denial(
+                route.denial_style,
+                400,
+                "the request cannot be authorized as sent",
+            ),
+            "authz_bad_request",
+        ),
+        Verdict::Unavailable(_) => (
+            respond::denial(
+                route.denial_style,
+                503,
+                "authorization is temporarily unavailable",
+            ),
+            "authz_unavailable",
+        ),
+        _ => (
+            respond::denial(route.denial_style, 403, "access denied by policy"),
+            "forbidden",
+        ),
+    };
+    Err((Stop::new(refusal.0, refusal.1), ctx))
+}

@@ -1,0 +1,109 @@
+//! phigate's own endpoints under `/.phigate/`: the assertion keys and the
+//! browser sign-in flow (login, callback, logout, userinfo). They are
+//! answered here and never forwarded.
+
+use super::admit::Reserved;
+use super::identify::REALM_CHALLENGE;
+use super::respond::{self, Generated};
+use crate::authn::browser::{parse_query, safe_return_path, LoginError};
+use crate::authn::session::SessionLimits;
+use crate::authn::{AuthEventKind, Authenticator, RequestFacts};
+use http::request::Parts;
+use std::net::IpAddr;
+
+/// Answers a reserved endpoint; returns the response and, for refusals,
+/// the reason recorded at the exit.
+pub async fn serve(
+    authn: &Authenticator,
+    limits: SessionLimits,
+    which: Reserved,
+    head: &Parts,
+    client_ip: IpAddr,
+    request_id: &str,
+) -> (Generated, Option<&'static str>) {
+    let facts = RequestFacts {
+        request_id,
+        route: ".phigate",
+        client_ip: Some(client_ip),
+        path: "",
+    };
+    let cookie = head.headers.get(http::header::COOKIE).map(|v| v.as_bytes());
+    let query = head.uri.query().unwrap_or("");
+    let browser = authn.browser.as_ref();
+    let now = super::unix_now();
+    match (which, browser) {
+        (Reserved::Jwks, _) => (
+            respond::json(200, authn.signer.jwks(), "public, max-age=300"),
+            None,
+        ),
+        (_, None) => (respond::error(404), Some("reserved_path")),
+        (Reserved::Login, Some(b)) => {
+            let rd = parse_query(query)
+                .into_iter()
+                .find(|(k, _)| k == "rd")
+                .and_then(|(_, v)| safe_return_path(&v))
+                .unwrap_or_else(|| "/".into());
+            match b.start_login(&rd, None, false).await {
+                Ok(url) => (respond::redirect(&url, None), None),
+                Err(e) => {
+                    authn.emit(&facts, AuthEventKind::LoginFailed, e.reason(), None);
+                    (respond::error(503), Some("identity_provider_unavailable"))
+                }
+            }
+        }
+        (Reserved::Callback, Some(b)) => match b.callback(query, now).await {
+            Ok(done) => {
+                // A fresh session replaces whatever the browser had.
+                if let Some(old) = cookie {
+                    b.forget(old).await;
+                }
+                authn.emit(
+                    &facts,
+                    AuthEventKind::LoginSucceeded,
+                    "code_flow",
+                    Some(&done.principal),
+                );
+                (
+                    respond::redirect(&done.return_to, Some(&done.set_cookie)),
+                    None,
+                )
+            }
+            Err(e) => {
+                authn.emit(&facts, AuthEventKind::LoginFailed, e.reason(), None);
+                let status = if matches!(e, LoginError::Provider(_)) {
+                    503
+                } else {
+                    400
+                };
+                (respond::error(status), Some("login_failed"))
+            }
+        },
+        (Reserved::Logout, Some(b)) => {
+            let principal = match cookie {
+                Some(c) => b.peek(c).await,
+                None => None,
+            };
+            let (clear, target) = b.logout(cookie).await;
+            authn.emit(&facts, AuthEventKind::Logout, "user", principal.as_deref());
+            (respond::redirect(&target, Some(&clear)), None)
+        }
+        (Reserved::Userinfo, Some(b)) => match b.session(cookie, limits, now).await {
+            Ok(Some(s)) => {
+                let p = &s.principal;
+                let body = serde_json::json!({
+                    "sub": p.id, "idp": p.issuer, "name": p.display_name,
+                    "email": p.email, "roles": p.roles, "mfa": p.mfa,
+                    "auth_time": p.auth_time,
+                });
+                (respond::json(200, &body, "public, max-age=300"), None)
+            }
+            _ => (
+                respond::error_with(
+                    401,
+                    &[(http::header::WWW_AUTHENTICATE, REALM_CHALLENGE.into())],
+                ),
+                Some("unauthenticated"),
+            ),
+        },
+    }
+}

@@ -1,0 +1,179 @@
+//! The exit: every response leaves through [`exit`], which sees every
+//! stage's result for the request. It finishes generated bodies, adds the
+//! request id and the decision header, bounds keep-alive, and records the
+//! request (metrics and one log line, whatever the outcome) — the place the
+//! audit record will be written before anything is released.
+//!
+//! A request whose client goes away before the exit is recorded when its
+//! context is dropped, as `client_closed` (status label `499`).
+
+use super::decide::DecisionCtx;
+use super::respond;
+use super::routes::{Hygiene, Route};
+use super::ResponseBody;
+use crate::authn::Principal;
+use crate::http::RequestId;
+use crate::metrics::metrics;
+use crate::server::conn::ConnInfo;
+use http::header::{HeaderValue, CONNECTION};
+use http::{Method, Request, Response};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What the stages established about one request, for the exit.
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: RequestId,
+    pub method: Method,
+    pub route: Option<Arc<Route>>,
+    pub client_ip: Option<IpAddr>,
+    pub principal: Option<Arc<Principal>>,
+    pub decision: Option<DecisionCtx>,
+    /// Why phigate answered itself, when it did.
+    pub rejection: Option<&'static str>,
+    /// Set once the exit recorded the request.
+    recorded: bool,
+}
+
+impl RequestCtx {
+    pub fn start<B>(req: &Request<B>, conn: &ConnInfo) -> RequestCtx {
+        let _ = conn.count_request();
+        RequestCtx {
+            started: Instant::now(),
+            request_id: RequestId::from_client(req.headers().get("x-request-id")),
+            method: req.method().clone(),
+            route: None,
+            client_ip: None,
+            principal: None,
+            decision: None,
+            rejection: None,
+            recorded: false,
+        }
+    }
+
+    fn route_label(&self) -> &str {
+        self.route.as_ref().map(|r| r.name.as_str()).unwrap_or("-")
+    }
+
+    /// Metrics and one JSON log line — no path, query, headers or patients.
+    fn record(&mut self, status: u16, outcome: &'static str) {
+        self.recorded = true;
+        let route = self.route_label().to_string();
+        let elapsed = self.started.elapsed();
+        let m = metrics();
+        m.requests
+            .with_label_values(&[&route, status_label(status)])
+            .inc();
+        m.latency
+            .with_label_values(&[&route])
+            .observe(elapsed.as_secs_f64());
+        let d = self.decision.as_ref();
+        let policies = d
+            .and_then(|d| d.decision.as_ref())
+            .map(|d| d.determining().join(","))
+            .unwrap_or_default();
+        tracing::info!(
+            request_id = %self.request_id,
+            method = %self.method,
+            route = %route,
+            status,
+            outcome,
+            latency_ms = (elapsed.as_micros() as f64) / 1000.0,
+            rejection = self.rejection.unwrap_or(""),
+            principal = self.principal.as_ref().map(|p| p.id.as_str()).unwrap_or(""),
+            decision = d.map(|d| d.outcome).unwrap_or(""),
+            decision_reason = d.map(|d| d.reason).unwrap_or(""),
+            policies = %policies,
+            mode = d.map(|d| d.mode.as_str()).unwrap_or(""),
+            break_glass = d
+                .and_then(|d| d.decision.as_ref())
+                .is_some_and(|d| d.break_glass),
+            "request"
+        );
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        if !self.recorded {
+            self.record(499, "client_closed");
+        }
+    }
+}
+
+/// Every response passes here.
+pub fn exit(
+    ctx: &mut RequestCtx,
+    mut resp: Response<ResponseBody>,
+    conn: &ConnInfo,
+    hygiene: &Hygiene,
+) -> Response<ResponseBody> {
+    respond::finish(&mut resp, ctx.request_id.as_str());
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(ctx.request_id.as_str()) {
+        h.insert("x-request-id", v);
+    }
+    if let Some(v) = ctx
+        .decision
+        .as_ref()
+        .and_then(|d| d.header.as_deref())
+        .and_then(|d| HeaderValue::from_str(d).ok())
+    {
+        h.insert("x-phigate-decision", v);
+    }
+    // HTTP/1.1 keep-alive is bounded by a request count, and ends after an
+    // upgrade request that was not upgraded (its bytes are no longer
+    // followed, so no later request on it could be judged).
+    if let Some(heads) = &conn.heads {
+        let served = conn.requests.load(std::sync::atomic::Ordering::Relaxed);
+        let unfollowed = resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            && heads.lock().map(|t| t.is_done()).unwrap_or(true);
+        if served >= hygiene.max_requests_per_connection || unfollowed {
+            resp.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+    }
+    let outcome = match ctx.rejection {
+        Some("") => "answered",
+        Some(reason) => {
+            metrics().rejections.with_label_values(&[reason]).inc();
+            "refused"
+        }
+        None => "forwarded",
+    };
+    ctx.record(resp.status().as_u16(), outcome);
+    resp
+}
+
+/// A bounded status label: common codes exactly, the rest by class.
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        204 => "204",
+        301 => "301",
+        302 => "302",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        408 => "408",
+        413 => "413",
+        414 => "414",
+        431 => "431",
+        499 => "499",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => match other / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        },
+    }
+}

@@ -1,0 +1,93 @@
+//! Authentication glue: turns the request's credentials into an
+//! [`Identity`], or into the answer the client needs (401, step-up, a
+//! sign-in redirect, 503 when the identity provider cannot be reached).
+
+use super::admit::Admission;
+use super::respond::{self, Stop};
+use crate::authn::mtls::ClientCertIdentity;
+use crate::authn::{AuthOutcome, Authenticator, Credentials, Principal, RequestFacts};
+use http::request::Parts;
+use std::sync::Arc;
+
+/// Who is asking, for every later stage.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub principal: Arc<Principal>,
+    /// Hash of the credential that authenticated the request (never the
+    /// credential itself).
+    pub credential: [u8; 32],
+}
+
+/// The challenge every 401 carries.
+pub const REALM_CHALLENGE: &str = "Bearer realm=\"phigate\"";
+
+/// Authentication's answer: `Ok(None)` on a public path.
+pub type Identified = Result<Option<Identity>, Stop>;
+
+/// Authenticates the request on its route.
+pub async fn identify(
+    authn: &Authenticator,
+    head: &Parts,
+    admission: &Admission,
+    client_cert: Option<&ClientCertIdentity>,
+    request_id: &str,
+) -> Identified {
+    let route = &admission.route;
+    let facts = RequestFacts {
+        request_id,
+        route: &route.name,
+        client_ip: Some(admission.client_ip),
+        path: admission.path.path(),
+    };
+    let header = |name| {
+        head.headers
+            .get(name)
+            .map(|v: &http::HeaderValue| v.as_bytes())
+    };
+    let creds = Credentials {
+        client_cert,
+        authorization: header(http::header::AUTHORIZATION),
+        cookie: header(http::header::COOKIE),
+        wants_page: wants_page(head),
+        target: &admission.path,
+    };
+    match authn
+        .authenticate(&route.auth, &creds, &facts, super::unix_now())
+        .await
+    {
+        AuthOutcome::Public => Ok(None),
+        AuthOutcome::Authenticated {
+            principal,
+            credential,
+        } => Ok(Some(Identity {
+            principal,
+            credential,
+        })),
+        AuthOutcome::Challenge(www) => Err(Stop::new(
+            respond::error_with(401, &[(http::header::WWW_AUTHENTICATE, www)]),
+            "unauthenticated",
+        )),
+        AuthOutcome::StepUp(step_up) => Err(Stop::new(
+            respond::error_with(
+                401,
+                &[(http::header::WWW_AUTHENTICATE, step_up.challenge())],
+            ),
+            "unauthenticated",
+        )),
+        AuthOutcome::Redirect(url) => {
+            Err(Stop::new(respond::redirect(&url, None), "sign_in_redirect"))
+        }
+        AuthOutcome::Unavailable => Err(Stop::new(
+            respond::error(503),
+            "identity_provider_unavailable",
+        )),
+    }
+}
+
+/// A page load a browser makes (navigate), as opposed to an API call.
+pub fn wants_page(head: &Parts) -> bool {
+    let get = head.method == http::Method::GET || head.method == http::Method::HEAD;
+    let html = super::admit::header_str(head, http::header::ACCEPT)
+        .is_some_and(|a| a.contains("text/html"));
+    get && html
+}

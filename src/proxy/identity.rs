@@ -1,0 +1,174 @@
+//! What an upstream learns about the principal: identity headers and the
+//! signed assertion, prepared once per credential and audience and reused
+//! until the assertion nears its expiry; and phigate's own session cookie,
+//! which never reaches an upstream.
+
+use super::routes::Route;
+use super::PoolError;
+use crate::authn::assertion::REUSE_MARGIN;
+use crate::authn::{Authenticator, Principal};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+
+/// Header names for identity injection, resolved once.
+pub struct IdentityNames {
+    user: HeaderName,
+    name: HeaderName,
+    email: HeaderName,
+    roles: HeaderName,
+    assertion: HeaderName,
+    max_bytes: usize,
+}
+
+/// Identity header values ready to send, and when the assertion expires.
+pub struct IdentityBundle {
+    headers: Vec<(HeaderName, HeaderValue)>,
+    exp: u64,
+}
+
+/// Prepares and caches identity headers.
+pub struct IdentityHeaders {
+    names: IdentityNames,
+    /// (credential, audience) → prepared identity headers.
+    cache: moka::sync::Cache<([u8; 32], Arc<str>), Arc<IdentityBundle>>,
+}
+
+/// The assertion could not be signed: the request must not go upstream.
+#[derive(Debug)]
+pub struct SigningFailed;
+
+impl IdentityHeaders {
+    pub fn from_config(c: &crate::config::IdentityHeadersConfig) -> Result<Self, PoolError> {
+        let name = |s: &str| {
+            HeaderName::from_bytes(s.as_bytes()).map_err(|_| PoolError {
+                pool: "identity_headers".into(),
+                reason: format!("{s:?} is not a header name"),
+            })
+        };
+        Ok(IdentityHeaders {
+            names: IdentityNames {
+                user: name(&c.user)?,
+                name: name(&c.name)?,
+                email: name(&c.email)?,
+                roles: name(&c.roles)?,
+                assertion: name(&c.assertion)?,
+                max_bytes: c.max_header_bytes.max(64),
+            },
+            cache: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(crate::authn::assertion::ASSERTION_TTL)
+                .build(),
+        })
+    }
+
+    /// Sets the identity headers for `principal` on an upstream request.
+    pub fn inject(
+        &self,
+        authn: &Authenticator,
+        headers: &mut HeaderMap,
+        route: &Route,
+        principal: &Principal,
+        credential: [u8; 32],
+        now: u64,
+    ) -> Result<(), SigningFailed> {
+        let key = (credential, route.auth.audience.clone());
+        let bundle = match self.cache.get(&key) {
+            Some(b) if b.exp > now + REUSE_MARGIN => b,
+            _ => {
+                let b = Arc::new(
+                    self.bundle(authn, route, principal, now)
+                        .ok_or(SigningFailed)?,
+                );
+                self.cache.insert(key, b.clone());
+                b
+            }
+        };
+        for (name, value) in &bundle.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        Ok(())
+    }
+
+    fn bundle(
+        &self,
+        authn: &Authenticator,
+        route: &Route,
+        p: &Principal,
+        now: u64,
+    ) -> Option<IdentityBundle> {
+        let names = &self.names;
+        let cap = names.max_bytes;
+        let value = |s: String| HeaderValue::from_str(&s).ok();
+        let mut headers = vec![(names.user.clone(), value(header_safe(&p.id, cap))?)];
+        if let Some(n) = &p.display_name {
+            headers.push((names.name.clone(), value(header_safe(n, cap))?));
+        }
+        if let Some(e) = &p.email {
+            headers.push((names.email.clone(), value(header_safe(e, cap))?));
+        }
+        if !p.roles.is_empty() {
+            headers.push((names.roles.clone(), value(joined_within(&p.roles, cap))?));
+        }
+        let (assertion, exp) = authn.signer.assertion(p, &route.auth.audience, now)?;
+        headers.push((names.assertion.clone(), value(assertion)?));
+        Some(IdentityBundle { headers, exp })
+    }
+}
+
+/// A claim value fit for a header: control characters become spaces and it
+/// is cut (at a character boundary) to `cap` bytes.
+fn header_safe(v: &str, cap: usize) -> String {
+    let mut out = String::with_capacity(v.len().min(cap));
+    for c in v.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > cap {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Comma-joined values, stopping before the one that would exceed `cap`.
+fn joined_within(values: &[String], cap: usize) -> String {
+    let mut out = String::new();
+    for v in values {
+        let v = header_safe(&v.replace(',', " "), cap);
+        let extra = if out.is_empty() { v.len() } else { v.len() + 1 };
+        if out.len() + extra > cap {
+            break;
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&v);
+    }
+    out
+}
+
+/// Removes phigate's own session cookie from the request's `Cookie`
+/// header(s): the app has no use for it and must never be able to replay it.
+pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+    let values: Vec<String> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(String::from)
+        .collect();
+    if values.is_empty() {
+        return;
+    }
+    let prefix = format!("{name}=");
+    let kept: Vec<&str> = values
+        .iter()
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
+        .collect();
+    headers.remove(http::header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            headers.insert(http::header::COOKIE, v);
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The routing table and the hygiene settings, built once from config.
+
+use super::respond::DenialStyle;
+use super::router::Router;
+use super::{Pool, PoolError};
+use crate::authn::RouteAuth;
+use crate::authz::RouteAuthz;
+use crate::config::{Config, RouteConfig};
+use crate::http::{IdentityHeaderRules, PathPolicy, TrustedProxies};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A configured route with its upstream pool.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub pool: Arc<Pool>,
+    /// Index of `pool` among all pools (each worker's clients are indexed
+    /// the same way).
+    pub pool_index: usize,
+    pub max_body: u64,
+    pub websocket: bool,
+    pub allow_double_slash: bool,
+    pub preserve_host: bool,
+    /// The route names its hosts, so the request's host was on a list.
+    pub hosts_listed: bool,
+    pub auth: RouteAuth,
+    /// How requests are authorized; `None` on public routes.
+    pub authz: Option<RouteAuthz>,
+    pub denial_style: DenialStyle,
+}
+
+/// Hygiene settings resolved from config once, used on every request.
+pub struct Hygiene {
+    pub strict_path: PathPolicy,
+    pub lenient_path: PathPolicy,
+    pub max_uri: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub identity: IdentityHeaderRules,
+    pub trusted: TrustedProxies,
+    pub body_timeout: Duration,
+    pub max_requests_per_connection: u32,
+}
+
+impl Hygiene {
+    pub fn from_config(h: &crate::config::HygieneConfig) -> Hygiene {
+        let identity = IdentityHeaderRules::with_additional(
+            h.strip_headers.iter().map(|s| s.to_ascii_lowercase()),
+            h.strip_header_prefixes
+                .iter()
+                .map(|s| s.to_ascii_lowercase()),
+        );
+        Hygiene {
+            strict_path: PathPolicy {
+                max_len: h.max_path_length,
+                allow_double_slash: false,
+            },
+            lenient_path: PathPolicy {
+                max_len: h.max_path_length,
+                allow_double_slash: true,
+            },
+            max_uri: h.max_uri_length,
+            max_header_bytes: h.max_header_bytes.bytes() as usize,
+            max_headers: h.max_headers,
+            identity,
+            trusted: TrustedProxies::new(h.trusted_proxies.clone()),
+            body_timeout: h.client_body_timeout.get(),
+            max_requests_per_connection: h.max_requests_per_connection.max(1),
+        }
+    }
+}
+
+/// The routing table and the pools it routes to (in name order).
+pub type Table = (Router<Arc<Route>>, Vec<Arc<Pool>>);
+
+/// Builds the pools (in name order) and the routing table.
+pub fn build(config: &Config) -> Result<Table, PoolError> {
+    let mut pools = BTreeMap::new();
+    for (name, u) in &config.upstreams {
+        pools.insert(name.clone(), Arc::new(Pool::from_config(name, u)?));
+    }
+    let index: BTreeMap<&str, usize> = pools
+        .keys()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let routes = config.routes.iter().map(|r: &RouteConfig| {
+        let missing = || PoolError {
+            pool: r.upstream.clone(),
+            reason: "not defined".into(),
+        };
+        let pool = pools.get(&r.upstream).cloned().ok_or_else(missing)?;
+        let pool_index = *index.get(r.upstream.as_str()).ok_or_else(missing)?;
+        Ok((
+            r.hosts.clone(),
+            r.path_prefix.clone(),
+            Arc::new(Route {
+                name: r.name.clone(),
+                pool,
+                pool_index,
+                max_body: r.max_body.bytes(),
+                websocket: r.websocket,
+                allow_double_slash: r.allow_double_slash,
+                preserve_host: r.preserve_host,
+                hosts_listed: !r.hosts.is_empty(),
+                auth: RouteAuth::from_config(&r.name, &r.auth, config.browser.as_ref()),
+                authz: match r.auth.kind {
+                    crate::config::AuthKind::Public => None,
+                    _ => Some(
+                        RouteAuthz::from_config(&r.authorization, &r.path_prefix).map_err(
+                            |reason| PoolError {
+                                pool: r.name.clone(),
+                                reason,
+                            },
+                        )?,
+                    ),
+                },
+                denial_style: match r.authorization.mapping {
+                    crate::authz::config::MappingKind::Fhir => DenialStyle::Fhir,
+                    crate::authz::config::MappingKind::Templates => DenialStyle::Problem,
+                },
+            }),
+        ))
+    });
+    let router = Router::new(routes.collect::<Result<Vec<_>, PoolError>>()?);
+    Ok((router, pools.into_values().collect()))
+}
