@@ -19,4 +19,4 @@ pub mod store;
 
 pub use config::{AuthorizationConfig, EnforcementMode, RouteAuthzConfig};
 pub use engine::{Decision, DenyReason, RequestFacts, StepUpNeed};
-pub use runtime::{Authorization, Reloaded, RouteAuthz, Verdict};
+pub use runtime::{Authorization, Decided, Loaded, Reloaded, RouteAuthz, Snapshot, Verdict};

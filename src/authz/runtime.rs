@@ -10,10 +10,12 @@
 use super::config::{AuthorizationConfig, EnforcementMode, MappingKind, RouteAuthzConfig};
 use super::engine::{Categories, Decision, Engine, RequestFacts, StepUpNeed, Subject};
 use super::entities::{EntityLookup, EntityStore, Layered, PrincipalEntity, Relationships};
-use super::mapping::{FhirMapper, Mapping, MappingError, RequestView, TemplateMapper};
+use super::mapping::{
+    AccessRequest, FhirMapper, Mapping, MappingError, RequestView, TemplateMapper,
+};
 use super::policy_tests;
 use super::source::HttpEntitySource;
-use super::store::{PolicyBundle, PolicySource, PolicyStore};
+use super::store::{PolicyBundle, PolicySource};
 use crate::authn::principal::Principal;
 use crate::metrics::metrics;
 use arc_swap::ArcSwap;
@@ -119,12 +121,69 @@ impl Verdict {
     }
 }
 
+/// Policies (with their schema) and entities in force, loaded, validated
+/// and swapped as one: a request decided on a snapshot sees one version of
+/// each, never old policies over new entities.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub policies: Arc<PolicyBundle>,
+    pub entities: Arc<EntityStore>,
+    /// Content hash of the entities file (`"none"` without one).
+    pub entities_version: String,
+    /// Unique per snapshot: caches key on it, never on an address.
+    pub generation: u64,
+}
+
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl Snapshot {
+    fn new(policies: PolicyBundle, entities: EntityStore, entities_version: String) -> Snapshot {
+        Snapshot {
+            policies: Arc::new(policies),
+            entities: Arc::new(entities),
+            entities_version,
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The policy set's version.
+    pub fn version(&self) -> &str {
+        &self.policies.version
+    }
+}
+
+/// What one request's authorization loaded: its snapshot, clock reading and
+/// facts, the principal's entity and any patients fetched for it. Later
+/// decisions for the same request (the response phase's per-record checks)
+/// run synchronously over exactly this, with [`Authorization::decide_records`].
+pub struct Loaded {
+    pub snapshot: Arc<Snapshot>,
+    pub facts: RequestFacts,
+    principal: Arc<CachedPrincipal>,
+    fetched: EntityStore,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("generation", &self.snapshot.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A decision and what it was decided on.
+pub struct Decided {
+    pub verdict: Verdict,
+    /// `None` when nothing was loaded (the request could not be mapped or
+    /// entities could not be had).
+    pub loaded: Option<Loaded>,
+}
+
 /// The policies, entities and sources in force.
 pub struct Authorization {
     policy_source: PolicySource,
     entities_path: Option<PathBuf>,
-    policies: PolicyStore,
-    entities: ArcSwap<EntityStore>,
+    snapshot: ArcSwap<Snapshot>,
     engine: Engine,
     categories: Categories,
     http: Option<HttpEntitySource>,
@@ -138,7 +197,8 @@ pub struct Authorization {
 
 struct CachedPrincipal {
     principal: Arc<Principal>,
-    entities_generation: usize,
+    /// The snapshot generation its entity was built from.
+    generation: u64,
     relationships: Option<Arc<Relationships>>,
     entity: PrincipalEntity,
 }
@@ -159,7 +219,7 @@ impl Authorization {
         };
         let overrides: HashMap<String, String> = c.categories.clone().into_iter().collect();
         let categories = Categories::with_overrides(&overrides);
-        let (bundle, entities) = load(
+        let (bundle, entities, entities_version) = load(
             &policy_source,
             c.entities.as_ref(),
             c.test_on_reload,
@@ -179,8 +239,7 @@ impl Authorization {
         Ok(Authorization {
             policy_source,
             entities_path: c.entities.clone(),
-            policies: PolicyStore::new(bundle),
-            entities: ArcSwap::from_pointee(entities),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(bundle, entities, entities_version)),
             engine: Engine::new(time_zone),
             categories,
             http,
@@ -196,10 +255,16 @@ impl Authorization {
 
     /// The policy version in force.
     pub fn version(&self) -> String {
-        self.policies.current().version.clone()
+        self.snapshot.load().policies.version.clone()
     }
 
-    /// Decides one request on `route` for `principal`.
+    /// The snapshot in force: a request takes it once and keeps it.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Decides one request on `route` for `principal` with the snapshot
+    /// in force.
     pub async fn decide(
         &self,
         route: &RouteAuthz,
@@ -207,16 +272,34 @@ impl Authorization {
         view: &RequestView<'_>,
         facts: &RequestFacts,
     ) -> Verdict {
+        self.decide_on(self.snapshot(), route, principal, view, facts.clone())
+            .await
+            .verdict
+    }
+
+    /// Decides one request on `snapshot`, and keeps what it loaded for the
+    /// request's later decisions.
+    pub async fn decide_on(
+        &self,
+        snapshot: Arc<Snapshot>,
+        route: &RouteAuthz,
+        principal: &Arc<Principal>,
+        view: &RequestView<'_>,
+        facts: RequestFacts,
+    ) -> Decided {
+        let unloaded = |verdict| Decided {
+            verdict,
+            loaded: None,
+        };
         let mapping = match route.map(view) {
             Ok(m) => m,
-            Err(e) => return Verdict::Unmapped(e),
+            Err(e) => return unloaded(Verdict::Unmapped(e)),
         };
-        let bundle = self.policies.current();
-        let entities = self.entities.load_full();
-        let principal_entity = match self.principal_entity(principal, &entities).await {
+        let principal_entity = match self.principal_entity(principal, &snapshot).await {
             Ok(p) => p,
-            Err(reason) => return Verdict::Unavailable(reason),
+            Err(reason) => return unloaded(Verdict::Unavailable(reason)),
         };
+        let entities = &snapshot.entities;
         // Patients the static file does not know come from the source.
         let mut fetched = EntityStore::empty();
         if let Some(http) = self.http.as_ref().filter(|h| h.resolves_patients()) {
@@ -225,54 +308,78 @@ impl Authorization {
                 if entities.contains(&uid) || fetched.contains(&uid) {
                     continue;
                 }
-                match http.patient(patient, &bundle.schema).await {
+                match http.patient(patient, &snapshot.policies.schema).await {
                     Ok(Some(store)) => {
                         for (entity, ancestors) in store.iter() {
                             fetched.insert_closed_over(entity, ancestors, entities.as_ref());
                         }
                     }
                     Ok(None) => {}
-                    Err(_) => return Verdict::Unavailable("entity_source_failed"),
+                    Err(e) => {
+                        // The cause, never the patient.
+                        tracing::warn!(cause = %e.for_logs(), "entity source failed for a patient; the request is denied");
+                        return unloaded(Verdict::Unavailable("entity_source_failed"));
+                    }
                 }
             }
         }
-        let lookup = Layered {
-            first: &entities,
-            then: &fetched,
-        };
-        let subject = Subject {
-            principal,
-            entity: &principal_entity.entity,
-        };
-        let decision = Arc::new(self.engine.decide(
-            &bundle,
-            &lookup,
-            &subject,
-            &mapping.requests,
+        let loaded = Loaded {
+            snapshot,
             facts,
-            &self.categories,
-        ));
-        if decision.allowed {
+            principal: principal_entity,
+            fetched,
+        };
+        let decision = Arc::new(self.decide_records(&loaded, &mapping.requests));
+        let verdict = if decision.allowed {
             Verdict::Allow(decision)
         } else if let Some(need) = decision.step_up {
             Verdict::StepUp(decision, need)
         } else {
             Verdict::Deny(decision)
+        };
+        Decided {
+            verdict,
+            loaded: Some(loaded),
         }
+    }
+
+    /// Decides `requests` synchronously over what a request already loaded:
+    /// its snapshot, principal entity, fetched patients, facts and clock.
+    pub fn decide_records(&self, loaded: &Loaded, requests: &[AccessRequest]) -> Decision {
+        let lookup = Layered {
+            first: loaded.snapshot.entities.as_ref(),
+            then: &loaded.fetched,
+        };
+        let subject = Subject {
+            principal: &loaded.principal.principal,
+            entity: &loaded.principal.entity,
+        };
+        self.engine.decide(
+            &loaded.snapshot.policies,
+            &lookup,
+            &subject,
+            requests,
+            &loaded.facts,
+            &self.categories,
+        )
     }
 
     async fn principal_entity(
         &self,
         principal: &Arc<Principal>,
-        entities: &Arc<EntityStore>,
+        snapshot: &Snapshot,
     ) -> Result<Arc<CachedPrincipal>, &'static str> {
-        let generation = Arc::as_ptr(entities) as usize;
+        let generation = snapshot.generation;
+        let entities = &snapshot.entities;
         let key = format!("{}\u{0}{}", principal.issuer, principal.id);
         let relationships = match &self.http {
             Some(http) => http
                 .relationships(principal)
                 .await
-                .map_err(|_| "entity_source_failed")?,
+                .map_err(|e| {
+                    tracing::warn!(cause = %e.for_logs(), principal = %principal.id, "entity source failed for a principal; the request is denied");
+                    "entity_source_failed"
+                })?,
             None => None,
         };
         if let Some(cached) = self.principals.get(&key) {
@@ -281,7 +388,7 @@ impl Authorization {
                 (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
                 _ => false,
             };
-            if cached.entities_generation == generation
+            if cached.generation == generation
                 && same_relationships
                 && (Arc::ptr_eq(&cached.principal, principal) || *cached.principal == **principal)
             {
@@ -292,7 +399,7 @@ impl Authorization {
             .map_err(|_| "principal_entity_invalid")?;
         let cached = Arc::new(CachedPrincipal {
             principal: principal.clone(),
-            entities_generation: generation,
+            generation,
             relationships,
             entity,
         });
@@ -308,7 +415,7 @@ impl Authorization {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let print = fingerprint(&self.policy_source, self.entities_path.as_ref());
-        let current = self.policies.current().version.clone();
+        let current = self.version();
         if *last == print && trigger == "watch" {
             return Ok(Reloaded::Unchanged { version: current });
         }
@@ -318,19 +425,24 @@ impl Authorization {
             self.test_on_reload,
             &self.categories,
         ) {
-            Ok((bundle, entities)) => {
+            Ok((bundle, entities, entities_version)) => {
                 *last = print;
                 let version = bundle.version.clone();
-                let changed = version != current;
+                let changed =
+                    version != current || entities_version != self.snapshot.load().entities_version;
                 set_version_metric(Some(&current), &version);
-                self.policies.swap(bundle);
-                self.entities.store(Arc::new(entities));
+                // Policies and entities change together, in one swap.
+                self.snapshot.store(Arc::new(Snapshot::new(
+                    bundle,
+                    entities,
+                    entities_version.clone(),
+                )));
                 let result = if changed { "applied" } else { "unchanged" };
                 metrics()
                     .policy_reloads
                     .with_label_values(&[trigger, result])
                     .inc();
-                tracing::info!(event = "policy_reload", trigger, result, version = %version, previous = %current);
+                tracing::info!(event = "policy_reload", trigger, result, version = %version, entities_version = %entities_version, previous = %current);
                 Ok(if changed {
                     Reloaded::Applied { version }
                 } else {
@@ -384,7 +496,7 @@ fn load(
     entities: Option<&PathBuf>,
     run_tests: bool,
     categories: &Categories,
-) -> Result<(PolicyBundle, EntityStore), String> {
+) -> Result<(PolicyBundle, EntityStore, String), String> {
     let bundle = PolicyBundle::load(source).map_err(|e| e.to_string())?;
     if run_tests {
         let report = match source {
@@ -406,11 +518,16 @@ fn load(
             return Err(text);
         }
     }
+    let mut entities_version = String::from("none");
     let store = match entities {
         None => EntityStore::empty(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("authorization.entities {}: {e}", path.display()))?;
+            entities_version = Sha256::digest(text.as_bytes())[..8]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
             // This message reaches logs. Cedar's errors quote entity ids
             // and attribute values (a patient's id next to its flags is
             // PHI), so they are withheld; the CLI shows them.
@@ -423,7 +540,7 @@ fn load(
             })?
         }
     };
-    Ok((bundle, store))
+    Ok((bundle, store, entities_version))
 }
 
 /// A hash of every watched file's name and content (policies, schema,
@@ -539,6 +656,61 @@ mod tests {
             .decide(&route, &alice(), &get("/other", None), &facts())
             .await;
         assert!(matches!(v, Verdict::Unmapped(_)), "{v:?}");
+    }
+
+    /// The entities file with pat-0001 moved from team-01 to team-02 (its
+    /// care team's access revoked).
+    fn revoked_entities() -> String {
+        let mut all: serde_json::Value =
+            serde_json::from_str(policy_tests::EMBEDDED_ENTITIES).unwrap();
+        for e in all.as_array_mut().unwrap() {
+            if e["uid"]["id"] == "pat-0001" {
+                let team = serde_json::json!({"type": "Phigate::CareTeam", "id": "team-02"});
+                e["attrs"]["care_teams"] = serde_json::json!([{"__entity": team.clone()}]);
+                e["parents"][0] = team;
+            }
+        }
+        all.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_request_keeps_its_snapshot_across_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = authz(dir.path());
+        let route = fhir_route();
+        let view = get("/fhir/Observation", Some("patient=pat-0001"));
+        let before = a.snapshot();
+        let decided = a
+            .decide_on(before.clone(), &route, &alice(), &view, facts())
+            .await;
+        assert!(matches!(decided.verdict, Verdict::Allow(_)));
+        let loaded = decided.loaded.expect("loaded");
+
+        std::fs::write(dir.path().join("entities.json"), revoked_entities()).unwrap();
+        a.reload("admin").unwrap();
+        let after = a.snapshot();
+        assert_ne!(before.generation, after.generation);
+        assert_ne!(before.entities_version, after.entities_version);
+        assert_eq!(before.version(), after.version(), "same policies");
+
+        // New requests see the revocation at once...
+        let v = a.decide(&route, &alice(), &view, &facts()).await;
+        assert!(matches!(v, Verdict::Deny(_)), "{v:?}");
+        // ...and the request already under way decides its records over
+        // the snapshot it took, synchronously, never a mix of the two.
+        let mapping = route.map(&view).unwrap();
+        assert!(a.decide_records(&loaded, &mapping.requests).allowed);
+        assert_eq!(loaded.snapshot.generation, before.generation);
+    }
+
+    #[tokio::test]
+    async fn a_reload_that_fails_keeps_the_last_good_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = authz(dir.path());
+        let good = a.snapshot();
+        std::fs::write(dir.path().join("entities.json"), "[{\"uid\": 1}]").unwrap();
+        assert!(a.reload("admin").is_err());
+        assert_eq!(a.snapshot().generation, good.generation);
     }
 
     #[tokio::test]

@@ -20,6 +20,20 @@ pub enum SourceError {
     Invalid(String),
 }
 
+impl SourceError {
+    /// The cause as logs may carry it: transport failures and statuses, but
+    /// never the content of an invalid answer (Cedar's errors quote entity
+    /// ids and attribute values).
+    pub fn for_logs(&self) -> String {
+        match self {
+            SourceError::Unavailable(why) => format!("unavailable: {why}"),
+            SourceError::Invalid(_) => {
+                "invalid answer (details withheld: they can quote patient data)".into()
+            }
+        }
+    }
+}
+
 /// What a lookup found.
 #[derive(Debug, Clone)]
 enum Found<T> {

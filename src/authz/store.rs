@@ -2,18 +2,16 @@
 //!
 //! A [`PolicyBundle`] is loaded as a whole — schema, every `*.cedar` file,
 //! strict validation, unique `@id`s — or not at all, and reports every
-//! problem with file, line and policy. The [`PolicyStore`] swaps bundles
-//! atomically, so a request is decided entirely by one version, and a failed
-//! reload leaves the last good set in place.
+//! problem with file, line and policy. The runtime's `Snapshot` holds a
+//! bundle together with the entities, swapped as one, so a request is decided
+//! entirely by one version and a failed reload leaves the last good set.
 
-use arc_swap::ArcSwap;
 use cedar_policy::{Policy, PolicyId, PolicySet, Schema, ValidationMode, Validator};
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// The schema's file name inside a policy directory.
 pub const SCHEMA_FILE: &str = "phigate.cedarschema";
@@ -399,28 +397,6 @@ fn hex_prefix(bytes: &[u8], n: usize) -> String {
         .collect()
 }
 
-/// The bundle in force, swapped whole on reload.
-pub struct PolicyStore {
-    current: ArcSwap<PolicyBundle>,
-}
-
-impl PolicyStore {
-    pub fn new(bundle: PolicyBundle) -> PolicyStore {
-        PolicyStore {
-            current: ArcSwap::from_pointee(bundle),
-        }
-    }
-
-    /// The bundle to decide one request with.
-    pub fn current(&self) -> Arc<PolicyBundle> {
-        self.current.load_full()
-    }
-
-    pub fn swap(&self, bundle: PolicyBundle) -> Arc<PolicyBundle> {
-        self.current.swap(Arc::new(bundle))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,8 +516,5 @@ mod tests {
         )]))
         .unwrap();
         assert_ne!(a.version, b.version);
-        let store = PolicyStore::new(a);
-        let old = store.swap(b);
-        assert_ne!(old.version, store.current().version);
     }
 }

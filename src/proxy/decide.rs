@@ -8,7 +8,7 @@ use super::respond::{self, Stop};
 use super::routes::Route;
 use crate::authn::{AuthOutcome, Authenticator, Credentials, RequestFacts};
 use crate::authz::mapping::RequestView;
-use crate::authz::{Authorization, Decision, EnforcementMode, Verdict};
+use crate::authz::{Authorization, Decision, EnforcementMode, Loaded, Verdict};
 use crate::metrics::metrics;
 use http::request::Parts;
 use std::sync::Arc;
@@ -53,6 +53,12 @@ pub struct DecisionCtx {
     /// The decision, when Cedar was asked (`None` when the request could
     /// not be mapped or entities could not be had).
     pub decision: Option<Arc<Decision>>,
+    /// The snapshot, clock reading, facts and principal entity the decision
+    /// was made on: the response phase decides per record over exactly this.
+    pub loaded: Option<Arc<Loaded>>,
+    /// Versions of the policies and entities decided with.
+    pub policy_version: String,
+    pub entities_version: String,
     pub outcome: &'static str,
     pub reason: &'static str,
     pub mode: EnforcementMode,
@@ -128,6 +134,9 @@ pub async fn decide(
             ),
             DecisionCtx {
                 decision: None,
+                loaded: None,
+                policy_version: String::new(),
+                entities_version: String::new(),
                 outcome: "deny",
                 reason: "no_authorization",
                 mode: EnforcementMode::Enforce,
@@ -154,7 +163,14 @@ pub async fn decide(
         content_type: header_str(input.head, http::header::CONTENT_TYPE),
         body: input.body,
     };
-    let verdict = authz.decide(route_authz, principal, &view, &facts).await;
+    // One snapshot and one clock reading for the whole request.
+    let snapshot = authz.snapshot();
+    let policy_version = snapshot.version().to_string();
+    let entities_version = snapshot.entities_version.clone();
+    let decided = authz
+        .decide_on(snapshot, route_authz, principal, &view, facts)
+        .await;
+    let verdict = decided.verdict;
     let (outcome, reason) = verdict.labels();
     let allowed = matches!(verdict, Verdict::Allow(_));
     let outcome = if shadow && !allowed {
@@ -172,14 +188,13 @@ pub async fn decide(
             .as_ref()
             .map(|d| d.determining().join(","))
             .unwrap_or_default();
-        let version = match &decision {
-            Some(d) => d.version.clone(),
-            None => authz.version(),
-        };
-        format!("{outcome}; reason={reason}; policies=\"{policies}\"; version={version}")
+        format!("{outcome}; reason={reason}; policies=\"{policies}\"; version={policy_version}")
     });
     let ctx = DecisionCtx {
         decision,
+        loaded: decided.loaded.map(Arc::new),
+        policy_version,
+        entities_version,
         outcome,
         reason,
         mode: route_authz.mode,
