@@ -209,6 +209,24 @@ impl Phigate {
 
     /// As [`Phigate::start_with`], with extra `[admin]` keys.
     pub fn start_full(listeners: &str, port: u16, admin_extra: &str, body: &str) -> Phigate {
+        Self::launch(listeners, port, admin_extra, body, &[])
+    }
+
+    /// Starts phigate on a cleartext listener with at most `nofile` open
+    /// file descriptors (`prlimit`).
+    pub fn start_with_fd_limit(body: &str, nofile: u32) -> Phigate {
+        let port = free_port();
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Self::launch(
+            &cleartext_listener(port),
+            port,
+            "",
+            body,
+            &[&require("prlimit").display().to_string(), &limit],
+        )
+    }
+
+    fn launch(listeners: &str, port: u16, admin_extra: &str, body: &str, wrap: &[&str]) -> Phigate {
         let dir = tempfile::tempdir().unwrap();
         let admin_port = free_port();
         let server = if body.contains("[server]") {
@@ -222,7 +240,15 @@ impl Phigate {
         let config = dir.path().join("phigate.toml");
         std::fs::write(&config, &text).unwrap();
         let log = dir.path().join("phigate.log");
-        let mut child = Command::new(phigate_bin())
+        let mut command = match wrap.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(phigate_bin());
+                c
+            }
+            None => Command::new(phigate_bin()),
+        };
+        let mut child = command
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info")
