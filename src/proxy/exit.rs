@@ -59,15 +59,23 @@ impl RequestCtx {
     /// Metrics and one JSON log line — no path, query, headers or patients.
     fn record(&mut self, status: u16, outcome: &'static str) {
         self.recorded = true;
-        let route = self.route_label().to_string();
         let elapsed = self.started.elapsed();
-        let m = metrics();
-        m.requests
-            .with_label_values(&[&route, status_label(status)])
-            .inc();
-        m.latency
-            .with_label_values(&[&route])
-            .observe(elapsed.as_secs_f64());
+        match &self.route {
+            Some(r) => r.metrics.observe(status, elapsed),
+            None => {
+                let m = metrics();
+                m.requests
+                    .with_label_values(&["-", status_label(status)])
+                    .inc();
+                m.latency
+                    .with_label_values(&["-"])
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
+        if !tracing::enabled!(tracing::Level::INFO) {
+            return;
+        }
+        let route = self.route_label();
         let d = self.decision.as_ref();
         let policies = d
             .and_then(|d| d.decision.as_ref())
@@ -148,34 +156,103 @@ pub fn exit(
     resp
 }
 
-/// A bounded status label: common codes exactly, the rest by class.
+/// The status labels: common codes exactly, the rest by class.
+const STATUS_LABELS: [&str; 24] = [
+    "200", "204", "301", "302", "304", "400", "401", "403", "404", "405", "408", "413", "414",
+    "431", "499", "500", "502", "503", "504", "1xx", "2xx", "3xx", "4xx", "5xx",
+];
+
+/// The index of `status`'s label in [`STATUS_LABELS`].
+fn status_index(status: u16) -> usize {
+    let exact = match status {
+        200 => Some(0),
+        204 => Some(1),
+        301 => Some(2),
+        302 => Some(3),
+        304 => Some(4),
+        400 => Some(5),
+        401 => Some(6),
+        403 => Some(7),
+        404 => Some(8),
+        405 => Some(9),
+        408 => Some(10),
+        413 => Some(11),
+        414 => Some(12),
+        431 => Some(13),
+        499 => Some(14),
+        500 => Some(15),
+        502 => Some(16),
+        503 => Some(17),
+        504 => Some(18),
+        _ => None,
+    };
+    exact.unwrap_or(match status / 100 {
+        1 => 19,
+        2 => 20,
+        3 => 21,
+        4 => 22,
+        _ => 23,
+    })
+}
+
+/// A bounded status label.
 fn status_label(status: u16) -> &'static str {
-    match status {
-        200 => "200",
-        204 => "204",
-        301 => "301",
-        302 => "302",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        408 => "408",
-        413 => "413",
-        414 => "414",
-        431 => "431",
-        499 => "499",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        other => match other / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
-        },
+    STATUS_LABELS[status_index(status)]
+}
+
+/// A route's request counters and latency histogram, resolved once (a
+/// labelled lookup hashes its labels on every call).
+pub struct RouteMetrics {
+    route: String,
+    latency: prometheus::Histogram,
+    by_status: [std::sync::OnceLock<prometheus::IntCounter>; 24],
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_string(),
+            latency: metrics().latency.with_label_values(&[route]),
+            by_status: Default::default(),
+        }
+    }
+
+    fn observe(&self, status: u16, elapsed: std::time::Duration) {
+        let i = status_index(status);
+        self.by_status[i]
+            .get_or_init(|| {
+                metrics()
+                    .requests
+                    .with_label_values(&[&self.route, STATUS_LABELS[i]])
+            })
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_has_its_label() {
+        for (status, label) in [
+            (200, "200"),
+            (499, "499"),
+            (418, "4xx"),
+            (101, "1xx"),
+            (599, "5xx"),
+            (206, "2xx"),
+        ] {
+            assert_eq!(status_label(status), label);
+        }
     }
 }

@@ -16,7 +16,7 @@ pub mod body;
 pub mod client;
 pub mod decide;
 mod endpoints;
-mod exit;
+pub mod exit;
 pub mod identify;
 mod identity;
 pub mod pool;
@@ -24,6 +24,9 @@ pub mod respond;
 pub mod router;
 pub mod routes;
 pub mod upstream;
+
+#[cfg(test)]
+mod tests;
 
 pub use admit::{Admission, Admitted, Rejection, Reserved};
 pub use body::ResponseBody;
@@ -170,28 +173,39 @@ where
 
         // Client-sent identity, hop-by-hop and forwarding headers go now,
         // before any later stage could read them; declarations are read first.
-        let declared = Declared::from_headers(&head.headers);
+        let public = route.auth.is_public(admission.path.path());
+        let declared = if public {
+            Declared::default()
+        } else {
+            Declared::from_headers(&head.headers)
+        };
         let wants_upgrade = route.websocket && crate::http::is_websocket_upgrade(&head.headers);
         for name in headers_to_strip(&head.headers, &s.hygiene.identity, route.websocket) {
             head.headers.remove(name);
         }
 
-        // Authentication: who is asking?
-        let identity = identify::identify(
-            &s.authn,
-            &head,
-            &admission,
-            conn.client_cert.as_ref(),
-            ctx.request_id.as_str(),
-        )
-        .await?;
+        // Authentication: who is asking? (Boxed: its future is large and
+        // public paths never build it.)
+        let identity = if public {
+            None
+        } else {
+            Box::pin(identify::identify(
+                &s.authn,
+                &head,
+                &admission,
+                conn.client_cert.as_ref(),
+                ctx.request_id.as_str(),
+            ))
+            .await?
+        };
         ctx.principal = identity.as_ref().map(|i| i.principal.clone());
 
         // Authorization: may they ask this? (Public paths carry no principal.)
         let mut body_in_hand = None;
         if let Some(identity) = &identity {
             if decide::body_needed(&route, &head)? {
-                body_in_hand = Some(read_decision_body(&mut body, &route).await?);
+                body_in_hand =
+                    Some(read_decision_body(&mut body, &route, s.hygiene.body_timeout).await?);
             }
             let input = decide::DecideInput {
                 head: &head,
@@ -202,7 +216,7 @@ where
                 device_trusted: conn.client_cert.is_some(),
                 request_id: ctx.request_id.as_str(),
             };
-            match decide::decide(&s.authz, &s.authn, input).await {
+            match Box::pin(decide::decide(&s.authz, &s.authn, input)).await {
                 Ok(d) => ctx.decision = Some(d),
                 Err((stop, d)) => {
                     ctx.decision = Some(d);
@@ -296,13 +310,26 @@ where
 /// Reads the whole request body (≤ [`MAX_DECISION_BODY`]) so the decision
 /// can see it; it is then sent upstream from memory. A body found too large
 /// while reading cannot be replayed, so it is refused.
-async fn read_decision_body<B>(body: &mut B, route: &Route) -> Result<Bytes, Stop>
+async fn read_decision_body<B>(
+    body: &mut B,
+    route: &Route,
+    idle: std::time::Duration,
+) -> Result<Bytes, Stop>
 where
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(_) => {
+                let mut r = respond::error(408);
+                respond::close(&mut r);
+                return Err(Stop::new(r, "client_body_timeout"));
+            }
+        };
         let Ok(frame) = frame else {
             let mut r = respond::error(400);
             respond::close(&mut r);

@@ -21,6 +21,9 @@ pub struct OriginState {
     connector: OriginConnector,
     /// `Host` for requests that do not keep the client's.
     host: http::HeaderValue,
+    /// Parsed once: every upstream request's URI is built from them.
+    pub scheme: http::uri::Scheme,
+    pub authority: http::uri::Authority,
     healthy: AtomicBool,
     /// Consecutive results in the direction opposite to the current state.
     streak: AtomicUsize,
@@ -119,6 +122,13 @@ impl Pool {
             };
             let host = http::HeaderValue::from_str(&host_of(&origin))
                 .map_err(|_| err(format!("{} is not a valid Host", origin.authority())))?;
+            let authority = http::uri::Authority::try_from(origin.authority().as_str())
+                .map_err(|_| err(format!("{} is not a valid authority", origin.authority())))?;
+            let scheme = if origin.tls {
+                http::uri::Scheme::HTTPS
+            } else {
+                http::uri::Scheme::HTTP
+            };
             metrics()
                 .upstream_healthy
                 .with_label_values(&[name, &index.to_string()])
@@ -133,6 +143,8 @@ impl Pool {
                 addr,
                 index,
                 host,
+                scheme,
+                authority,
                 healthy: AtomicBool::new(true),
                 streak: AtomicUsize::new(0),
                 check_path: cfg

@@ -29,6 +29,8 @@ pub struct Route {
     /// How requests are authorized; `None` on public routes.
     pub authz: Option<RouteAuthz>,
     pub denial_style: DenialStyle,
+    /// Its request counters and latency histogram.
+    pub metrics: super::exit::RouteMetrics,
 }
 
 /// Hygiene settings resolved from config once, used on every request.
@@ -121,6 +123,7 @@ pub fn build(config: &Config) -> Result<Table, PoolError> {
                     crate::authz::config::MappingKind::Fhir => DenialStyle::Fhir,
                     crate::authz::config::MappingKind::Templates => DenialStyle::Problem,
                 },
+                metrics: super::exit::RouteMetrics::new(&r.name),
             }),
         ))
     });

@@ -85,10 +85,9 @@ where
     else {
         return Err(Stop::new(respond::error(500), "no_client"));
     };
-    let scheme = if origin.origin.tls { "https" } else { "http" };
     let uri = Uri::builder()
-        .scheme(scheme)
-        .authority(origin.origin.authority())
+        .scheme(origin.scheme.clone())
+        .authority(origin.authority.clone())
         .path_and_query(out.admission.path.as_uri_str())
         .build();
     let Ok(uri) = uri else {

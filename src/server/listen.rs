@@ -180,9 +180,10 @@ pub struct Drain {
 }
 
 impl Drain {
-    /// Serves `conn` until it ends; on stop, asks it to finish gracefully
-    /// (in-flight requests complete, idle keep-alive closes at once).
-    async fn serve<C, T, E>(mut self, conn: C) -> Result<T, E>
+    /// Serves `conn` until it ends; on stop, or when `idle` fires, asks it
+    /// to finish gracefully (in-flight requests complete, idle keep-alive
+    /// closes at once, HTTP/2 gets GOAWAY).
+    async fn serve<C, T, E>(mut self, conn: C, idle: impl Future<Output = ()>) -> Result<T, E>
     where
         C: Future<Output = Result<T, E>> + GracefulConn,
     {
@@ -195,6 +196,10 @@ impl Drain {
         tokio::select! {
             r = conn.as_mut() => r,
             _ = stopped(&mut self.stop) => {
+                conn.as_mut().begin_graceful();
+                conn.await
+            }
+            _ = idle => {
                 conn.as_mut().begin_graceful();
                 conn.await
             }
@@ -403,7 +408,8 @@ async fn serve_h1<S>(
         .max_buf_size(settings.max_head_bytes.max(8192))
         .keep_alive(true);
     let conn = builder.serve_connection(io, service).with_upgrades();
-    if let Err(e) = graceful.serve(conn).await {
+    // hyper's header_read_timeout closes idle HTTP/1 keep-alive.
+    if let Err(e) = graceful.serve(conn, std::future::pending()).await {
         record_connection_error(&e);
     }
 }
@@ -418,6 +424,7 @@ async fn serve_h2<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let info = Arc::new(info);
+    let idle = idle_h2(info.clone(), settings.keepalive);
     let service = service_fn(move |req| {
         let pipeline = pipeline.clone();
         let info = info.clone();
@@ -429,8 +436,27 @@ async fn serve_h2<S>(
         .max_concurrent_streams(250)
         .max_header_list_size(settings.max_head_bytes as u32);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = graceful.serve(conn).await {
+    if let Err(e) = graceful.serve(conn, idle).await {
         record_connection_error(&e);
+    }
+}
+
+/// Resolves once an HTTP/2 connection has started no request for a whole
+/// `keepalive` period (so between one and two periods of idleness). Streams
+/// still running finish after the GOAWAY this triggers.
+async fn idle_h2(info: Arc<ConnInfo>, keepalive: Duration) {
+    let mut seen = info.requests.load(std::sync::atomic::Ordering::Relaxed);
+    loop {
+        tokio::time::sleep(keepalive).await;
+        let now = info.requests.load(std::sync::atomic::Ordering::Relaxed);
+        if now == seen {
+            metrics()
+                .connection_events
+                .with_label_values(&["h2_idle_goaway"])
+                .inc();
+            return;
+        }
+        seen = now;
     }
 }
 
