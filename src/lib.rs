@@ -10,4 +10,6 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod secret;
 pub mod server;
+pub mod units;

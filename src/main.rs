@@ -141,16 +141,26 @@ fn main() -> ExitCode {
             }
         }
         Command::Check { config: path } => match Config::load(&path) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} listener(s), {} route(s), {} upstream(s))",
-                    path.display(),
-                    c.listeners.len(),
-                    c.routes.len(),
-                    c.upstreams.len()
-                );
-                ExitCode::SUCCESS
-            }
+            // The config is well-formed; now build what `serve` would build
+            // (policies loaded and tested, keys, pools, TLS), without sockets.
+            Ok(c) => match phigate::server::prepare(&c) {
+                Ok(prepared) => {
+                    println!(
+                        "{}: ok ({} listener(s), {} route(s), {} upstream(s)); policy set {}",
+                        path.display(),
+                        c.listeners.len(),
+                        c.routes.len(),
+                        c.upstreams.len(),
+                        prepared.policy_version()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{}: {}", path.display(), e);
+                    eprintln!("{}: 1 problem(s) found", path.display());
+                    ExitCode::FAILURE
+                }
+            },
             Err(e) => {
                 eprintln!("{e}");
                 eprintln!("{}: {} problem(s) found", path.display(), e.0.len());

@@ -11,6 +11,7 @@ pub mod apikey;
 pub mod assertion;
 pub mod bearer;
 pub mod browser;
+pub mod config;
 pub mod cookie;
 pub mod events;
 pub mod jwks;
@@ -26,9 +27,11 @@ pub use bearer::{BearerVerifier, TokenRejection};
 pub use events::{AuthEvent, AuthEventKind, AuthEventSink, LogSink};
 pub use mfa::{MfaRules, StepUp, Strength};
 pub use principal::{AuthMethod, ClaimMapping, Principal, PrincipalKind};
-pub use setup::{asymmetric_algorithm as setup_asymmetric_algorithm, build, SetupError};
+pub use setup::{
+    asymmetric_algorithm as setup_asymmetric_algorithm, build, AuthnConfig, SetupError,
+};
 
-use crate::config::{AuthKind, CredentialKind};
+use config::{AuthKind, CredentialKind};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -53,8 +56,8 @@ pub struct RouteAuth {
 impl RouteAuth {
     pub fn from_config(
         route_name: &str,
-        c: &crate::config::RouteAuthConfig,
-        browser: Option<&crate::config::BrowserConfig>,
+        c: &config::RouteAuthConfig,
+        browser: Option<&config::BrowserConfig>,
     ) -> RouteAuth {
         let default = session::SessionLimits::default();
         let limits = session::SessionLimits {

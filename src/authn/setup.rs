@@ -1,9 +1,9 @@
 //! Builds the [`Authenticator`](super::Authenticator) from validated config.
 
 use super::bearer::{BearerVerifier, Issuer, IssuerRules};
+use super::config::{BrowserConfig, IdentityHeadersConfig, IdentityProviderConfig};
 use super::jwks::{CachePolicy, HttpJwks, JwksCache};
 use super::{ApiKeyStore, AssertionSigner, Authenticator, LogSink};
-use crate::config::Config;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,10 +38,20 @@ pub fn idp_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, 
         .map_err(|e| SetupError(format!("HTTP client: {e}")))
 }
 
-pub fn build(config: &Config) -> Result<Arc<Authenticator>, SetupError> {
+/// Authentication's parts of the configuration.
+#[derive(Clone, Copy)]
+pub struct AuthnConfig<'a> {
+    pub identity_providers: &'a [IdentityProviderConfig],
+    pub api_keys: &'a [super::ApiKeyConfig],
+    pub service_certificates: &'a [super::mtls::ServiceCertificateConfig],
+    pub identity_headers: &'a IdentityHeadersConfig,
+    pub browser: Option<&'a BrowserConfig>,
+}
+
+pub fn build(config: AuthnConfig<'_>) -> Result<Arc<Authenticator>, SetupError> {
     let mut issuers = Vec::new();
     let mut mfa = Vec::new();
-    for idp in &config.identity_providers {
+    for idp in config.identity_providers {
         let client = idp_client(idp.ca_file.as_deref())?;
         let source = HttpJwks::new(client, &idp.issuer, idp.jwks_uri.clone());
         let keys = JwksCache::new(
@@ -80,8 +90,8 @@ pub fn build(config: &Config) -> Result<Arc<Authenticator>, SetupError> {
         mfa.push((idp.name.clone(), idp.mfa.clone()));
     }
     let bearer = (!issuers.is_empty()).then(|| BearerVerifier::new(issuers, 100_000));
-    let api_keys = ApiKeyStore::new(&config.api_keys).map_err(SetupError)?;
-    let ih = &config.identity_headers;
+    let api_keys = ApiKeyStore::new(config.api_keys).map_err(SetupError)?;
+    let ih = config.identity_headers;
     let signer = match &ih.assertion_key {
         Some(secret) => {
             let pem = secret
@@ -92,23 +102,22 @@ pub fn build(config: &Config) -> Result<Arc<Authenticator>, SetupError> {
         None => AssertionSigner::generate(&ih.assertion_issuer),
     }
     .map_err(|e| SetupError(e.to_string()))?;
-    let browser = match &config.browser {
-        Some(b) => Some(browser_sso(b, config)?),
+    let browser = match config.browser {
+        Some(b) => Some(browser_sso(b, config.identity_providers)?),
         None => None,
     };
     let mut authn = Authenticator::new(bearer, api_keys, signer, Arc::new(LogSink), mfa);
     authn.browser = browser;
-    authn.certificates = super::mtls::CertificateMap::new(&config.service_certificates);
+    authn.certificates = super::mtls::CertificateMap::new(config.service_certificates);
     Ok(Arc::new(authn))
 }
 
 fn browser_sso(
-    b: &crate::config::BrowserConfig,
-    config: &Config,
+    b: &BrowserConfig,
+    identity_providers: &[IdentityProviderConfig],
 ) -> Result<super::browser::BrowserSso, SetupError> {
     use super::browser::{BrowserSettings, BrowserSso};
-    let idp = config
-        .identity_providers
+    let idp = identity_providers
         .iter()
         .find(|p| p.name == b.identity_provider)
         .ok_or_else(|| {

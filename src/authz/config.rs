@@ -2,8 +2,8 @@
 //! `authorization` table.
 
 use super::mapping::RouteTemplate;
-use crate::config::HumanDuration;
-use crate::config::SecretRef;
+use crate::secret::SecretRef;
+use crate::units::HumanDuration;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -11,6 +11,7 @@
 //! [`headers_to_strip`] (removes them, with identity and hop-by-hop headers)
 //! before the proxy adds its own.
 
+pub mod config;
 mod forwarded;
 mod framing;
 mod head;

@@ -38,7 +38,7 @@ pub struct IdentityHeaders {
 pub struct SigningFailed;
 
 impl IdentityHeaders {
-    pub fn from_config(c: &crate::config::IdentityHeadersConfig) -> Result<Self, PoolError> {
+    pub fn from_config(c: &crate::authn::config::IdentityHeadersConfig) -> Result<Self, PoolError> {
         let name = |s: &str| {
             HeaderName::from_bytes(s.as_bytes()).map_err(|_| PoolError {
                 pool: "identity_headers".into(),

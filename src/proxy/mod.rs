@@ -14,6 +14,7 @@
 pub mod admit;
 pub mod body;
 pub mod client;
+pub mod config;
 pub mod decide;
 mod endpoints;
 pub mod exit;
@@ -41,7 +42,6 @@ pub use upstream::Upstreams;
 
 use crate::authn::Authenticator;
 use crate::authz::Authorization;
-use crate::config::Config;
 use crate::http::headers_to_strip;
 use crate::server::conn::ConnInfo;
 use body::{BodyOutcome, BoxError, UpstreamBody};
@@ -68,21 +68,21 @@ pub struct Stages {
 impl Stages {
     /// Builds the stages from validated config; resolves origins.
     pub fn from_config(
-        config: &Config,
+        config: config::PipelineConfig<'_>,
         authn: Arc<Authenticator>,
         authz: Arc<Authorization>,
     ) -> Result<Stages, PoolError> {
-        let (router, pools) = routes::build(config)?;
+        let (router, pools) = routes::build(&config)?;
         Ok(Stages {
             router,
-            hygiene: Hygiene::from_config(&config.hygiene),
+            hygiene: Hygiene::from_config(config.hygiene),
             authn,
             authz,
-            identity: identity::IdentityHeaders::from_config(&config.identity_headers)?,
+            identity: identity::IdentityHeaders::from_config(config.identity_headers)?,
             browser_limits: crate::authn::RouteAuth::from_config(
                 "",
-                &crate::config::RouteAuthConfig::default(),
-                config.browser.as_ref(),
+                &crate::authn::config::RouteAuthConfig::default(),
+                config.browser,
             )
             .limits,
             pools,

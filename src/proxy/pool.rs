@@ -5,7 +5,7 @@
 //! the right name. Health checks are plain GETs through the same connector.
 
 use super::client::{origin_client, OriginClient, OriginConnector, OriginTls};
-use crate::config::{Origin, UpstreamConfig};
+use super::config::{Origin, UpstreamConfig};
 use crate::metrics::metrics;
 use http_body_util::Empty;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,11 +1,11 @@
 //! The routing table and the hygiene settings, built once from config.
 
+use super::config::{PipelineConfig, RouteConfig};
 use super::respond::DenialStyle;
 use super::router::Router;
 use super::{Pool, PoolError};
 use crate::authn::RouteAuth;
 use crate::authz::RouteAuthz;
-use crate::config::{Config, RouteConfig};
 use crate::http::{IdentityHeaderRules, PathPolicy, TrustedProxies};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ pub struct Hygiene {
 }
 
 impl Hygiene {
-    pub fn from_config(h: &crate::config::HygieneConfig) -> Hygiene {
+    pub fn from_config(h: &crate::http::config::HygieneConfig) -> Hygiene {
         let identity = IdentityHeaderRules::with_additional(
             h.strip_headers.iter().map(|s| s.to_ascii_lowercase()),
             h.strip_header_prefixes
@@ -78,9 +78,9 @@ impl Hygiene {
 pub type Table = (Router<Arc<Route>>, Vec<Arc<Pool>>);
 
 /// Builds the pools (in name order) and the routing table.
-pub fn build(config: &Config) -> Result<Table, PoolError> {
+pub fn build(config: &PipelineConfig<'_>) -> Result<Table, PoolError> {
     let mut pools = BTreeMap::new();
-    for (name, u) in &config.upstreams {
+    for (name, u) in config.upstreams {
         pools.insert(name.clone(), Arc::new(Pool::from_config(name, u)?));
     }
     let index: BTreeMap<&str, usize> = pools
@@ -107,9 +107,9 @@ pub fn build(config: &Config) -> Result<Table, PoolError> {
                 allow_double_slash: r.allow_double_slash,
                 preserve_host: r.preserve_host,
                 hosts_listed: !r.hosts.is_empty(),
-                auth: RouteAuth::from_config(&r.name, &r.auth, config.browser.as_ref()),
+                auth: RouteAuth::from_config(&r.name, &r.auth, config.browser),
                 authz: match r.auth.kind {
-                    crate::config::AuthKind::Public => None,
+                    crate::authn::config::AuthKind::Public => None,
                     _ => Some(
                         RouteAuthz::from_config(&r.authorization, &r.path_prefix).map_err(
                             |reason| PoolError {

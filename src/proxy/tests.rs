@@ -107,9 +107,9 @@ enabled = false
     );
     let config = crate::config::Config::from_toml(&text, &dir.path().join("phigate.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let authn = crate::authn::build(&config).unwrap();
+    let authn = crate::authn::build(config.authn()).unwrap();
     let authz = Arc::new(Authorization::from_config(&config.authorization).unwrap());
-    let stages = Arc::new(Stages::from_config(&config, authn, authz).unwrap());
+    let stages = Arc::new(Stages::from_config(config.pipeline(), authn, authz).unwrap());
     Setup {
         pipeline: Pipeline::new(stages),
         key: key.key,

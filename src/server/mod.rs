@@ -8,6 +8,7 @@
 //! assembly; the request logic lives in `proxy` and the stages it calls.
 
 pub mod admin;
+pub mod config;
 pub mod conn;
 pub mod listen;
 pub mod tls;
@@ -67,18 +68,39 @@ pub struct Server {
     watch_interval: Duration,
 }
 
-/// Builds the server for a validated config: every stage, every socket.
-pub fn build(config: &Config) -> Result<Server, StartError> {
-    let authn = crate::authn::build(config)?;
+/// Everything a server is made of except its sockets: the stages
+/// (authentication, authorization, routes and pools) and each listener's
+/// TLS. `phigate check` builds exactly this, so it fails where `serve` would.
+pub struct Prepared {
+    stages: Arc<Stages>,
+    authz: Arc<crate::authz::Authorization>,
+    tls: Vec<Option<tokio_rustls::TlsAcceptor>>,
+    certs: Vec<(Arc<ReloadingCert>, Duration)>,
+}
+
+impl Prepared {
+    /// The policy set version the stages decide with.
+    pub fn policy_version(&self) -> String {
+        self.authz.version()
+    }
+}
+
+/// Builds every stage and listener TLS config for a validated config.
+pub fn prepare(config: &Config) -> Result<Prepared, StartError> {
+    let authn = crate::authn::build(config.authn())?;
     let authz = Arc::new(
         crate::authz::Authorization::from_config(&config.authorization)
             .map_err(StartError::Authz)?,
     );
-    let stages = Arc::new(Stages::from_config(config, authn, authz.clone())?);
+    let stages = Arc::new(Stages::from_config(
+        config.pipeline(),
+        authn,
+        authz.clone(),
+    )?);
     let mut certs = Vec::new();
-    let mut listeners = Vec::new();
-    for (index, l) in config.listeners.iter().enumerate() {
-        let tls = match &l.tls {
+    let mut tls = Vec::new();
+    for l in &config.listeners {
+        tls.push(match &l.tls {
             Some(t) => {
                 let tls_err = |source| StartError::Tls {
                     address: l.address.clone(),
@@ -90,7 +112,26 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
                 Some(tokio_rustls::TlsAcceptor::from(config))
             }
             None => None,
-        };
+        });
+    }
+    Ok(Prepared {
+        stages,
+        authz,
+        tls,
+        certs,
+    })
+}
+
+/// Builds the server for a validated config: every stage, every socket.
+pub fn build(config: &Config) -> Result<Server, StartError> {
+    let Prepared {
+        stages,
+        authz,
+        tls,
+        certs,
+    } = prepare(config)?;
+    let mut listeners = Vec::new();
+    for ((index, l), tls) in config.listeners.iter().enumerate().zip(tls) {
         let socket = listen::bind(&l.address).map_err(|source| StartError::Bind {
             address: l.address.clone(),
             source,

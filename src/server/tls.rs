@@ -170,7 +170,7 @@ impl ResolvesServerCert for ReloadingCert {
 /// listener's `client_ca` when configured, ALPN `h2` (when `http2`) then
 /// `http/1.1`.
 pub fn server_config(
-    t: &crate::config::TlsConfig,
+    t: &super::config::TlsConfig,
     cert: Arc<ReloadingCert>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsMaterialError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -195,8 +195,8 @@ pub fn server_config(
                 provider,
             );
             let v = match t.client_auth {
-                crate::config::ClientAuth::Optional => v.allow_unauthenticated(),
-                crate::config::ClientAuth::Required => v,
+                super::config::ClientAuth::Optional => v.allow_unauthenticated(),
+                super::config::ClientAuth::Required => v,
             };
             builder.with_client_cert_verifier(v.build().map_err(|e| bad(e.to_string()))?)
         }
