@@ -349,3 +349,61 @@ fn upstream_tls_refuses_wrong_name_and_unknown_ca() {
     }
     assert_eq!(status, 503);
 }
+
+/// Resident memory of the phigate process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// What an idle TLS connection costs: 400 clients complete a handshake and
+/// send nothing. Prints the figure (benches/RESULTS.md records it) and
+/// holds it under a bound an idle-connection flood would break.
+#[test]
+fn an_idle_tls_connection_costs_little_memory() {
+    let ca = TestCa::new();
+    let upstream = Upstream::demo();
+    let (cert, key) = ca.issue("server", &["localhost", "127.0.0.1"]);
+    let port = free_port();
+    let px = Phigate::start_with(
+        &tls_listener(port, &cert, &key, ""),
+        port,
+        &format!(
+            "[server]\nmax_connections_per_client = 1000\n\n{}",
+            route_to("fhir", "/fhir", &[upstream.origin()], "")
+        ),
+    );
+    let cfg = client_config(&ca, &[&rustls::version::TLS13], &[b"http/1.1"]);
+    // Warm up allocator pools with a few connections first.
+    let handshake =
+        |n: usize| -> Vec<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+            (0..n)
+                .map(|_| {
+                    let sock = std::net::TcpStream::connect(px.addr).unwrap();
+                    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+                    let mut s = rustls::StreamOwned::new(conn, sock);
+                    while s.conn.is_handshaking() {
+                        s.conn.complete_io(&mut s.sock).unwrap();
+                    }
+                    s
+                })
+                .collect()
+        };
+    let warm = handshake(20);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = rss_kib(px.pid());
+    let n = 400;
+    let idle = handshake(n);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let after = rss_kib(px.pid());
+    let per_conn = (after.saturating_sub(before)) as f64 / n as f64;
+    eprintln!("idle TLS connection: {per_conn:.1} KiB each ({n} connections, RSS {before} -> {after} KiB)");
+    assert!(per_conn < 64.0, "{per_conn:.1} KiB per idle TLS connection");
+    drop((warm, idle));
+}

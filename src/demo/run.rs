@@ -120,23 +120,9 @@ fn run_upstream(listener: std::net::TcpListener, data: Arc<DemoData>) -> anyhow:
         .build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
-        super::fhir::serve(listener, data, stop_signal()).await
+        super::fhir::serve(listener, data, crate::server::stop_signal()).await
     })?;
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut i), Ok(mut t)) => {
-            tokio::select! { _ = i.recv() => {}, _ = t.recv() => {} }
-        }
-        _ => std::future::pending().await,
-    }
 }
 
 /// Fills the embedded template. `api_key` is (key id, salted hash).

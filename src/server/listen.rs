@@ -128,11 +128,13 @@ impl Reserve {
     }
 
     /// Frees the reserve, accepts and refuses one connection, re-arms.
-    fn refuse_one(&self, listener: &TcpListener) {
+    fn refuse_one(&self, listener: &TcpListener, tls: bool) {
         let Ok(mut slot) = self.0.lock() else { return };
         drop(slot.take());
         if let Ok((stream, _)) = listener_accept_now(listener) {
-            refuse(stream);
+            if !tls {
+                refuse(stream);
+            }
         }
         *slot = std::fs::File::open("/dev/null").ok();
     }
@@ -286,7 +288,7 @@ pub async fn accept_loop(
                     }])
                     .inc();
                 if at_limit {
-                    reserve.refuse_one(&listener);
+                    reserve.refuse_one(&listener, tls.is_some());
                 }
                 // Back off so a persistent error does not spin the worker.
                 tokio::time::sleep(Duration::from_millis(10)).await;
