@@ -327,3 +327,137 @@ fn idle_keep_alive_connections_are_closed() {
     assert_eq!(n, 0, "idle connection should be closed by phigate");
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+/// A WebSocket route on a phigate whose config starts with `server`.
+fn websocket_phigate(server: &str, ws: std::net::SocketAddr) -> Phigate {
+    Phigate::start(&format!(
+        r#"{server}
+[[routes]]
+name = "ws"
+path_prefix = "/ws"
+upstream = "ws"
+websocket = true
+auth = {{ kind = "public" }}
+
+[upstreams.ws]
+origins = ["http://{ws}"]
+[upstreams.ws.health_check]
+enabled = false
+"#
+    ))
+}
+
+fn open_tunnel(px: &Phigate) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(px.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade, X-Forwarded-For\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+    s
+}
+
+#[test]
+fn a_tunnel_keeps_its_place_under_the_limits_and_closes_when_idle() {
+    let ws = websocket_echo_server();
+    let px = websocket_phigate(
+        "[server]\nmax_connections_per_client = 2\ngrace_period = \"0s\"\n[hygiene]\nkeepalive_timeout = \"1s\"\n",
+        ws,
+    );
+    let mut first = open_tunnel(&px);
+    let _second = open_tunnel(&px);
+    // Both tunnels hold their places: a third connection is refused.
+    let mut third = std::net::TcpStream::connect(px.addr).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = third.read(&mut buf).unwrap_or(0);
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 503"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // An idle tunnel is closed after the keep-alive timeout...
+    let started = Instant::now();
+    let n = first.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "the idle tunnel was kept open");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    // ...and its place is free again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _again = open_tunnel(&px);
+}
+
+/// An upstream that answers a head promising 100 bytes, sends 10, stalls.
+fn stalling_upstream() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_stalled_upstream_body_is_cut_never_completed() {
+    let up = stalling_upstream();
+    let px = Phigate::start(&route_to(
+        "stall",
+        "/stall",
+        &[format!("http://{up}")],
+        "read_timeout = \"500ms\"\n[upstreams.stall.health_check]\nenabled = false\n",
+    ));
+    let mut s = std::net::TcpStream::connect(px.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    s.write_all(b"GET /stall/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    assert!(started.elapsed() < Duration::from_secs(3), "not cut");
+    let text = String::from_utf8_lossy(&out);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        body.len() < 100,
+        "a stalled body must never look complete: {text}"
+    );
+}
+
+#[test]
+fn a_slow_steady_upload_is_not_an_upstream_timeout() {
+    let demo = Upstream::demo();
+    let px = Phigate::start(&route_to(
+        "echo",
+        "/__echo",
+        &[demo.origin()],
+        "read_timeout = \"600ms\"\n",
+    ));
+    let mut s = std::net::TcpStream::connect(px.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"POST /__echo/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n").unwrap();
+    // Five parts 250 ms apart: 1.25 s in all, each well inside the timeout.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(250));
+        s.write_all(b"5\r\nhello\r\n").unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let r = parse_response(&out).expect("a response");
+    assert_eq!(r.status, 200, "{}", r.body);
+}

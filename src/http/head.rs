@@ -160,9 +160,29 @@ impl HeadTracker {
             let before = self.partial.len();
             let mut joined = std::mem::take(&mut self.partial);
             joined.extend_from_slice(bytes);
+            // A head ends with an empty line: parse again only when the new
+            // bytes (with the last three before them) could hold its end, so
+            // a head trickled byte by byte costs linear, not quadratic, work.
+            let tail = &joined[before.saturating_sub(3)..];
+            if !tail.windows(2).any(|w| w == b"\n\n" || w == b"\n\r") {
+                self.partial = joined;
+                if self.partial.len() > self.max_head {
+                    self.state = State::Poisoned;
+                    self.partial = Vec::new();
+                }
+                return bytes.len();
+            }
             let outcome = self.parse(&joined);
             match outcome {
-                Parsed::Complete(head, len) => (Some(head), len - before),
+                Parsed::Complete(head, len) => match len.checked_sub(before) {
+                    Some(used) => (Some(head), used),
+                    // httparse took fewer bytes than were already held: the
+                    // stream cannot be followed.
+                    None => {
+                        self.state = State::Poisoned;
+                        return bytes.len();
+                    }
+                },
                 Parsed::Partial => {
                     self.partial = joined;
                     (None, bytes.len())

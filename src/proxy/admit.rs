@@ -79,7 +79,10 @@ pub fn admit(
 ) -> Result<Admitted, (Rejection, Option<Arc<Route>>)> {
     let h = hygiene;
     let plain = |r| (r, None);
-    if raw.is_some_and(|r| r.hosts > 1) {
+    // Two Host fields, as sent (HTTP/1) or as parsed (any version).
+    if raw.is_some_and(|r| r.hosts > 1)
+        || head.headers.get_all(http::header::HOST).iter().count() > 1
+    {
         return Err(plain(reject(400, "duplicate_host")));
     }
     if head.headers.len() > h.max_headers {

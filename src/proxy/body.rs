@@ -26,10 +26,29 @@ pub enum BodyFailure {
     Client,
 }
 
-/// Shared between a streaming body and the request that sent it, so the
-/// request can tell a cut body from an upstream failure.
-#[derive(Debug, Default)]
-pub struct BodyOutcome(AtomicU8);
+/// Shared between a streaming body and the request that sent it: whether
+/// the body was cut and why (a cut body is the client's failure, not the
+/// upstream's), and when the upstream last took a part of it (the write
+/// deadline is measured from there).
+#[derive(Debug)]
+pub struct BodyOutcome {
+    failure: AtomicU8,
+    finished: std::sync::atomic::AtomicBool,
+    /// Milliseconds since `born` at the last frame taken.
+    progress_ms: std::sync::atomic::AtomicU64,
+    born: Instant,
+}
+
+impl Default for BodyOutcome {
+    fn default() -> Self {
+        BodyOutcome {
+            failure: AtomicU8::new(0),
+            finished: false.into(),
+            progress_ms: 0.into(),
+            born: Instant::now(),
+        }
+    }
+}
 
 impl BodyOutcome {
     fn set(&self, f: BodyFailure) {
@@ -38,11 +57,26 @@ impl BodyOutcome {
             BodyFailure::TimedOut => 2,
             BodyFailure::Client => 3,
         };
-        self.0.store(v, Ordering::Relaxed);
+        self.failure.store(v, Ordering::Relaxed);
+    }
+
+    fn progressed(&self) {
+        let ms = self.born.elapsed().as_millis() as u64;
+        self.progress_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// When the upstream last took a part of the body.
+    pub fn last_progress(&self) -> Instant {
+        self.born + Duration::from_millis(self.progress_ms.load(Ordering::Relaxed))
+    }
+
+    /// Whether the whole body has been handed to the upstream.
+    pub fn finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
     }
 
     pub fn failure(&self) -> Option<BodyFailure> {
-        match self.0.load(Ordering::Relaxed) {
+        match self.failure.load(Ordering::Relaxed) {
             1 => Some(BodyFailure::TooLarge),
             2 => Some(BodyFailure::TimedOut),
             3 => Some(BodyFailure::Client),
@@ -68,7 +102,9 @@ pub struct LimitedBody<B> {
     read: u64,
     max: u64,
     idle: Duration,
-    sleep: Pin<Box<Sleep>>,
+    /// Armed at the first poll (not before the upstream is ready to take
+    /// the body) and re-armed after each frame.
+    sleep: Option<Pin<Box<Sleep>>>,
     outcome: Arc<BodyOutcome>,
 }
 
@@ -79,7 +115,7 @@ impl<B> UpstreamBody<B> {
             read: 0,
             max,
             idle,
-            sleep: Box::pin(tokio::time::sleep(idle)),
+            sleep: None,
             outcome,
         }))
     }
@@ -113,17 +149,27 @@ where
                                 )));
                             }
                         }
-                        let at = Instant::now() + s.idle;
-                        s.sleep.as_mut().reset(at);
+                        if let Some(sleep) = s.sleep.as_mut() {
+                            sleep.as_mut().reset(Instant::now() + s.idle);
+                        }
+                        s.outcome.progressed();
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Some(Err(e))) => {
                         s.outcome.set(BodyFailure::Client);
                         Poll::Ready(Some(Err(e.into())))
                     }
-                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Ready(None) => {
+                        s.outcome.progressed();
+                        s.outcome.finished.store(true, Ordering::Relaxed);
+                        Poll::Ready(None)
+                    }
                     Poll::Pending => {
-                        if s.sleep.as_mut().poll(cx).is_ready() {
+                        let idle = s.idle;
+                        let sleep = s
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                        if sleep.as_mut().poll(cx).is_ready() {
                             s.outcome.set(BodyFailure::TimedOut);
                             return Poll::Ready(Some(Err(BodyError(BodyFailure::TimedOut).into())));
                         }
@@ -154,10 +200,32 @@ where
 /// The body a client receives.
 pub enum ResponseBody {
     Full(Option<Bytes>),
-    Upstream(hyper::body::Incoming),
+    /// The upstream's body, cut (the response aborted, never completed)
+    /// when the upstream stalls longer than its read timeout.
+    Upstream(Box<UpstreamResponse>),
 }
 
+/// An upstream's response body under an idle deadline between frames.
+pub struct UpstreamResponse {
+    body: hyper::body::Incoming,
+    idle: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream stalled mid-response")]
+pub struct UpstreamStalled;
+
 impl ResponseBody {
+    /// The upstream's body, cut if it stalls for longer than `idle`.
+    pub fn upstream(body: hyper::body::Incoming, idle: Duration) -> ResponseBody {
+        ResponseBody::Upstream(Box::new(UpstreamResponse {
+            body,
+            idle,
+            sleep: None,
+        }))
+    }
+
     pub fn empty() -> ResponseBody {
         ResponseBody::Full(None)
     }
@@ -178,21 +246,39 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ResponseBody::Upstream(u) => match Pin::new(&mut u.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(sleep) = u.sleep.as_mut() {
+                        sleep.as_mut().reset(Instant::now() + u.idle);
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+                Poll::Pending => {
+                    let idle = u.idle;
+                    let sleep = u
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(UpstreamStalled.into())));
+                    }
+                    Poll::Pending
+                }
+            },
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ResponseBody::Full(b) => b.is_none(),
-            ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Upstream(u) => u.body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Upstream(u) => u.body.size_hint(),
         }
     }
 }

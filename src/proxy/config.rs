@@ -83,11 +83,14 @@ pub struct UpstreamConfig {
     /// TCP (and TLS) connect timeout. Default `"2s"`.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: HumanDuration,
-    /// Longest wait for the upstream between reads (time to first byte, and
-    /// gaps while streaming). Exceeding it gives 504. Default `"30s"`.
+    /// Longest wait for the upstream between reads: from the end of the
+    /// request to the response head (then 504), and between parts of the
+    /// response body (then the response is cut, never completed). Default
+    /// `"30s"`.
     #[serde(default = "default_read_timeout")]
     pub read_timeout: HumanDuration,
-    /// Longest wait to write a request chunk upstream. Default `"30s"`.
+    /// Longest the upstream may take to accept the next part of a request
+    /// body phigate has for it (then 504). Default `"30s"`.
     #[serde(default = "default_read_timeout")]
     pub write_timeout: HumanDuration,
     /// How long an idle pooled keep-alive connection is kept. Default `"60s"`.

@@ -76,6 +76,26 @@ pub fn body_needed(route: &Route, head: &Parts) -> Result<bool, Stop> {
         return Ok(false);
     }
     let shadow = route_authz.mode == EnforcementMode::Shadow;
+    // An encoded body would be decided on bytes the upstream reads
+    // differently: refuse it (a shadow route decides without it).
+    let encoded = head
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return if shadow {
+            Ok(false)
+        } else {
+            Err(Stop::new(
+                respond::denial(
+                    route.denial_style,
+                    415,
+                    "an encoded request body cannot be authorized; send it uncompressed",
+                ),
+                "encoded_body",
+            ))
+        };
+    }
     let declared_too_large = header_str(head, http::header::CONTENT_LENGTH)
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n > MAX_DECISION_BODY);

@@ -95,7 +95,9 @@ pub async fn serve(
                     "email": p.email, "roles": p.roles, "mfa": p.mfa,
                     "auth_time": p.auth_time,
                 });
-                (respond::json(200, &body, "public, max-age=300"), None)
+                // Who the user is: never for a shared cache, nor kept after
+                // sign-out.
+                (respond::json(200, &body, "private, no-store"), None)
             }
             _ => (
                 respond::error_with(

@@ -21,10 +21,26 @@ pub struct Identity {
 /// The challenge every 401 carries.
 pub const REALM_CHALLENGE: &str = "Bearer realm=\"phigate\"";
 
-/// Authentication's answer: `Ok(None)` on a public path.
-pub type Identified = Result<Option<Identity>, Stop>;
+/// Authentication's answer.
+pub type Identified = Result<Identity, Stop>;
 
-/// Authenticates the request on its route.
+/// Every `Cookie` field joined as one (HTTP/2 clients may split them), or
+/// `None` without cookies.
+pub fn joined_cookies(headers: &http::HeaderMap) -> Option<std::borrow::Cow<'_, [u8]>> {
+    let mut all = headers.get_all(http::header::COOKIE).iter();
+    let first = all.next()?;
+    let Some(second) = all.next() else {
+        return Some(std::borrow::Cow::Borrowed(first.as_bytes()));
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(all) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    Some(std::borrow::Cow::Owned(joined))
+}
+
+/// Authenticates the request on a path of its route that is not public.
 pub async fn identify(
     authn: &Authenticator,
     head: &Parts,
@@ -55,14 +71,22 @@ pub async fn identify(
         .authenticate(&route.auth, &creds, &facts, super::unix_now())
         .await
     {
-        AuthOutcome::Public => Ok(None),
+        // The caller only asks about paths that are not public: a "public"
+        // answer here would skip authorization, so it is refused.
+        AuthOutcome::Public => Err(Stop::new(
+            respond::error_with(
+                401,
+                &[(http::header::WWW_AUTHENTICATE, REALM_CHALLENGE.into())],
+            ),
+            "unauthenticated",
+        )),
         AuthOutcome::Authenticated {
             principal,
             credential,
-        } => Ok(Some(Identity {
+        } => Ok(Identity {
             principal,
             credential,
-        })),
+        }),
         AuthOutcome::Challenge(www) => Err(Stop::new(
             respond::error_with(401, &[(http::header::WWW_AUTHENTICATE, www)]),
             "unauthenticated",

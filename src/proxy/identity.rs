@@ -20,6 +20,18 @@ pub struct IdentityNames {
     max_bytes: usize,
 }
 
+impl IdentityNames {
+    fn all(&self) -> [&HeaderName; 5] {
+        [
+            &self.user,
+            &self.name,
+            &self.email,
+            &self.roles,
+            &self.assertion,
+        ]
+    }
+}
+
 /// Identity header values ready to send, and when the assertion expires.
 pub struct IdentityBundle {
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -83,6 +95,11 @@ impl IdentityHeaders {
                 b
             }
         };
+        // Every identity header is phigate's: none the principal lacks may
+        // survive from anywhere.
+        for name in self.names.all() {
+            headers.remove(name);
+        }
         for (name, value) in &bundle.headers {
             headers.insert(name.clone(), value.clone());
         }
@@ -148,27 +165,104 @@ fn joined_within(values: &[String], cap: usize) -> String {
 
 /// Removes phigate's own session cookie from the request's `Cookie`
 /// header(s): the app has no use for it and must never be able to replay it.
+/// Works on the bytes, so no value (non-ASCII, invalid UTF-8) makes it give
+/// up; every `Cookie` field is rewritten (HTTP/2 may split them).
 pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
-    let values: Vec<String> = headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(String::from)
-        .collect();
-    if values.is_empty() {
+    if !headers.contains_key(http::header::COOKIE) {
         return;
     }
     let prefix = format!("{name}=");
-    let kept: Vec<&str> = values
-        .iter()
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && !c.starts_with(&prefix))
-        .collect();
+    let mut kept: Vec<u8> = Vec::new();
+    for value in headers.get_all(http::header::COOKIE) {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            if pair.is_empty() || pair.starts_with(prefix.as_bytes()) {
+                continue;
+            }
+            if !kept.is_empty() {
+                kept.extend_from_slice(b"; ");
+            }
+            kept.extend_from_slice(pair);
+        }
+    }
     headers.remove(http::header::COOKIE);
-    if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-        if !kept.is_empty() {
+    if !kept.is_empty() {
+        // The kept bytes came from valid header values, minus separators.
+        if let Ok(v) = HeaderValue::from_bytes(&kept) {
             headers.insert(http::header::COOKIE, v);
         }
+    }
+}
+
+/// Removes `Set-Cookie` fields an upstream sent for phigate's own cookie.
+pub fn strip_set_cookie(headers: &mut HeaderMap, name: &str) {
+    let prefix = format!("{name}=");
+    let ours = |v: &HeaderValue| {
+        v.as_bytes()
+            .trim_ascii_start()
+            .starts_with(prefix.as_bytes())
+    };
+    if !headers.get_all(http::header::SET_COOKIE).iter().any(ours) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .filter(|v| !ours(v))
+        .cloned()
+        .collect();
+    headers.remove(http::header::SET_COOKIE);
+    for v in kept {
+        headers.append(http::header::SET_COOKIE, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_session_cookie_never_survives_whatever_the_bytes() {
+        let name = "__Host-phigate";
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"lang=fr\xc3\xa9; __Host-phigate=SECRET; a=b").unwrap(),
+        );
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_bytes(b"__Host-phigate=SECRET2").unwrap(),
+        );
+        strip_cookie(&mut h, name);
+        let all: Vec<&[u8]> = h
+            .get_all(http::header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(all, vec![&b"lang=fr\xc3\xa9; a=b"[..]]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("__Host-phigate=x"),
+        );
+        strip_cookie(&mut h, name);
+        assert!(h.get(http::header::COOKIE).is_none());
+    }
+
+    #[test]
+    fn an_upstream_cannot_set_the_session_cookie() {
+        let mut h = HeaderMap::new();
+        h.append(http::header::SET_COOKIE, HeaderValue::from_static("app=1"));
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("__Host-phigate=fixed; Path=/"),
+        );
+        strip_set_cookie(&mut h, "__Host-phigate");
+        let all: Vec<&str> = h
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(all, vec!["app=1"]);
     }
 }

@@ -75,7 +75,7 @@ impl Stages {
         let (router, pools) = routes::build(&config)?;
         Ok(Stages {
             router,
-            hygiene: Hygiene::from_config(config.hygiene),
+            hygiene: Hygiene::from_config(config.hygiene, config.identity_headers),
             authn,
             authz,
             identity: identity::IdentityHeaders::from_config(config.identity_headers)?,
@@ -116,7 +116,13 @@ where
     pub async fn handle(&self, req: Request<B>, conn: &ConnInfo) -> Response<ResponseBody> {
         let mut ctx = RequestCtx::start(&req, conn);
         let resp = match self.journey(req, conn, &mut ctx).await {
-            Ok(resp) => resp.map(ResponseBody::Upstream),
+            Ok(resp) => {
+                let idle = ctx
+                    .route
+                    .as_ref()
+                    .map_or(std::time::Duration::from_secs(30), |r| r.pool.read_timeout);
+                resp.map(|b| ResponseBody::upstream(b, idle))
+            }
             Err(stop) => {
                 ctx.rejection = Some(stop.reason);
                 *stop.response
@@ -183,20 +189,30 @@ where
         for name in headers_to_strip(&head.headers, &s.hygiene.identity, route.websocket) {
             head.headers.remove(name);
         }
+        if wants_upgrade {
+            // Exactly this: the client's own tokens could nominate phigate's
+            // headers for removal further along.
+            head.headers.insert(
+                http::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+        }
 
         // Authentication: who is asking? (Boxed: its future is large and
         // public paths never build it.)
         let identity = if public {
             None
         } else {
-            Box::pin(identify::identify(
-                &s.authn,
-                &head,
-                &admission,
-                conn.client_cert.as_ref(),
-                ctx.request_id.as_str(),
-            ))
-            .await?
+            Some(
+                Box::pin(identify::identify(
+                    &s.authn,
+                    &head,
+                    &admission,
+                    conn.client_cert.as_ref(),
+                    ctx.request_id.as_str(),
+                ))
+                .await?,
+            )
         };
         ctx.principal = identity.as_ref().map(|i| i.principal.clone());
 
@@ -249,10 +265,18 @@ where
         let out = upstream::Outbound {
             admission: &admission,
             request_id: ctx.request_id.as_str(),
+            held: upgrade.as_ref().and(conn.held.clone()),
             upgrade,
             body_outcome: outcome,
+            tunnel_idle: s.hygiene.tunnel_idle,
         };
-        upstream::forward(&self.upstreams, head, body, out).await
+        let mut resp = upstream::forward(&self.upstreams, head, body, out).await?;
+        // Only phigate sets its session cookie: an upstream that tries
+        // (session fixation) is ignored.
+        if let Some(name) = s.authn.browser.as_ref().map(|b| b.cookie_name()) {
+            identity::strip_set_cookie(resp.headers_mut(), name);
+        }
+        Ok(resp)
     }
 
     /// phigate's forwarding headers, the request id, and the principal's
@@ -337,6 +361,11 @@ where
         };
         if let Some(d) = frame.data_ref() {
             buf.extend_from_slice(d);
+            if buf.len() as u64 > route.max_body {
+                let mut r = respond::error(413);
+                respond::close(&mut r);
+                return Err(Stop::new(r, "body_too_large"));
+            }
             if buf.len() > MAX_DECISION_BODY {
                 let mut stop = decide::undecidable_body(route);
                 respond::close(&mut stop.response);

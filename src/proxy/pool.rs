@@ -62,6 +62,7 @@ pub struct Pool {
     checked_once: AtomicBool,
     /// Upstream timeouts.
     pub read_timeout: Duration,
+    pub write_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
@@ -165,6 +166,7 @@ impl Pool {
             unhealthy_threshold: cfg.health_check.unhealthy_threshold.max(1),
             checked_once: AtomicBool::new(!cfg.health_check.enabled),
             read_timeout: cfg.read_timeout.get(),
+            write_timeout: cfg.write_timeout.get(),
             idle_timeout: cfg.idle_timeout.get(),
         })
     }

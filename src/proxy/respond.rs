@@ -55,6 +55,7 @@ pub fn error_code(status: u16) -> &'static str {
         408 => "request_timeout",
         413 => "payload_too_large",
         414 => "uri_too_long",
+        415 => "unsupported_media_type",
         431 => "request_header_fields_too_large",
         502 => "bad_gateway",
         503 => "service_unavailable",
@@ -99,6 +100,7 @@ pub fn denial_body(
                     400 => "Bad Request",
                     403 => "Forbidden",
                     413 => "Content Too Large",
+                    415 => "Unsupported Media Type",
                     _ => "Service Unavailable",
                 },
                 "status": status,
@@ -112,6 +114,7 @@ pub fn denial_body(
                 403 => "forbidden",
                 400 => "invalid",
                 413 => "too-costly",
+                415 => "not-supported",
                 _ => "transient",
             };
             let body = serde_json::json!({

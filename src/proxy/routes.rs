@@ -44,12 +44,29 @@ pub struct Hygiene {
     pub trusted: TrustedProxies,
     pub body_timeout: Duration,
     pub max_requests_per_connection: u32,
+    /// A WebSocket tunnel closes after this long with no bytes either way.
+    pub tunnel_idle: Duration,
 }
 
 impl Hygiene {
-    pub fn from_config(h: &crate::http::config::HygieneConfig) -> Hygiene {
+    /// `identity` names the headers phigate sends upstream: whatever they
+    /// are called, a client's own copies are always stripped.
+    pub fn from_config(
+        h: &crate::http::config::HygieneConfig,
+        identity: &crate::authn::config::IdentityHeadersConfig,
+    ) -> Hygiene {
+        let own = [
+            &identity.user,
+            &identity.name,
+            &identity.email,
+            &identity.roles,
+            &identity.assertion,
+        ];
         let identity = IdentityHeaderRules::with_additional(
-            h.strip_headers.iter().map(|s| s.to_ascii_lowercase()),
+            h.strip_headers
+                .iter()
+                .chain(own)
+                .map(|s| s.to_ascii_lowercase()),
             h.strip_header_prefixes
                 .iter()
                 .map(|s| s.to_ascii_lowercase()),
@@ -70,6 +87,7 @@ impl Hygiene {
             trusted: TrustedProxies::new(h.trusted_proxies.clone()),
             body_timeout: h.client_body_timeout.get(),
             max_requests_per_connection: h.max_requests_per_connection.max(1),
+            tunnel_idle: h.keepalive_timeout.get(),
         }
     }
 }
@@ -129,4 +147,24 @@ pub fn build(config: &PipelineConfig<'_>) -> Result<Table, PoolError> {
     });
     let router = Router::new(routes.collect::<Result<Vec<_>, PoolError>>()?);
     Ok((router, pools.into_values().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renamed_identity_headers_are_stripped_from_clients() {
+        let ih = crate::authn::config::IdentityHeadersConfig {
+            email: "X-Employee-Email".into(),
+            user: "Remote-Clinician".into(),
+            ..Default::default()
+        };
+        let h = Hygiene::from_config(&crate::http::config::HygieneConfig::default(), &ih);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-employee-email", "a@b".parse().unwrap());
+        headers.insert("remote-clinician", "drsmith".parse().unwrap());
+        let strip = crate::http::headers_to_strip(&headers, &h.identity, false);
+        assert_eq!(strip.len(), 2, "{strip:?}");
+    }
 }

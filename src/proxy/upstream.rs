@@ -55,6 +55,10 @@ pub struct Outbound<'a> {
     pub upgrade: Option<hyper::upgrade::OnUpgrade>,
     /// Why the client's body stream was cut, if it was.
     pub body_outcome: Option<Arc<BodyOutcome>>,
+    /// What keeps the connection counted, for a tunnel that outlives it.
+    pub held: Option<crate::server::conn::Held>,
+    /// A tunnel closes after this long with no bytes either way.
+    pub tunnel_idle: std::time::Duration,
 }
 
 /// Sends the request to the route's next healthy origin. `head` already
@@ -111,16 +115,33 @@ where
     head.version = Version::HTTP_11;
     let upgrade = out.upgrade;
     let req = Request::from_parts(head, body);
-    let exchange = client.request(req);
-    let resp = match tokio::time::timeout(pool.read_timeout, exchange).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(failure(pool, &e, out.body_outcome.as_deref())),
-        Err(_) => {
-            metrics()
-                .upstream_errors
-                .with_label_values(&[&pool.name, "timeout"])
-                .inc();
-            return Err(Stop::new(respond::error(504), "upstream_timeout"));
+    let mut exchange = std::pin::pin!(client.request(req));
+    let sent_at = tokio::time::Instant::now();
+    // While the upstream takes the body, each part must be taken within the
+    // write timeout; once it has all of it, the head must come within the
+    // read timeout.
+    let deadline = || match out.body_outcome.as_deref() {
+        Some(o) if !o.finished() => o.last_progress().max(sent_at) + pool.write_timeout,
+        Some(o) => o.last_progress().max(sent_at) + pool.read_timeout,
+        None => sent_at + pool.read_timeout,
+    };
+    let resp = loop {
+        let at = deadline();
+        tokio::select! {
+            r = exchange.as_mut() => match r {
+                Ok(r) => break r,
+                Err(e) => return Err(failure(pool, &e, out.body_outcome.as_deref())),
+            },
+            _ = tokio::time::sleep_until(at) => {
+                if deadline() > at {
+                    continue;
+                }
+                metrics()
+                    .upstream_errors
+                    .with_label_values(&[&pool.name, "timeout"])
+                    .inc();
+                return Err(Stop::new(respond::error(504), "upstream_timeout"));
+            }
         }
     };
     let mut resp = resp;
@@ -135,7 +156,12 @@ where
         match upgrade {
             Some(client_side) => {
                 let upstream_side = hyper::upgrade::on(&mut resp);
-                tokio::spawn(tunnel(client_side, upstream_side));
+                tokio::spawn(tunnel(
+                    client_side,
+                    upstream_side,
+                    out.held,
+                    out.tunnel_idle,
+                ));
             }
             // No upgrade was asked for: a 101 would leave the client talking
             // to nothing.
@@ -150,14 +176,97 @@ where
     Ok(resp)
 }
 
-/// Copies bytes both ways between an upgraded client and upstream.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+/// Copies bytes both ways between an upgraded client and upstream. The
+/// tunnel keeps its connection's place under the limits and holds shutdown
+/// for at most the grace period (`held`); it closes when neither side has
+/// sent anything for `idle`.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    held: Option<crate::server::conn::Held>,
+    idle: std::time::Duration,
+) {
     let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
         return;
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    let activity = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let born = tokio::time::Instant::now();
+    let mut client = Active::new(TokioIo::new(client), activity.clone(), born);
+    let mut upstream = Active::new(TokioIo::new(upstream), activity.clone(), born);
+    let watch_idle = async {
+        loop {
+            tokio::time::sleep(idle / 2).await;
+            let last = born
+                + std::time::Duration::from_millis(
+                    activity.load(std::sync::atomic::Ordering::Relaxed),
+                );
+            if last.elapsed() >= idle {
+                metrics()
+                    .connection_events
+                    .with_label_values(&["tunnel_idle_timeout"])
+                    .inc();
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = watch_idle => {}
+    }
+    drop(held);
+}
+
+/// A stream that notes when it last read anything.
+struct Active<S> {
+    inner: S,
+    last: Arc<std::sync::atomic::AtomicU64>,
+    born: tokio::time::Instant,
+}
+
+impl<S> Active<S> {
+    fn new(inner: S, last: Arc<std::sync::atomic::AtomicU64>, born: tokio::time::Instant) -> Self {
+        Active { inner, last, born }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Active<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            let ms = self.born.elapsed().as_millis() as u64;
+            self.last.store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Active<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        b: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, b)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// An upstream exchange that failed, as the client's answer. A body the

@@ -21,6 +21,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// What keeps a connection counted: its place under the connection limits
+/// and its worker's drain. A WebSocket tunnel that outlives the HTTP
+/// connection holds it too, until the tunnel closes.
+#[derive(Clone)]
+pub struct Held(pub Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Held")
+    }
+}
+
 /// What is known about a connection before any request on it.
 #[derive(Debug)]
 pub struct ConnInfo {
@@ -34,6 +46,8 @@ pub struct ConnInfo {
     pub heads: Option<Arc<Mutex<HeadTracker>>>,
     /// Requests started on this connection.
     pub requests: AtomicU32,
+    /// Its place under the limits and in the drain.
+    pub held: Option<Held>,
 }
 
 impl ConnInfo {
@@ -45,6 +59,7 @@ impl ConnInfo {
             client_cert: None,
             heads: None,
             requests: AtomicU32::new(0),
+            held: None,
         }
     }
 

@@ -59,6 +59,9 @@ pub struct ConnSettings {
     pub keepalive: Duration,
     pub max_head_bytes: usize,
     pub max_head_fields: usize,
+    /// Peers whose connections carry many clients (load balancers in
+    /// `hygiene.trusted_proxies`): not held to the per-client limit.
+    pub trusted: crate::http::TrustedProxies,
 }
 
 /// Open connections, in total and per client address.
@@ -88,7 +91,7 @@ impl Limits {
             return Err("max_connections");
         };
         let n = map.entry(ip).or_insert(0);
-        if *n >= s.max_per_client {
+        if *n >= s.max_per_client && !s.trusted.contains(ip) {
             drop(map);
             self.total.fetch_sub(1, Ordering::Relaxed);
             return Err("max_connections_per_client");
@@ -309,7 +312,8 @@ pub async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = serve(
+        let held = super::conn::Held(Arc::new((place, drain.done.clone())));
+        tokio::spawn(serve(
             stream,
             peer,
             index,
@@ -317,15 +321,13 @@ pub async fn accept_loop(
             pipeline.clone(),
             settings.clone(),
             drain.clone(),
-        );
-        tokio::spawn(async move {
-            conn.await;
-            drop(place);
-        });
+            held,
+        ));
     }
 }
 
 /// Serves one connection: TLS handshake, then HTTP/1.1 or HTTP/2.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
@@ -334,10 +336,12 @@ async fn serve(
     pipeline: Arc<Pipeline<hyper::body::Incoming>>,
     settings: Arc<ConnSettings>,
     graceful: Drain,
+    held: super::conn::Held,
 ) {
     match tls {
         None => {
-            let info = ConnInfo::new(peer, index, false);
+            let mut info = ConnInfo::new(peer, index, false);
+            info.held = Some(held);
             serve_h1(stream, info, pipeline, &settings, graceful).await
         }
         Some(acceptor) => {
@@ -368,6 +372,7 @@ async fn serve(
             metrics().tls_handshakes.with_label_values(&[version]).inc();
             let h2 = session.alpn_protocol() == Some(b"h2");
             let mut info = ConnInfo::new(peer, index, true);
+            info.held = Some(held);
             info.client_cert = session
                 .peer_certificates()
                 .and_then(|c| c.first())
@@ -407,6 +412,8 @@ async fn serve_h1<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.keepalive)
         .max_headers(settings.max_head_fields)
+        // The head limit the tracker holds too: anything larger is hyper's 431.
+        .max_header_size(settings.max_head_bytes)
         .max_buf_size(settings.max_head_bytes.max(8192))
         .keep_alive(true);
     let conn = builder.serve_connection(io, service).with_upgrades();
@@ -435,7 +442,7 @@ async fn serve_h2<S>(
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .max_concurrent_streams(250)
+        .max_concurrent_streams(100)
         .max_header_list_size(settings.max_head_bytes as u32);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     if let Err(e) = graceful.serve(conn, idle).await {

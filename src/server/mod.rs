@@ -172,6 +172,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         // hyper must refuse what the hygiene check would not see: allow it
         // more lines than the limit, so the limit answers with its own 431.
         max_head_fields: (h.max_headers + 100).min(crate::http::MAX_FIELDS),
+        trusted: crate::http::TrustedProxies::new(h.trusted_proxies.clone()),
     });
     Ok(Server {
         stages,
@@ -477,19 +478,53 @@ async fn reload_policies(authz: Arc<crate::authz::Authorization>, interval: Dura
 
 /// Installs the JSON log subscriber (`RUST_LOG` filters; default `info`).
 pub fn init_logging() {
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // hyper's and rustls's debug output names headers and paths: cap them
-    // at info whatever RUST_LOG asks for, so no PHI reaches the log.
-    let filter = ["hyper=info", "hyper_util=info", "h2=info", "rustls=info"]
-        .iter()
-        .filter_map(|d| d.parse().ok())
-        .fold(filter, |f, d| f.add_directive(d));
-    let _ = tracing_subscriber::fmt()
+    // The HTTP and TLS libraries' debug output names headers and paths: it
+    // is dropped whatever RUST_LOG asks for (a more specific directive such
+    // as `h2::codec=trace` included), so no PHI reaches the log.
+    let clamp = tracing_subscriber::filter::filter_fn(|meta| {
+        !(*meta.level() > tracing::Level::INFO && is_wire_library(meta.target()))
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .json()
         .with_current_span(false)
         .with_span_list(false)
-        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .try_init();
+        .with_filter(filter.and(clamp));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
+}
+
+/// Libraries whose debug logs carry request bytes.
+fn is_wire_library(target: &str) -> bool {
+    [
+        "hyper",
+        "hyper_util",
+        "h2",
+        "rustls",
+        "tokio_rustls",
+        "reqwest",
+        "httparse",
+    ]
+    .iter()
+    .any(|lib| {
+        target
+            .strip_prefix(lib)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wire_libraries_are_known_by_target() {
+        assert!(super::is_wire_library("h2::codec::framed_read"));
+        assert!(super::is_wire_library("hyper"));
+        assert!(!super::is_wire_library("hyperlocal_thing"));
+        assert!(!super::is_wire_library("phigate::proxy::exit"));
+    }
 }
