@@ -404,8 +404,18 @@ fn api_keys_identify_services() {
 fn public_paths_and_public_routes_need_no_credentials() {
     let idp = Idp::start();
     let up = Upstream::demo();
-    let px = protected(&idp, &up, "public_paths = [\"/__echo/open\"]", "");
-    assert_eq!(px.get("/__echo/open/x").status, 200);
+    let px = protected(
+        &idp,
+        &up,
+        "public_paths = [\"/__echo/open\", \"/__echo/assets/*\"]",
+        "",
+    );
+    // Exact paths are exact: nothing below them is public.
+    assert_eq!(px.get("/__echo/open").status, 200);
+    assert_eq!(px.get("/__echo/open/x").status, 401);
     assert_eq!(px.get("/__echo/openx").status, 401);
     assert_eq!(px.get("/__echo/x").status, 401);
+    // `/*` is the explicit way to open a subtree.
+    assert_eq!(px.get("/__echo/assets/app.js").status, 200);
+    assert_eq!(px.get("/__echo/assets").status, 401);
 }

@@ -119,8 +119,10 @@ pub struct RouteAuthConfig {
     pub require_mfa: bool,
     /// Require an active authentication at most this long ago (`auth_time`).
     pub max_auth_age: Option<HumanDuration>,
-    /// Path prefixes under this route that need no credentials (on whole
-    /// segments, like `path_prefix`). Default: none.
+    /// Paths under this route that need no credentials: each is an exact
+    /// path (`/fhir/metadata`), or `/prefix/*` for everything below
+    /// `/prefix/` (whole segments). A path that merely starts with a public
+    /// one is not public. Default: none.
     #[serde(default)]
     pub public_paths: Vec<String>,
     /// Pass the client's `Authorization` header to the upstream. Default

@@ -97,13 +97,24 @@ impl RouteAuth {
         self.strength.require_mfa || self.strength.max_auth_age.is_some()
     }
 
-    /// Whether `path` (normalized) needs no credentials on this route.
+    /// Whether `path` (normalized) needs no credentials on this route: it
+    /// equals one of the route's public paths, or lies under one written
+    /// as `/prefix/*` (whole segments). Nothing else is public: a path that
+    /// merely starts with a public one (`/fhir/metadata/..`) is not.
     pub fn is_public(&self, path: &str) -> bool {
         self.kind == AuthKind::Public
-            || self.public_paths.iter().any(|p| {
-                path.strip_prefix(p.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
+            || self.public_paths.iter().any(|p| public_path_matches(p, path))
+    }
+}
+
+/// `pattern` is an exact path, or `/prefix/*` for everything under
+/// `/prefix/` (not `/prefix` itself).
+fn public_path_matches(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix("/*") {
+        Some(prefix) => path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1),
+        None => path == pattern,
     }
 }
 

@@ -322,6 +322,12 @@ fn check_route_auth(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(
                 ),
             ));
         }
+        if p.contains('*') && !(p.ends_with("/*") && p.matches('*').count() == 1) {
+            out.push((
+                format!("{key}.public_paths[{i}]"),
+                format!("{p:?}: `*` is allowed only as a whole last segment (`/prefix/*` opens everything below `/prefix/`)"),
+            ));
+        }
     }
 }
 

@@ -28,6 +28,9 @@ const TRAPS: [(&str, &str); 9] = [
     ("ct", "paging"),
 ];
 
+/// Parameters that name the patients a search is about.
+const SCOPING: [&str; 3] = ["patient", "subject", "_id"];
+
 fn trap(base: &str) -> Option<&'static str> {
     TRAPS
         .iter()
@@ -164,11 +167,26 @@ pub(super) fn scope_search(
     bases: &[String],
     scope: &mut Scope,
 ) -> Result<(), MappingError> {
+    let mut seen: Vec<&str> = Vec::new();
     for (name, value) in params {
         if name.bytes().any(|b| b <= b' ' || b == 0x7f) {
             return Err(MappingError::bad("invalid search parameter name"));
         }
         let (base, modifier) = split_modifier(name);
+        // Servers differ on repeated parameters (first, last, AND) and on
+        // case: a patient-scoping one that repeats, or that differs from its
+        // name only in case, is refused rather than guessed at.
+        if let Some(scoping) = SCOPING.iter().find(|s| s.eq_ignore_ascii_case(base)) {
+            if base != *scoping {
+                return Err(MappingError::bad(
+                    "a search parameter differs only in case from a patient-scoping one",
+                ));
+            }
+            if seen.contains(scoping) {
+                return Err(MappingError::bad("a patient-scoping search parameter is repeated"));
+            }
+            seen.push(scoping);
+        }
         if let Some(reason) = trap(base) {
             scope.fan(reason);
             continue;
