@@ -326,3 +326,24 @@ mod reqwest {
         }
     }
 }
+
+#[test]
+fn a_route_needing_authorization_must_name_its_policies() {
+    // A hospital's own `nurse` role must never be let in by an example
+    // policy it never wrote: without `policies`, check refuses the config.
+    let config = GOOD.replace(
+        "auth = { kind = \"public\" }",
+        "auth = { kind = \"api\", accept = [\"api_key\"] }",
+    ) + "\n[[api_keys]]\nid = \"svc\"\nkey_id = \"0011223344\"\nhash = \"x\"\n";
+    let (ok, text) = check(&config);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("`authorization.policies`") && text.contains("fhir"),
+        "{text}"
+    );
+    // The example set only by explicit opt-in.
+    let (_, text) = check(&format!(
+        "{config}\n[authorization]\nexample_policies = true\n"
+    ));
+    assert!(!text.contains("`authorization.policies`"), "{text}");
+}

@@ -174,7 +174,8 @@ fn at_the_descriptor_limit_new_clients_get_503_and_others_keep_working() {
         let Ok(mut s) = TcpStream::connect(px.addr) else {
             break;
         };
-        s.set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         let mut b = [0u8; 256];
         if let Ok(n) = s.read(&mut b) {
             if n > 0 && b.starts_with(b"HTTP/1.1 503") {

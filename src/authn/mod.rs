@@ -103,7 +103,10 @@ impl RouteAuth {
     /// merely starts with a public one (`/fhir/metadata/..`) is not.
     pub fn is_public(&self, path: &str) -> bool {
         self.kind == AuthKind::Public
-            || self.public_paths.iter().any(|p| public_path_matches(p, path))
+            || self
+                .public_paths
+                .iter()
+                .any(|p| public_path_matches(p, path))
     }
 }
 

@@ -13,9 +13,16 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields, default)]
 pub struct AuthorizationConfig {
     /// Directory holding `phigate.cedarschema`, `*.cedar` policy files and
-    /// `tests/` (policy tests run before every reload). Default: the
-    /// example CCM policy set compiled into phigate.
+    /// `tests/` (policy tests run before every reload). Required when any
+    /// route needs authorization (every route that is not public). Default:
+    /// none.
     pub policies: Option<PathBuf>,
+    /// Decide with the example CCM policy set compiled into phigate instead
+    /// of `policies`: for trying phigate (`phigate demo` uses it), never for
+    /// a real deployment, whose roles the example knows nothing about. The
+    /// policy version then reads `example-…` in every decision and log
+    /// line. Default `false`.
+    pub example_policies: bool,
     /// Cedar JSON entities file: patients (care teams, flags, programs),
     /// care teams, organizations, user memberships and elevations.
     /// Validated against the schema. Default: none (every patient unknown,
@@ -46,6 +53,7 @@ impl Default for AuthorizationConfig {
     fn default() -> Self {
         AuthorizationConfig {
             policies: None,
+            example_policies: false,
             entities: None,
             time_zone: "UTC".into(),
             decision_header: false,

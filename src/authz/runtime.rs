@@ -213,10 +213,16 @@ pub enum Reloaded {
 impl Authorization {
     /// Loads and checks everything; an error lists every problem.
     pub fn from_config(c: &AuthorizationConfig) -> Result<Authorization, String> {
-        let policy_source = match &c.policies {
-            Some(dir) => PolicySource::Dir(dir.clone()),
-            None => PolicySource::Embedded,
+        let policy_source = match (&c.policies, c.example_policies) {
+            (Some(dir), _) => PolicySource::Dir(dir.clone()),
+            (None, true) => PolicySource::Embedded,
+            (None, false) => PolicySource::Nothing,
         };
+        if matches!(policy_source, PolicySource::Embedded) {
+            tracing::warn!(
+                "deciding with the EXAMPLE policy set compiled into phigate (authorization.example_policies = true): for trying phigate, not for real patients"
+            );
+        }
         let overrides: HashMap<String, String> = c.categories.clone().into_iter().collect();
         let categories = Categories::with_overrides(&overrides);
         let (bundle, entities, entities_version) = load(
@@ -501,6 +507,7 @@ fn load(
     if run_tests {
         let report = match source {
             PolicySource::Embedded => policy_tests::run_embedded(&bundle, categories),
+            PolicySource::Nothing => policy_tests::TestReport::default(),
             PolicySource::Dir(dir) => {
                 let files = policy_tests::suites_in(dir);
                 policy_tests::run_files(&bundle, &files, Some(dir), categories)
@@ -606,6 +613,7 @@ mod tests {
         std::fs::write(&entities, policy_tests::EMBEDDED_ENTITIES).unwrap();
         Authorization::from_config(&AuthorizationConfig {
             entities: Some(entities),
+            example_policies: true,
             ..AuthorizationConfig::default()
         })
         .unwrap()
@@ -714,6 +722,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_policies_every_request_is_denied() {
+        // No policies named and no opt-in: the example set never decides.
+        let dir = tempfile::tempdir().unwrap();
+        let entities = dir.path().join("entities.json");
+        std::fs::write(&entities, policy_tests::EMBEDDED_ENTITIES).unwrap();
+        let a = Authorization::from_config(&AuthorizationConfig {
+            entities: Some(entities),
+            ..AuthorizationConfig::default()
+        })
+        .unwrap();
+        let v = a
+            .decide(
+                &fhir_route(),
+                &alice(),
+                &get("/fhir/Observation", Some("patient=pat-0001")),
+                &facts(),
+            )
+            .await;
+        assert!(matches!(v, Verdict::Deny(_)), "{v:?}");
+        assert!(!a.version().starts_with("example-"));
+    }
+
+    #[tokio::test]
     async fn an_unmapped_template_path_is_denied() {
         let dir = tempfile::tempdir().unwrap();
         let a = authz(dir.path());
@@ -733,6 +764,7 @@ mod tests {
         // shipped suites say otherwise, so the set must not load.
         let c = AuthorizationConfig {
             categories: [("Observation".to_string(), "notes".to_string())].into(),
+            example_policies: true,
             ..AuthorizationConfig::default()
         };
         let err = Authorization::from_config(&c).err().expect("tests fail");

@@ -97,8 +97,11 @@ impl fmt::Display for PolicyLoadError {
 /// Where the policies come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicySource {
-    /// The example set compiled into the binary.
+    /// The example set compiled into the binary (an explicit opt-in).
     Embedded,
+    /// No policies configured: the schema alone, so every request is
+    /// denied (no permit can apply).
+    Nothing,
     /// A directory with `phigate.cedarschema` and `*.cedar` files (searched
     /// recursively; `tests/` holds policy tests).
     Dir(PathBuf),
@@ -116,13 +119,19 @@ impl PolicySource {
                 files.sort();
                 Ok(files)
             }
+            PolicySource::Nothing => Ok(EMBEDDED
+                .iter()
+                .filter(|(name, _)| is_schema(name))
+                .map(|(name, text)| (name.to_string(), text.to_string()))
+                .collect()),
             PolicySource::Dir(dir) => read_dir(dir),
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            PolicySource::Embedded => "the embedded example policies".into(),
+            PolicySource::Embedded => "the EXAMPLE policies compiled into phigate".into(),
+            PolicySource::Nothing => "no policies (every request denied)".into(),
             PolicySource::Dir(dir) => dir.display().to_string(),
         }
     }
@@ -191,6 +200,10 @@ impl PolicyBundle {
         let files = source.read()?;
         let mut bundle = PolicyBundle::from_files(&files)?;
         bundle.source = source.describe();
+        // Decisions made by the example set say so wherever a version shows.
+        if matches!(source, PolicySource::Embedded) {
+            bundle.version = format!("example-{}", bundle.version);
+        }
         Ok(bundle)
     }
 
@@ -417,7 +430,11 @@ mod tests {
         assert!(bundle
             .break_glass
             .contains(&PolicyId::new("break-glass-emergency-treatment")));
-        assert_eq!(bundle.version.len(), 16);
+        assert_eq!(bundle.version.len(), "example-".len() + 16);
+        assert!(
+            bundle.version.starts_with("example-"),
+            "named as the example"
+        );
     }
 
     #[test]
@@ -426,7 +443,8 @@ mod tests {
         let from_dir = PolicyBundle::load(&PolicySource::Dir(dir)).unwrap();
         let embedded = PolicyBundle::load(&PolicySource::Embedded).unwrap();
         assert_eq!(
-            from_dir.version, embedded.version,
+            format!("example-{}", from_dir.version),
+            embedded.version,
             "EMBEDDED lists every file"
         );
     }

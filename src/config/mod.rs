@@ -176,6 +176,31 @@ impl Config {
         for (name, u) in &self.upstreams {
             u.check(&format!("upstreams.{name}"), &mut out);
         }
+        // A route that needs authorization decides with the policies the
+        // config names; the example set is an explicit opt-in, never a
+        // silent default.
+        let needs: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|r| r.auth.kind != AuthKind::Public)
+            .map(|r| r.name.as_str())
+            .collect();
+        let a = &self.authorization;
+        if !needs.is_empty() && a.policies.is_none() && !a.example_policies {
+            out.push((
+                "authorization.policies".into(),
+                format!(
+                    "route(s) {} need authorization but no policies are configured: set `policies` to a directory with phigate.cedarschema and your *.cedar files (docs/policies.md), or `example_policies = true` to try the example CCM set",
+                    needs.join(", ")
+                ),
+            ));
+        }
+        if a.policies.is_some() && a.example_policies {
+            out.push((
+                "authorization.example_policies".into(),
+                "set either `policies` or `example_policies`, not both".into(),
+            ));
+        }
         let mut idp_names = std::collections::HashSet::new();
         for (i, idp) in self.identity_providers.iter().enumerate() {
             let key = format!("identity_providers[{i}]");

@@ -183,7 +183,9 @@ pub(super) fn scope_search(
                 ));
             }
             if seen.contains(scoping) {
-                return Err(MappingError::bad("a patient-scoping search parameter is repeated"));
+                return Err(MappingError::bad(
+                    "a patient-scoping search parameter is repeated",
+                ));
             }
             seen.push(scoping);
         }
