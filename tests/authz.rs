@@ -280,6 +280,22 @@ fn every_persona_is_decided_by_the_example_policies() {
     assert_eq!(r.status, 200, "{}", decision(&r));
     let r = request(px, "GET", "/fhir/Observation?patient=pat-0001", &carol, "");
     assert_eq!(r.status, 403);
+    // Break-glass is an entitlement: billing declaring it does not open a
+    // VIP patient's record (her ordinary permit would otherwise apply once
+    // the guardrail lifted), and the refusal says why.
+    let glass = format!("{carol}X-Phigate-Purpose-Of-Use: HPAYMT\r\nX-Phigate-Break-Glass: need the address for a claim\r\n");
+    let r = request(px, "GET", "/fhir/Patient/pat-0007", &glass, "");
+    assert_eq!(r.status, 403, "{}", decision(&r));
+    assert!(
+        decision(&r).contains("break-glass-is-an-entitlement"),
+        "{}",
+        decision(&r)
+    );
+    assert!(
+        r.body.contains("break-glass is not permitted"),
+        "{}",
+        r.body
+    );
 
     // Support: nothing without a ticket; the named patient with one.
     let r = request(px, "GET", "/fhir/Patient/pat-0003", &sam, "");

@@ -42,6 +42,16 @@ pub struct RequestFacts {
     pub now: jiff::Timestamp,
 }
 
+/// Shortest break-glass justification that counts as one.
+pub const MIN_JUSTIFICATION: usize = 8;
+
+/// A declared break-glass justification, when it is long enough to mean
+/// something (policies see `context.justification` only then).
+pub fn justification(declared: &str) -> Option<&str> {
+    let j = declared.trim();
+    (j.chars().count() >= MIN_JUSTIFICATION).then_some(j)
+}
+
 /// Why a request was denied, for the response, the audit event and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -726,7 +736,7 @@ impl<'a> BaseContext<'a> {
             v.push(("break_glass", Bool(facts.break_glass.is_some())));
         }
         if reads.has("justification") {
-            if let Some(j) = &facts.break_glass {
+            if let Some(j) = facts.break_glass.as_deref().and_then(justification) {
                 v.push(("justification", s(j)));
             }
         }

@@ -185,6 +185,9 @@ pub struct PolicyBundle {
     /// Policies annotated `@break_glass`: decisions they determine are
     /// flagged for review.
     pub break_glass: HashSet<PolicyId>,
+    /// `@refusal("…")` texts by policy id: what a denial that policy
+    /// determined tells the client (policy authors choose the words).
+    pub refusals: BTreeMap<String, String>,
     pub source: String,
     /// Which policies can apply to a request, by scope.
     pub index: super::index::ScopeIndex,
@@ -260,6 +263,7 @@ impl PolicyBundle {
         let mut policies = PolicySet::new();
         let mut origins = BTreeMap::new();
         let mut break_glass = HashSet::new();
+        let mut refusals = BTreeMap::new();
         // Policy ids are the `@id` annotations, so decisions, tests and
         // logs name policies the way their authors did.
         for (name, text) in files.iter().filter(|(name, _)| name.ends_with(".cedar")) {
@@ -296,6 +300,9 @@ impl PolicyBundle {
                 let policy_id = PolicyId::new(&id);
                 if policy.annotation("break_glass").is_some() {
                     break_glass.insert(policy_id.clone());
+                }
+                if let Some(text) = policy.annotation("refusal") {
+                    refusals.insert(id.clone(), text.to_string());
                 }
                 let renamed: Policy = policy.new_id(policy_id);
                 if let Err(e) = policies.add(renamed) {
@@ -336,6 +343,7 @@ impl PolicyBundle {
                     version,
                     origins,
                     break_glass,
+                    refusals,
                     source: String::new(),
                 })
             }

@@ -64,6 +64,10 @@ pub struct DecisionCtx {
     pub mode: EnforcementMode,
     /// `X-Phigate-Decision`, when debugging headers are on.
     pub header: Option<String>,
+    /// The break-glass justification, when break-glass was declared and
+    /// the request allowed: every use is carried to the audit record and
+    /// alerts (never to logs: it is free text a clinician typed).
+    pub break_glass: Option<String>,
 }
 
 /// Whether the request's body must be read before deciding, and whether it
@@ -161,6 +165,7 @@ pub async fn decide(
                 reason: "no_authorization",
                 mode: EnforcementMode::Enforce,
                 header: None,
+                break_glass: None,
             },
         ));
     };
@@ -219,6 +224,13 @@ pub async fn decide(
         reason,
         mode: route_authz.mode,
         header,
+        break_glass: input
+            .declared
+            .break_glass
+            .as_deref()
+            .filter(|_| allowed)
+            .and_then(crate::authz::engine::justification)
+            .map(str::to_owned),
     };
     if allowed || shadow {
         return Ok(ctx);
@@ -269,10 +281,25 @@ pub async fn decide(
             ),
             "authz_unavailable",
         ),
-        _ => (
-            respond::denial(route.denial_style, 403, "access denied by policy"),
-            "forbidden",
-        ),
+        _ => {
+            // A forbid that says why (its `@refusal`) is worded as written;
+            // anything else stays non-revealing.
+            let detail = ctx
+                .decision
+                .as_ref()
+                .zip(ctx.loaded.as_ref())
+                .and_then(|(d, l)| {
+                    d.determining()
+                        .iter()
+                        .find_map(|id| l.snapshot.policies.refusals.get(*id).cloned())
+                })
+                .map(std::borrow::Cow::Owned)
+                .unwrap_or(std::borrow::Cow::Borrowed("access denied by policy"));
+            (
+                respond::denial(route.denial_style, 403, detail),
+                "forbidden",
+            )
+        }
     };
     Err((Stop::new(refusal.0, refusal.1), ctx))
 }

@@ -96,9 +96,8 @@ impl RequestCtx {
             mode = d.map(|d| d.mode.as_str()).unwrap_or(""),
             policy_version = d.map(|d| d.policy_version.as_str()).unwrap_or(""),
             entities_version = d.map(|d| d.entities_version.as_str()).unwrap_or(""),
-            break_glass = d
-                .and_then(|d| d.decision.as_ref())
-                .is_some_and(|d| d.break_glass),
+            break_glass = d.is_some_and(|d| d.break_glass.is_some()
+                || d.decision.as_ref().is_some_and(|d| d.break_glass)),
             "request"
         );
     }

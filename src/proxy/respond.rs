@@ -181,19 +181,24 @@ pub fn close(resp: &mut Generated) {
 
 /// An authorization denial (its body is filled in at the exit, where the
 /// request id is known).
-pub fn denial(style: DenialStyle, status: u16, detail: &'static str) -> Generated {
+pub fn denial(
+    style: DenialStyle,
+    status: u16,
+    detail: impl Into<std::borrow::Cow<'static, str>>,
+) -> Generated {
+    let detail = detail.into();
     let mut resp = build(status, None, Bytes::new(), "no-store");
     resp.extensions_mut().insert(Fill::Denial { style, detail });
     resp
 }
 
 /// A generated body that names the request id, written at the exit.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Fill {
     Error,
     Denial {
         style: DenialStyle,
-        detail: &'static str,
+        detail: std::borrow::Cow<'static, str>,
     },
 }
 
@@ -203,7 +208,7 @@ pub fn finish(resp: &mut Generated, request_id: &str) {
     let status = resp.status().as_u16();
     match resp.extensions_mut().remove::<Fill>() {
         Some(Fill::Denial { style, detail }) => {
-            let (body, ct) = denial_body(style, status, detail, request_id);
+            let (body, ct) = denial_body(style, status, &detail, request_id);
             resp.headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
             *resp.body_mut() = ResponseBody::full(body);
