@@ -18,6 +18,9 @@ pub struct ClientCertIdentity {
     pub san_uri: Vec<String>,
     /// SHA-256 of the certificate (hex), for events and the assertion cache.
     pub fingerprint: [u8; 32],
+    /// The CA file (a listener's `tls.client_ca`) that verified it: a
+    /// certificate maps to a principal only through the CA its entry names.
+    pub verified_by: Option<std::sync::Arc<str>>,
 }
 
 impl ClientCertIdentity {
@@ -43,6 +46,7 @@ impl ClientCertIdentity {
             }
         }
         Some(ClientCertIdentity {
+            verified_by: None,
             subject_cn,
             san_dns,
             san_uri,
@@ -65,6 +69,11 @@ pub struct ServiceCertificateConfig {
     pub san_uri: Option<String>,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The CA (a listener's `tls.client_ca` file) whose certificates this
+    /// entry accepts: the same name under another listener's CA is someone
+    /// else. Required when listeners trust more than one CA; with one, it
+    /// defaults to that one.
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 impl ServiceCertificateConfig {
@@ -86,14 +95,26 @@ impl ServiceCertificateConfig {
     }
 }
 
-/// The configured service certificates.
+/// The configured service certificates, each bound to the CA it trusts.
 #[derive(Default)]
 pub struct CertificateMap {
-    entries: Vec<(ServiceCertificateConfig, Arc<Principal>)>,
+    entries: Vec<(ServiceCertificateConfig, Option<String>, Arc<Principal>)>,
 }
 
 impl CertificateMap {
-    pub fn new(configs: &[ServiceCertificateConfig]) -> CertificateMap {
+    /// `listener_cas` are the listeners' `client_ca` files: an entry that
+    /// names none is bound to the only one, or to nothing when there are
+    /// several (it then matches no certificate).
+    pub fn new(
+        configs: &[ServiceCertificateConfig],
+        listener_cas: &[std::path::PathBuf],
+    ) -> CertificateMap {
+        let mut distinct: Vec<String> = listener_cas
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        distinct.sort();
+        distinct.dedup();
         CertificateMap {
             entries: configs
                 .iter()
@@ -104,18 +125,25 @@ impl CertificateMap {
                         AuthMethod::ClientCertificate,
                         c.roles.clone(),
                     );
-                    (c.clone(), Arc::new(p))
+                    let ca = match &c.client_ca {
+                        Some(ca) => Some(ca.display().to_string()),
+                        None if distinct.len() == 1 => distinct.first().cloned(),
+                        None => None,
+                    };
+                    (c.clone(), ca, Arc::new(p))
                 })
                 .collect(),
         }
     }
 
-    /// The service principal for a verified certificate, if it is listed.
+    /// The service principal for a verified certificate, if it is listed
+    /// under the CA that verified it.
     pub fn principal(&self, cert: &ClientCertIdentity) -> Option<Arc<Principal>> {
+        let by = cert.verified_by.as_deref()?;
         self.entries
             .iter()
-            .find(|(c, _)| c.matches(cert))
-            .map(|(_, p)| p.clone())
+            .find(|(c, ca, _)| ca.as_deref() == Some(by) && c.matches(cert))
+            .map(|(_, _, p)| p.clone())
     }
 }
 
@@ -132,7 +160,8 @@ mod tests {
             .push(rcgen::DnType::CommonName, "rpm-gateway");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let id = ClientCertIdentity::from_der(cert.der()).unwrap();
+        let mut id = ClientCertIdentity::from_der(cert.der()).unwrap();
+        id.verified_by = Some("/ca/devices.pem".into());
         assert_eq!(id.subject_cn.as_deref(), Some("rpm-gateway"));
         assert_eq!(id.san_dns, ["gw.devices.test"]);
 
@@ -142,19 +171,47 @@ mod tests {
             san_dns: dns.map(String::from),
             san_uri: None,
             roles: vec!["device_gateway".into()],
+            client_ca: None,
         };
-        assert!(CertificateMap::new(&[entry(Some("rpm-gateway"), None)])
-            .principal(&id)
-            .is_some());
-        assert!(CertificateMap::new(&[entry(None, Some("gw.devices.test"))])
-            .principal(&id)
-            .is_some());
-        assert!(CertificateMap::new(&[entry(Some("rpm"), None)])
+        let one = [std::path::PathBuf::from("/ca/devices.pem")];
+        assert!(
+            CertificateMap::new(&[entry(Some("rpm-gateway"), None)], &one)
+                .principal(&id)
+                .is_some()
+        );
+        assert!(
+            CertificateMap::new(&[entry(None, Some("gw.devices.test"))], &one)
+                .principal(&id)
+                .is_some()
+        );
+        assert!(CertificateMap::new(&[entry(Some("rpm"), None)], &one)
             .principal(&id)
             .is_none());
-        assert!(CertificateMap::new(&[entry(None, Some("devices.test"))])
-            .principal(&id)
-            .is_none());
+        assert!(
+            CertificateMap::new(&[entry(None, Some("devices.test"))], &one)
+                .principal(&id)
+                .is_none()
+        );
+        // The same name verified by another listener's CA is someone else.
+        let two = [
+            std::path::PathBuf::from("/ca/devices.pem"),
+            std::path::PathBuf::from("/ca/partners.pem"),
+        ];
+        let mut partner = id.clone();
+        partner.verified_by = Some("/ca/partners.pem".into());
+        let bound = ServiceCertificateConfig {
+            client_ca: Some("/ca/devices.pem".into()),
+            ..entry(Some("rpm-gateway"), None)
+        };
+        let map = CertificateMap::new(&[bound], &two);
+        assert!(map.principal(&id).is_some());
+        assert!(map.principal(&partner).is_none());
+        // Unbound among several CAs: matches nothing.
+        assert!(
+            CertificateMap::new(&[entry(Some("rpm-gateway"), None)], &two)
+                .principal(&id)
+                .is_none()
+        );
         assert_eq!(entry(Some("a"), Some("b")).matchers(), 2);
     }
 }

@@ -39,8 +39,11 @@ pub fn idp_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, 
 }
 
 /// Authentication's parts of the configuration.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct AuthnConfig<'a> {
+    /// Every listener's `tls.client_ca` file: service certificates are
+    /// bound to the CA that verifies them.
+    pub listener_cas: Vec<std::path::PathBuf>,
     pub identity_providers: &'a [IdentityProviderConfig],
     pub api_keys: &'a [super::ApiKeyConfig],
     pub service_certificates: &'a [super::mtls::ServiceCertificateConfig],
@@ -108,7 +111,8 @@ pub fn build(config: AuthnConfig<'_>) -> Result<Arc<Authenticator>, SetupError> 
     };
     let mut authn = Authenticator::new(bearer, api_keys, signer, Arc::new(LogSink), mfa);
     authn.browser = browser;
-    authn.certificates = super::mtls::CertificateMap::new(config.service_certificates);
+    authn.certificates =
+        super::mtls::CertificateMap::new(config.service_certificates, &config.listener_cas);
     Ok(Arc::new(authn))
 }
 

@@ -129,6 +129,11 @@ impl Config {
                 fix(ca);
             }
         }
+        for c in &mut self.service_certificates {
+            if let Some(ca) = &mut c.client_ca {
+                fix(ca);
+            }
+        }
     }
 
     /// Semantic checks; each result is (dotted key, message).
@@ -212,12 +217,30 @@ impl Config {
             }
             idp.check(&key, &mut out);
         }
+        let mut cas: Vec<&std::path::PathBuf> = self
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.as_ref().and_then(|t| t.client_ca.as_ref()))
+            .collect();
+        cas.sort();
+        cas.dedup();
         for (i, c) in self.service_certificates.iter().enumerate() {
             if c.matchers() != 1 {
                 out.push((
                     format!("service_certificates[{i}]"),
                     "set exactly one of subject_cn, san_dns, san_uri".into(),
                 ));
+            }
+            match &c.client_ca {
+                None if cas.len() > 1 => out.push((
+                    format!("service_certificates[{i}]"),
+                    "listeners trust more than one client CA: name the one this certificate comes from with `client_ca`".into(),
+                )),
+                Some(ca) if !cas.contains(&ca) => out.push((
+                    format!("service_certificates[{i}].client_ca"),
+                    format!("{} is no listener's tls.client_ca", ca.display()),
+                )),
+                _ => {}
             }
         }
         if let Err(e) = crate::authn::ApiKeyStore::new(&self.api_keys) {

@@ -65,6 +65,11 @@ impl Config {
     /// Authentication's parts.
     pub fn authn(&self) -> crate::authn::AuthnConfig<'_> {
         crate::authn::AuthnConfig {
+            listener_cas: self
+                .listeners
+                .iter()
+                .filter_map(|l| l.tls.as_ref().and_then(|t| t.client_ca.clone()))
+                .collect(),
             identity_providers: &self.identity_providers,
             api_keys: &self.api_keys,
             service_certificates: &self.service_certificates,

@@ -27,7 +27,15 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct BoundListener {
     pub index: usize,
     pub socket: std::net::TcpListener,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub tls: Option<TlsListener>,
+}
+
+/// A TLS listener's acceptor and the client CA it verifies with (named on
+/// each client certificate it verified).
+#[derive(Clone)]
+pub struct TlsListener {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub client_ca: Option<Arc<str>>,
 }
 
 /// Binds `address` (backlog 4096, `SO_REUSEADDR`), non-blocking.
@@ -263,7 +271,7 @@ where
 pub async fn accept_loop(
     listener: TcpListener,
     index: usize,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<TlsListener>,
     pipeline: Arc<Pipeline<hyper::body::Incoming>>,
     settings: Arc<ConnSettings>,
     limits: Arc<Limits>,
@@ -332,7 +340,7 @@ async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     index: usize,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<TlsListener>,
     pipeline: Arc<Pipeline<hyper::body::Incoming>>,
     settings: Arc<ConnSettings>,
     graceful: Drain,
@@ -344,7 +352,10 @@ async fn serve(
             info.held = Some(held);
             serve_h1(stream, info, pipeline, &settings, graceful).await
         }
-        Some(acceptor) => {
+        Some(TlsListener {
+            acceptor,
+            client_ca,
+        }) => {
             let handshake = acceptor.accept(stream);
             let tls = match tokio::time::timeout(settings.tls_handshake_timeout, handshake).await {
                 Ok(Ok(s)) => s,
@@ -373,10 +384,16 @@ async fn serve(
             let h2 = session.alpn_protocol() == Some(b"h2");
             let mut info = ConnInfo::new(peer, index, true);
             info.held = Some(held);
+            // rustls verified the chain against this listener's CA: the
+            // identity says which CA, and maps to a principal only through it.
             info.client_cert = session
                 .peer_certificates()
                 .and_then(|c| c.first())
-                .and_then(|der| ClientCertIdentity::from_der(der));
+                .and_then(|der| ClientCertIdentity::from_der(der))
+                .map(|mut id| {
+                    id.verified_by = client_ca.clone();
+                    id
+                });
             if h2 {
                 serve_h2(tls, info, pipeline, &settings, graceful).await
             } else {

@@ -74,7 +74,7 @@ pub struct Server {
 pub struct Prepared {
     stages: Arc<Stages>,
     authz: Arc<crate::authz::Authorization>,
-    tls: Vec<Option<tokio_rustls::TlsAcceptor>>,
+    tls: Vec<Option<listen::TlsListener>>,
     certs: Vec<(Arc<ReloadingCert>, Duration)>,
 }
 
@@ -109,7 +109,13 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartError> {
                 let cert = Arc::new(ReloadingCert::load(&t.cert, &t.key).map_err(tls_err)?);
                 certs.push((cert.clone(), t.reload_interval.get()));
                 let config = tls::server_config(t, cert).map_err(tls_err)?;
-                Some(tokio_rustls::TlsAcceptor::from(config))
+                Some(listen::TlsListener {
+                    acceptor: tokio_rustls::TlsAcceptor::from(config),
+                    client_ca: t
+                        .client_ca
+                        .as_ref()
+                        .map(|p| Arc::from(p.display().to_string())),
+                })
             }
             None => None,
         });
@@ -351,14 +357,7 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(
-        self,
-        sockets: Vec<(
-            usize,
-            std::net::TcpListener,
-            Option<tokio_rustls::TlsAcceptor>,
-        )>,
-    ) {
+    async fn run(self, sockets: Vec<(usize, std::net::TcpListener, Option<listen::TlsListener>)>) {
         let pipeline = Arc::new(Pipeline::new(self.stages.clone()));
         let (done, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
         let drain = listen::Drain {
