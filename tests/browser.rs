@@ -239,24 +239,30 @@ fn logout_ends_both_sessions() {
         {"op": "goto", "url": target},
         {"op": "login", "user": "alice", "mfa": true},
         {"op": "goto", "url": format!("{}/.phigate/logout", s.base)},
+        {"op": "click", "selector": "#logout-submit"},
         {"op": "cookies", "url": s.base},
         {"op": "goto", "url": target},
     ]));
     assert_eq!(r[1]["url"], target);
     assert!(
-        r[2]["url"].as_str().unwrap().starts_with(&s.base),
-        "not back from the IdP: {:?}",
+        r[2]["text"].as_str().unwrap_or("").contains("Sign out"),
+        "GET shows the sign-out form: {:?}",
         r[2]
     );
-    assert!(!r[3]["cookies"]
+    assert!(
+        r[3]["url"].as_str().unwrap().starts_with(&s.base),
+        "not back from the IdP: {:?}",
+        r[3]
+    );
+    assert!(!r[4]["cookies"]
         .as_array()
         .unwrap()
         .iter()
         .any(|c| c["name"] == "__Host-phigate"));
     assert!(
-        on_idp_login(&r[4], &s.idp),
+        on_idp_login(&r[5], &s.idp),
         "still signed in after logout: {:?}",
-        r[4]
+        r[5]
     );
 }
 
@@ -468,4 +474,70 @@ fn replayed_callbacks_and_injected_codes_are_refused() {
     // ...and a replay of it is refused.
     let r = rt.block_on(phigate.get(&callback2).send()).unwrap();
     assert_eq!(r.status(), 400);
+}
+
+#[test]
+fn logout_cannot_be_triggered_cross_site() {
+    let s = sso("");
+    let Http {
+        rt,
+        phigate,
+        idp: idp_client,
+    } = s.http();
+    let r = rt
+        .block_on(
+            phigate
+                .get(format!("{}/.phigate/login?rd=/__echo/x", s.base))
+                .send(),
+        )
+        .unwrap();
+    let authorize = r.headers()["location"].to_str().unwrap().to_string();
+    let callback_base = format!("{}/.phigate/callback", s.base);
+    let callback =
+        rt.block_on(
+            s.idp
+                .follow_login(&idp_client, &authorize, &callback_base, "alice", true, 0),
+        );
+    let r = rt.block_on(phigate.get(&callback).send()).unwrap();
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let cookie = set.split(';').next().unwrap().to_string();
+    let userinfo = || {
+        rt.block_on(
+            phigate
+                .get(format!("{}/.phigate/userinfo", s.base))
+                .header("Cookie", &cookie)
+                .send(),
+        )
+        .unwrap()
+        .status()
+    };
+    assert_eq!(userinfo(), 200);
+    let logout = |headers: &[(&str, String)], post: bool| {
+        let url = format!("{}/.phigate/logout", s.base);
+        let mut req = if post {
+            phigate.post(&url)
+        } else {
+            phigate.get(&url)
+        };
+        req = req.header("Cookie", &cookie);
+        for (n, v) in headers {
+            req = req.header(*n, v);
+        }
+        rt.block_on(req.send()).unwrap()
+    };
+    // A link or image on another site: a page, nothing changes.
+    let r = logout(&[("Sec-Fetch-Site", "cross-site".into())], false);
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert_eq!(userinfo(), 200, "a GET signed the user out");
+    // A form on another site: refused.
+    let r = logout(&[("Sec-Fetch-Site", "cross-site".into())], true);
+    assert_eq!(r.status(), 403);
+    let r = logout(&[("Origin", "https://evil.example".into())], true);
+    assert_eq!(r.status(), 403);
+    assert_eq!(userinfo(), 200, "a cross-site POST signed the user out");
+    // The same-origin form signs out.
+    let r = logout(&[("Sec-Fetch-Site", "same-origin".into())], true);
+    assert_eq!(r.status(), 302);
+    assert_eq!(userinfo(), 401);
 }

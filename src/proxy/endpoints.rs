@@ -9,6 +9,41 @@ use crate::authn::browser::{parse_query, safe_return_path, LoginError};
 use crate::authn::session::SessionLimits;
 use crate::authn::{AuthEventKind, Authenticator, RequestFacts};
 use http::request::Parts;
+
+/// The sign-out confirmation: a same-origin form, not framable, no scripts.
+fn logout_page() -> Generated {
+    let body = "<!doctype html><html><head><meta charset=\"utf-8\"><title>Sign out</title></head>\
+<body><form method=\"post\" action=\"/.phigate/logout\"><p>Sign out of this application?</p>\
+<button id=\"logout-submit\" type=\"submit\">Sign out</button></form></body></html>";
+    let mut resp = respond::html(200, body);
+    let h = resp.headers_mut();
+    h.insert(
+        "content-security-policy",
+        // No form-action: the sign-out redirects on to the identity provider.
+        http::HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+    );
+    h.insert("x-frame-options", http::HeaderValue::from_static("DENY"));
+    resp
+}
+
+/// Whether a state-changing request comes from this site: the browser's
+/// `Sec-Fetch-Site` says `same-origin`, or (older browsers) its `Origin`
+/// names the host the request was sent to. Neither: refused.
+fn same_origin(head: &Parts) -> bool {
+    let get = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
+    match get("sec-fetch-site") {
+        Some(site) => site == "same-origin",
+        None => {
+            let host = super::admit::host_bytes(head).and_then(|h| std::str::from_utf8(h).ok());
+            match (get("origin"), host) {
+                (Some(origin), Some(host)) => origin
+                    .split_once("://")
+                    .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+                _ => false,
+            }
+        }
+    }
+}
 use std::net::IpAddr;
 
 /// Answers a reserved endpoint; returns the response and, for refusals,
@@ -78,6 +113,12 @@ pub async fn serve(
                 (respond::error(status), Some("login_failed"))
             }
         },
+        // A GET changes nothing: a link or an <img> on another site must not
+        // sign anyone out. It shows a form that POSTs back here.
+        (Reserved::Logout, Some(_)) if head.method == http::Method::GET => (logout_page(), None),
+        (Reserved::Logout, Some(_)) if !same_origin(head) => {
+            (respond::error(403), Some("logout_cross_site"))
+        }
         (Reserved::Logout, Some(b)) => {
             let principal = match cookie {
                 Some(c) => b.peek(c).await,

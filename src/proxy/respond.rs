@@ -137,6 +137,16 @@ pub fn json(status: u16, body: &serde_json::Value, cache: &'static str) -> Gener
     )
 }
 
+/// A page phigate shows itself (never cached).
+pub fn html(status: u16, body: &'static str) -> Generated {
+    build(
+        status,
+        Some("text/html; charset=utf-8"),
+        Bytes::from_static(body.as_bytes()),
+        "no-store",
+    )
+}
+
 /// A 302 to `location`, optionally setting a cookie. Never cached.
 pub fn redirect(location: &str, set_cookie: Option<&str>) -> Generated {
     let mut resp = build(302, None, Bytes::new(), "no-store");

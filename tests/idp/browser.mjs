@@ -57,6 +57,14 @@ try {
         out.push(await snapshot());
         break;
       }
+      case 'click':
+        await Promise.all([
+          page.waitForNavigation({ waitUntil: 'load', timeout: 15000 }).catch(() => {}),
+          page.click(s.selector),
+        ]);
+        await page.waitForLoadState('load').catch(() => {});
+        out.push(await snapshot());
+        break;
       case 'cookies':
         out.push({ ...(await snapshot()), cookies: await context.cookies(s.url) });
         break;
