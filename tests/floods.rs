@@ -72,7 +72,7 @@ fn connections_over_the_per_client_limit_get_503() {
         .map(|_| TcpStream::connect(px.addr).unwrap())
         .collect();
     // Make sure phigate has accepted all four before the fifth.
-    std::thread::sleep(Duration::from_millis(300));
+    px.metrics_when("phigate_connections_open", 4.0);
     let mut fifth = TcpStream::connect(px.addr).unwrap();
     let (bytes, closed) = read_until_closed(&mut fifth, Duration::from_secs(3));
     let text = String::from_utf8_lossy(&bytes);
@@ -92,7 +92,7 @@ fn connections_over_the_per_client_limit_get_503() {
     );
     // A place frees up when a held connection closes.
     drop(held);
-    std::thread::sleep(Duration::from_millis(300));
+    px.metrics_when("phigate_connections_open", 0.0);
     assert_eq!(px.get("/__echo/x").status, 200);
 }
 

@@ -199,14 +199,16 @@ const ROWS: &[Row] = &[
     ("GET", "/Observation", Some("_contained=true"), None, "search Observation fan=_contained (search-type)"),
     ("GET", "/Observation", Some("patient=1&_contained=false"), None, "search Observation p=1 (search-type)"),
     ("GET", "/", Some("_getpages=abc&_getpagesoffset=20"), None, "search System fan=paging (search-system)"),
-    ("GET", "/Observation", Some("patient=1&_include=Observation:patient"), None, "search Observation p=1 (search-type)"),
-    ("GET", "/Observation", Some("patient=1&_include=Observation:subject:Patient"), None, "search Observation p=1 (search-type)"),
+    // Included records are decided as a search of their own type.
+    ("GET", "/Observation", Some("patient=1&_include=Observation:patient"), None, "search Observation p=1 (search-type) | search Patient p=1 (include)"),
+    ("GET", "/Observation", Some("patient=1&_include=Observation:subject:Patient"), None, "search Observation p=1 (search-type) | search Patient p=1 (include)"),
     ("GET", "/Observation", Some("patient=1&_include=Observation:performer"), None, "search Observation p=1 fan=_include (search-type)"),
     ("GET", "/Observation", Some("patient=1&_include=*"), None, "search Observation p=1 fan=_include (search-type)"),
     ("GET", "/Observation", Some("patient=1&_include:iterate=Observation:patient"), None, "search Observation p=1 fan=_include (search-type)"),
     ("GET", "/Observation", Some("_include=Observation:patient"), None, "search Observation fan=_include (search-type)"),
     ("GET", "/Patient", Some("_id=1&_revinclude=Provenance:target"), None, "search Patient p=1 fan=_revinclude (search-type)"),
-    ("GET", "/Patient", Some("_id=1&_revinclude=Observation:subject"), None, "search Patient p=1 (search-type)"),
+    ("GET", "/Patient", Some("_id=1&_revinclude=Observation:subject"), None, "search Patient p=1 (search-type) | search Observation p=1 (revinclude)"),
+    ("GET", "/Patient", Some("_id=1,2&_revinclude=Observation:subject&_revinclude=Claim:patient"), None, "search Patient p=1 (search-type) | search Patient p=2 (search-type) | search Observation p=1 (revinclude) | search Observation p=2 (revinclude) | search Claim p=1 (revinclude) | search Claim p=2 (revinclude)"),
     ("GET", "/Observation", Some("code=x&_count=10&_sort=-date&unknown-param=y"), None, "search Observation (search-type)"),
     // System search.
     ("GET", "/", None, None, "search System (search-system)"),
@@ -214,7 +216,7 @@ const ROWS: &[Row] = &[
     ("POST", "/_search", None, Some("patient=5"), "search System p=5 (search-system)"),
     // Compartments.
     ("GET", "/Patient/7/Observation", None, None, "search Observation p=7 (search-compartment)"),
-    ("GET", "/Patient/7/Observation", Some("code=x&_include=Observation:patient"), None, "search Observation p=7 (search-compartment)"),
+    ("GET", "/Patient/7/Observation", Some("code=x&_include=Observation:patient"), None, "search Observation p=7 (search-compartment) | search Patient p=7 (include)"),
     ("GET", "/Patient/7/Observation", Some("_has:Observation:patient:code=x"), None, "search Observation p=7 fan=_has (search-compartment)"),
     ("POST", "/Patient/7/Observation/_search", None, Some("code=x"), "search Observation p=7 (search-compartment)"),
     ("GET", "/Patient/7/*", None, None, "everything Patient/7 p=7 (search-compartment)"),

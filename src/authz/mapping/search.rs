@@ -44,6 +44,10 @@ fn trap(base: &str) -> Option<&'static str> {
 pub(super) struct Scope {
     patients: Vec<String>,
     fan_out: Option<&'static str>,
+    /// Resource types an `_include`/`_revinclude` brings into the answer,
+    /// with how (`include`, `revinclude`): each is decided as the same
+    /// action on that type, for the same patients.
+    included: Vec<(String, &'static str)>,
 }
 
 impl Scope {
@@ -57,6 +61,13 @@ impl Scope {
     /// Marks fan-out; the first reason is kept.
     pub(super) fn fan(&mut self, reason: &'static str) {
         self.fan_out.get_or_insert(reason);
+    }
+
+    /// Records of `ty` come back too (deduplicated).
+    fn include(&mut self, ty: &str, how: &'static str) {
+        if !self.included.iter().any(|(t, _)| t == ty) {
+            self.included.push((ty.to_owned(), how));
+        }
     }
 
     pub(super) fn is_scoped(&self) -> bool {
@@ -77,19 +88,33 @@ impl Scope {
     /// the fan-out reason.
     pub(super) fn into_requests(self, mut base: AccessRequest) -> Vec<AccessRequest> {
         base.fan_out = self.fan_out;
-        let mut patients = self.patients.into_iter();
-        let Some(first) = patients.next() else {
-            return vec![base];
-        };
-        let mut out = Vec::with_capacity(patients.len() + 1);
-        for patient in patients {
-            out.push(AccessRequest {
-                patient: Some(patient),
-                ..base.clone()
-            });
+        let mut out = Vec::with_capacity(self.patients.len().max(1));
+        if self.patients.is_empty() {
+            out.push(base);
+        } else {
+            for patient in self.patients {
+                out.push(AccessRequest {
+                    patient: Some(patient),
+                    ..base.clone()
+                });
+            }
         }
-        base.patient = Some(first);
-        out.insert(0, base);
+        // Included records are decided like a direct search of their type.
+        let direct = out.len();
+        for (ty, how) in &self.included {
+            for i in 0..direct {
+                let r = &out[i];
+                out.push(AccessRequest {
+                    resource: super::Resource {
+                        resource_type: ty.clone(),
+                        id: None,
+                    },
+                    interaction: (*how).to_owned(),
+                    operation: None,
+                    ..r.clone()
+                });
+            }
+        }
         out
     }
 }
@@ -223,6 +248,16 @@ pub(super) fn scope_search(
         let exact = base == reason && modifier.is_none();
         if !exact || !scope.is_scoped() || !is_patient_include(value) {
             scope.fan(reason);
+            continue;
+        }
+        // `Source:param[:Target]`: an include brings the referenced
+        // patients (or `Target`), a reverse include the `Source` records.
+        let mut parts = value.split(':');
+        let source = parts.next().unwrap_or_default();
+        let target = parts.nth(1);
+        match reason {
+            "_include" => scope.include(target.unwrap_or("Patient"), "include"),
+            _ => scope.include(source, "revinclude"),
         }
     }
     Ok(())
