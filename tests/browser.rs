@@ -541,3 +541,34 @@ fn logout_cannot_be_triggered_cross_site() {
     assert_eq!(r.status(), 302);
     assert_eq!(userinfo(), 401);
 }
+
+#[test]
+fn anonymous_sign_in_floods_are_rate_limited_per_client() {
+    let s = sso("");
+    let Http { rt, phigate, .. } = s.http();
+    let start = || {
+        rt.block_on(
+            phigate
+                .get(format!("{}/.phigate/login?rd=/__echo/x", s.base))
+                .send(),
+        )
+        .unwrap()
+    };
+    // A burst of 20 starts is allowed; the next is refused with a wait.
+    for i in 0..20 {
+        assert_eq!(start().status(), 302, "start {i}");
+    }
+    let r = start();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // A browser route sends the same client to sign-in no more often.
+    let r = rt
+        .block_on(
+            phigate
+                .get(format!("{}/__echo/x", s.base))
+                .header("Accept", "text/html")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(r.status(), 429);
+}

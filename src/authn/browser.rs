@@ -62,6 +62,8 @@ pub enum LoginError {
     IdToken(String),
     #[error("missing code")]
     MissingCode,
+    #[error("too many sign-ins started from this client")]
+    TooMany,
 }
 
 impl LoginError {
@@ -69,6 +71,7 @@ impl LoginError {
         match self {
             LoginError::Provider(_) => "provider_unavailable",
             LoginError::BadState => "bad_state",
+            LoginError::TooMany => "rate_limited",
             LoginError::ProviderDenied => "provider_denied",
             LoginError::Exchange => "code_exchange_failed",
             LoginError::IdToken(_) => "id_token_invalid",
@@ -96,6 +99,9 @@ pub struct BrowserSso {
     http: reqwest::Client,
     provider: tokio::sync::OnceCell<(Client, Option<String>)>,
     pending: moka::future::Cache<String, Arc<Pending>>,
+    /// Sign-ins each client may start: an anonymous flood cannot crowd
+    /// people's logins in progress out of `pending`.
+    starts: SignInLimiter,
     pub store: Arc<dyn SessionStore>,
     keyring: Keyring,
 }
@@ -118,6 +124,7 @@ impl BrowserSso {
                 .max_capacity(100_000)
                 .time_to_live(LOGIN_TTL)
                 .build(),
+            starts: SignInLimiter::new(),
             store,
             keyring,
         }
@@ -165,7 +172,11 @@ impl BrowserSso {
         return_to: &str,
         step_up: Option<&StepUp>,
         force: bool,
+        client_ip: Option<std::net::IpAddr>,
     ) -> Result<String, LoginError> {
+        if let Some(ip) = client_ip {
+            self.starts.check(ip)?;
+        }
         let (client, _) = self.provider().await?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut req = client
@@ -472,6 +483,74 @@ pub fn safe_return_path(raw: &str) -> Option<String> {
         return None;
     }
     Some(raw.to_string())
+}
+
+/// How many sign-ins one client address may start: a burst of
+/// [`SIGN_IN_BURST`], then one every [`SIGN_IN_EVERY`] (IPv6 by /64, which
+/// one client usually holds whole).
+pub struct SignInLimiter(governor::DefaultKeyedRateLimiter<std::net::IpAddr>);
+
+/// Sign-ins a client may start at once.
+pub const SIGN_IN_BURST: u32 = 20;
+/// Then one per this long.
+pub const SIGN_IN_EVERY: Duration = Duration::from_secs(3);
+
+impl SignInLimiter {
+    pub fn new() -> SignInLimiter {
+        let quota = governor::Quota::with_period(SIGN_IN_EVERY)
+            .unwrap_or(governor::Quota::per_second(std::num::NonZeroU32::MIN))
+            .allow_burst(
+                std::num::NonZeroU32::new(SIGN_IN_BURST).unwrap_or(std::num::NonZeroU32::MIN),
+            );
+        SignInLimiter(governor::RateLimiter::keyed(quota))
+    }
+
+    /// Takes one sign-in for `ip`, or refuses.
+    pub fn check(&self, ip: std::net::IpAddr) -> Result<(), LoginError> {
+        let key = match ip.to_canonical() {
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                std::net::IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+            v4 => v4,
+        };
+        // Forget clients that have been quiet, so the table stays small.
+        if self.0.len() > 10_000 {
+            self.0.retain_recent();
+        }
+        self.0.check_key(&key).map_err(|_| LoginError::TooMany)
+    }
+}
+
+#[cfg(test)]
+mod limiter_tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_then_refusals_per_client() {
+        let l = SignInLimiter::new();
+        let a: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..SIGN_IN_BURST {
+            assert!(l.check(a).is_ok());
+        }
+        assert!(matches!(l.check(a), Err(LoginError::TooMany)));
+        // Another client is not held to the first one's count...
+        assert!(l.check("192.0.2.2".parse().unwrap()).is_ok());
+        // ...but addresses of one IPv6 /64 are one client.
+        let v6 = |last: u16| {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last))
+        };
+        for i in 0..SIGN_IN_BURST {
+            assert!(l.check(v6(i as u16)).is_ok());
+        }
+        assert!(l.check(v6(999)).is_err());
+    }
+}
+
+impl Default for SignInLimiter {
+    fn default() -> Self {
+        SignInLimiter::new()
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ pub enum AuthOutcome {
     Redirect(String),
     /// The identity provider cannot be reached to start a login: 503.
     Unavailable,
+    /// This client started too many sign-ins: 429.
+    TooMany,
 }
 
 /// What the glue knows about the request, for events.
@@ -359,11 +361,17 @@ impl Authenticator {
     ) -> AuthOutcome {
         let return_to =
             browser::safe_return_path(&creds.target.to_uri_string()).unwrap_or_else(|| "/".into());
-        match browser.start_login(&return_to, step_up, force).await {
+        match browser
+            .start_login(&return_to, step_up, force, facts.client_ip)
+            .await
+        {
             Ok(url) => AuthOutcome::Redirect(url),
             Err(e) => {
                 self.emit(facts, AuthEventKind::LoginFailed, e.reason(), None);
-                AuthOutcome::Unavailable
+                match e {
+                    browser::LoginError::TooMany => AuthOutcome::TooMany,
+                    _ => AuthOutcome::Unavailable,
+                }
             }
         }
     }

@@ -78,11 +78,16 @@ pub async fn serve(
                 .find(|(k, _)| k == "rd")
                 .and_then(|(_, v)| safe_return_path(&v))
                 .unwrap_or_else(|| "/".into());
-            match b.start_login(&rd, None, false).await {
+            match b.start_login(&rd, None, false, Some(client_ip)).await {
                 Ok(url) => (respond::redirect(&url, None), None),
                 Err(e) => {
                     authn.emit(&facts, AuthEventKind::LoginFailed, e.reason(), None);
-                    (respond::error(503), Some("identity_provider_unavailable"))
+                    match e {
+                        LoginError::TooMany => {
+                            (super::identify::too_many(), Some("sign_in_rate_limited"))
+                        }
+                        _ => (respond::error(503), Some("identity_provider_unavailable")),
+                    }
                 }
             }
         }

@@ -105,7 +105,17 @@ pub async fn identify(
             respond::error(503),
             "identity_provider_unavailable",
         )),
+        AuthOutcome::TooMany => Err(Stop::new(too_many(), "sign_in_rate_limited")),
     }
+}
+
+/// 429 with the wait a client should allow before the next sign-in.
+pub fn too_many() -> super::respond::Generated {
+    let wait = crate::authn::browser::SIGN_IN_EVERY
+        .as_secs()
+        .max(1)
+        .to_string();
+    respond::error_with(429, &[(http::header::RETRY_AFTER, wait)])
 }
 
 /// A page load a browser makes (navigate), as opposed to an API call.

@@ -56,6 +56,7 @@ pub fn error_code(status: u16) -> &'static str {
         413 => "payload_too_large",
         414 => "uri_too_long",
         415 => "unsupported_media_type",
+        429 => "too_many_requests",
         431 => "request_header_fields_too_large",
         502 => "bad_gateway",
         503 => "service_unavailable",
