@@ -125,6 +125,23 @@ impl BearerVerifier {
     }
 
     /// The configured name of the issuer whose `iss` is `iss`.
+    /// Each issuer's name and whether its keys are usable now.
+    pub fn key_status(&self) -> Vec<(String, bool)> {
+        self.issuers
+            .iter()
+            .map(|i| (i.name.clone(), i.keys.usable()))
+            .collect()
+    }
+
+    /// Fetches keys for every issuer that has none usable.
+    pub async fn warm_keys(&self) {
+        for i in &self.issuers {
+            if !i.keys.usable() {
+                i.keys.warm().await;
+            }
+        }
+    }
+
     pub fn issuer_name(&self, iss: &str) -> Option<&str> {
         self.issuers
             .iter()

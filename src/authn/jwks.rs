@@ -217,6 +217,20 @@ impl JwksCache {
         }
     }
 
+    /// Whether keys young enough to verify with are held now.
+    pub fn usable(&self) -> bool {
+        self.current.load().as_ref().is_some_and(|set| {
+            Instant::now().saturating_duration_since(set.fetched_at)
+                < self.policy.ttl + self.policy.max_stale
+        })
+    }
+
+    /// Fetches keys now (unless tried too recently), so readiness and the
+    /// first request do not wait on the identity provider.
+    pub async fn warm(&self) {
+        let _ = self.refresh(Instant::now()).await;
+    }
+
     /// Fetches new keys unless one was fetched (or tried) too recently;
     /// returns the set to use now, if any is still usable.
     async fn refresh(&self, now: Instant) -> Option<Arc<KeySet>> {
@@ -383,6 +397,27 @@ mod tests {
             );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn usable_means_keys_young_enough_to_verify_with() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let policy = CachePolicy {
+            ttl: Duration::from_millis(10),
+            min_refresh_interval: Duration::from_millis(0),
+            max_stale: Duration::from_millis(50),
+        };
+        let up = cache(calls.clone(), Ok(ec_jwks("k1")), policy);
+        assert!(!up.usable(), "nothing fetched yet");
+        up.warm().await;
+        assert!(up.usable());
+        let down = cache(calls, Err("connection refused".into()), policy);
+        down.warm().await;
+        assert!(!down.usable(), "an IdP that never answered leaves no keys");
+        down.current.store(up.current.load_full());
+        assert!(down.usable());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(!down.usable(), "past ttl + max_stale the keys are gone");
     }
 
     #[tokio::test]

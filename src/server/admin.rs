@@ -24,6 +24,9 @@ pub struct Readiness {
     pub pools: Vec<Arc<Pool>>,
     /// Policy status and reload.
     pub policies: Option<PolicyAdmin>,
+    /// Identity providers' keys: without usable keys no bearer token can be
+    /// verified, so the replica is not ready.
+    pub authn: Option<Arc<crate::authn::Authenticator>>,
 }
 
 /// The admin plane's view of authorization.
@@ -100,6 +103,15 @@ impl Readiness {
         self.started.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
             && self.pools.iter().all(|p| p.checked_once())
+            && self.issuer_keys().iter().all(|(_, ok)| *ok)
+    }
+
+    fn issuer_keys(&self) -> Vec<(String, bool)> {
+        self.authn
+            .as_ref()
+            .and_then(|a| a.bearer.as_ref())
+            .map(|b| b.key_status())
+            .unwrap_or_default()
     }
 
     fn report(&self) -> serde_json::Value {
@@ -117,6 +129,11 @@ impl Readiness {
             "ready": self.is_ready(),
             "draining": self.draining.load(Ordering::Relaxed),
             "upstreams": pools,
+            "identity_providers": self
+                .issuer_keys()
+                .into_iter()
+                .map(|(name, ok)| (name, serde_json::json!({ "keys": ok })))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
         })
     }
 }

@@ -152,6 +152,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         started: false.into(),
         draining: false.into(),
         pools: stages.pools().to_vec(),
+        authn: Some(stages.authn.clone()),
         policies: Some(admin::PolicyAdmin {
             authz: authz.clone(),
             reload_token: match &config.admin.reload_token {
@@ -308,6 +309,9 @@ impl Server {
                 tokio::spawn(reload_certificates(certs));
             }
             tokio::spawn(reload_policies(authz, watch_interval));
+            if let Some(authn) = readiness.authn.clone() {
+                tokio::spawn(warm_issuer_keys(authn));
+            }
             // Ready once every worker accepts on every listener.
             let ready_when_accepting = {
                 let readiness = readiness.clone();
@@ -438,6 +442,18 @@ async fn reload_certificates(certs: Vec<(Arc<ReloadingCert>, Duration)>) {
                 }
             }
         }
+    }
+}
+
+/// Fetches identity providers' keys at start and whenever none are usable
+/// (readiness waits on them), so an IdP outage at start shows in /readyz.
+async fn warm_issuer_keys(authn: Arc<crate::authn::Authenticator>) {
+    let Some(bearer) = authn.bearer.as_ref() else {
+        return;
+    };
+    loop {
+        bearer.warm_keys().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
