@@ -733,7 +733,10 @@ impl<'a> BaseContext<'a> {
             }
         }
         if reads.has("break_glass") {
-            v.push(("break_glass", Bool(facts.break_glass.is_some())));
+            // Declared with a real justification, or not declared at all:
+            // a guardrail that lifts under break-glass never lifts for "er".
+            let declared = facts.break_glass.as_deref().and_then(justification);
+            v.push(("break_glass", Bool(declared.is_some())));
         }
         if reads.has("justification") {
             if let Some(j) = facts.break_glass.as_deref().and_then(justification) {

@@ -217,10 +217,12 @@ impl Config {
             }
             idp.check(&key, &mut out);
         }
-        let mut cas: Vec<&std::path::PathBuf> = self
+        // Compared as the runtime compares them: the resolved paths' text.
+        let mut cas: Vec<String> = self
             .listeners
             .iter()
             .filter_map(|l| l.tls.as_ref().and_then(|t| t.client_ca.as_ref()))
+            .map(|p| p.display().to_string())
             .collect();
         cas.sort();
         cas.dedup();
@@ -236,7 +238,7 @@ impl Config {
                     format!("service_certificates[{i}]"),
                     "listeners trust more than one client CA: name the one this certificate comes from with `client_ca`".into(),
                 )),
-                Some(ca) if !cas.contains(&ca) => out.push((
+                Some(ca) if !cas.contains(&ca.display().to_string()) => out.push((
                     format!("service_certificates[{i}].client_ca"),
                     format!("{} is no listener's tls.client_ca", ca.display()),
                 )),

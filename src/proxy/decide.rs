@@ -64,9 +64,9 @@ pub struct DecisionCtx {
     pub mode: EnforcementMode,
     /// `X-Phigate-Decision`, when debugging headers are on.
     pub header: Option<String>,
-    /// The break-glass justification, when break-glass was declared and
-    /// the request allowed: every use is carried to the audit record and
-    /// alerts (never to logs: it is free text a clinician typed).
+    /// The break-glass justification as declared (allowed or not): every
+    /// use and attempt is carried to the audit record and alerts (never to
+    /// logs: it is free text a clinician typed).
     pub break_glass: Option<String>,
 }
 
@@ -224,13 +224,9 @@ pub async fn decide(
         reason,
         mode: route_authz.mode,
         header,
-        break_glass: input
-            .declared
-            .break_glass
-            .as_deref()
-            .filter(|_| allowed)
-            .and_then(crate::authz::engine::justification)
-            .map(str::to_owned),
+        // Every declaration, allowed or refused, valid or not: the audit
+        // record and alerts judge it.
+        break_glass: input.declared.break_glass.clone(),
     };
     if allowed || shadow {
         return Ok(ctx);

@@ -406,6 +406,7 @@ impl FhirMapper {
             parse_params(query, &mut params)?;
         }
         let mut scope = Scope::default();
+        scope.no_includes = true;
         scope_search(Some(ty), &params, &self.bases, &mut scope)?;
         if !scope.is_scoped() {
             scope.fan("conditional-unscoped");
@@ -446,6 +447,7 @@ impl FhirMapper {
         let mut scope = Scope::default();
         if let Some(patient) = compartment {
             scope.add_patient(patient);
+            scope.no_includes = true;
         }
         scope_search(ty, &params, &self.bases, &mut scope)?;
         let base = access_request(

@@ -216,7 +216,16 @@ const ROWS: &[Row] = &[
     ("POST", "/_search", None, Some("patient=5"), "search System p=5 (search-system)"),
     // Compartments.
     ("GET", "/Patient/7/Observation", None, None, "search Observation p=7 (search-compartment)"),
-    ("GET", "/Patient/7/Observation", Some("code=x&_include=Observation:patient"), None, "search Observation p=7 (search-compartment) | search Patient p=7 (include)"),
+    // A compartment search matches through every compartment reference, so
+    // its includes are not provably the named patient's.
+    ("GET", "/Patient/7/Observation", Some("code=x&_include=Observation:patient"), None, "search Observation p=7 fan=_include (search-compartment)"),
+    ("GET", "/Patient/7/Communication", Some("_include=Communication:subject:Patient"), None, "search Communication p=7 fan=_include (search-compartment)"),
+    // References that can name several patients, or not a patient at all.
+    ("GET", "/Appointment", Some("patient=1&_include=Appointment:patient"), None, "search Appointment p=1 fan=_include (search-type)"),
+    ("GET", "/Provenance", Some("patient=1&_include=Provenance:patient"), None, "search Provenance p=1 fan=_include (search-type)"),
+    ("GET", "/Patient", Some("_id=1&_revinclude=Provenance:patient"), None, "search Patient p=1 fan=_revinclude (search-type)"),
+    ("GET", "/Observation", Some("patient=1&_include=Observation:subject"), None, "search Observation p=1 fan=_include (search-type)"),
+    ("PUT", "/Observation", Some("patient=1&_include=Observation:patient"), None, "update Observation p=1 fan=_include (conditional-update)"),
     ("GET", "/Patient/7/Observation", Some("_has:Observation:patient:code=x"), None, "search Observation p=7 fan=_has (search-compartment)"),
     ("POST", "/Patient/7/Observation/_search", None, Some("code=x"), "search Observation p=7 (search-compartment)"),
     ("GET", "/Patient/7/*", None, None, "everything Patient/7 p=7 (search-compartment)"),

@@ -48,6 +48,8 @@ pub(super) struct Scope {
     /// with how (`include`, `revinclude`): each is decided as the same
     /// action on that type, for the same patients.
     included: Vec<(String, &'static str)>,
+    /// Compartment searches and conditional writes: any include fans out.
+    pub(super) no_includes: bool,
 }
 
 impl Scope {
@@ -246,7 +248,15 @@ pub(super) fn scope_search(
             continue;
         };
         let exact = base == reason && modifier.is_none();
-        if !exact || !scope.is_scoped() || !is_patient_include(value) {
+        // A compartment search matches records through every compartment
+        // reference (a performer, a recipient), so what it includes is not
+        // provably the named patient's; a conditional write includes
+        // nothing it could be decided on.
+        if !exact
+            || !scope.is_scoped()
+            || scope.no_includes
+            || !is_patient_include(value, reason == "_revinclude")
+        {
             scope.fan(reason);
             continue;
         }
@@ -329,18 +339,67 @@ fn fan(scope: &mut Scope, reason: &'static str) -> Result<(), MappingError> {
     Ok(())
 }
 
-/// `[Type]:patient`, `[Type]:subject`, optionally `:Patient`: the included
-/// resources are the scoped patient or point at it.
-fn is_patient_include(value: &str) -> bool {
+/// Types whose `patient` search parameter (and `subject`, when it is
+/// narrowed to `:Patient`) is one reference to one patient. An include
+/// along any other reference (an Appointment's participants, a Provenance's
+/// targets, a Group's members, a subject that may be a Group or Device) can
+/// bring other patients, so it is not decided as the scoped patient's.
+const SINGLE_PATIENT_TYPES: &[&str] = &[
+    "AllergyIntolerance",
+    "CarePlan",
+    "CareTeam",
+    "Claim",
+    "ClinicalImpression",
+    "Communication",
+    "Condition",
+    "Consent",
+    "Coverage",
+    "DetectedIssue",
+    "DeviceRequest",
+    "DiagnosticReport",
+    "DocumentReference",
+    "Encounter",
+    "EpisodeOfCare",
+    "ExplanationOfBenefit",
+    "FamilyMemberHistory",
+    "Flag",
+    "Goal",
+    "ImagingStudy",
+    "Immunization",
+    "MedicationAdministration",
+    "MedicationDispense",
+    "MedicationRequest",
+    "MedicationStatement",
+    "NutritionOrder",
+    "Observation",
+    "Procedure",
+    "QuestionnaireResponse",
+    "RiskAssessment",
+    "ServiceRequest",
+    "Specimen",
+];
+
+/// `[Type]:patient[:Patient]` or `[Type]:subject[:Patient]` on a type whose
+/// reference names exactly one patient: the included resources are the
+/// scoped patient (`_include`, where `subject` must be narrowed to
+/// `:Patient`: it may name a Group or a Device) or point only at it
+/// (`_revinclude`: `reverse`).
+fn is_patient_include(value: &str, reverse: bool) -> bool {
     let mut parts = value.split(':');
     let (Some(ty), Some(param)) = (parts.next(), parts.next()) else {
         return false;
     };
-    let target_ok = match parts.next() {
-        None => true,
-        Some(target) => target == "Patient" && parts.next().is_none(),
+    let target = parts.next();
+    if parts.next().is_some() || target.is_some_and(|t| t != "Patient") {
+        return false;
+    }
+    let param_ok = match param {
+        "patient" => true,
+        // A subject may be a Group or a Device unless narrowed.
+        "subject" => reverse || target == Some("Patient"),
+        _ => false,
     };
-    target_ok && resource_type(ty).is_some() && matches!(param, "patient" | "subject")
+    param_ok && resource_type(ty).is_some() && SINGLE_PATIENT_TYPES.contains(&ty)
 }
 
 #[cfg(test)]
@@ -372,13 +431,16 @@ mod tests {
 
     #[test]
     fn includes() {
-        assert!(is_patient_include("Observation:patient"));
-        assert!(is_patient_include("Observation:subject:Patient"));
-        assert!(!is_patient_include("Observation:subject:Group"));
-        assert!(!is_patient_include("Observation:performer"));
-        assert!(!is_patient_include("*"));
-        assert!(!is_patient_include("Observation:*"));
-        assert!(!is_patient_include("Nope:patient"));
+        assert!(is_patient_include("Observation:patient", false));
+        assert!(is_patient_include("Observation:subject:Patient", false));
+        assert!(!is_patient_include("Observation:subject", false));
+        assert!(is_patient_include("Observation:subject", true));
+        assert!(!is_patient_include("Observation:subject:Group", false));
+        assert!(!is_patient_include("Appointment:patient", true));
+        assert!(!is_patient_include("Observation:performer", false));
+        assert!(!is_patient_include("*", false));
+        assert!(!is_patient_include("Observation:*", true));
+        assert!(!is_patient_include("Nope:patient", false));
     }
 
     #[test]
