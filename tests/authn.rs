@@ -247,14 +247,16 @@ fn forged_and_broken_tokens_are_refused_with_reasons() {
             "key_not_found",
         ),
     ] {
+        let series =
+            format!("phigate_auth_events_total{{event=\"token_rejected\",reason=\"{reason}\"}}");
+        let before = metric_value(&px.metrics(), &series).unwrap_or(0.0);
         let r = get_with(&px, "/__echo/x", &bearer(token));
         assert_eq!(r.status, 401, "{name} was accepted");
         let m = px.metrics();
-        let series =
-            format!("phigate_auth_events_total{{event=\"token_rejected\",reason=\"{reason}\"}}");
-        assert!(
-            metric_value(&m, &series).unwrap_or(0.0) >= 1.0,
-            "{name}: no {series}\n{m}"
+        assert_eq!(
+            metric_value(&m, &series).unwrap_or(0.0),
+            before + 1.0,
+            "{name}: this rejection was not counted as {series}\n{m}"
         );
     }
     // Nothing about the token reaches the log.

@@ -302,10 +302,9 @@ fn slow_request_body_times_out_with_408() {
         started.elapsed() < Duration::from_secs(3),
         "slow body was not cut"
     );
-    // The request never completes upstream: either a 408 or a closed connection.
-    if let Some(r) = r {
-        assert_eq!(r.status, 408, "{}", r.body);
-    }
+    // The request never completes upstream, and the client is told why.
+    let r = r.expect("a 408 response, not just a closed connection");
+    assert_eq!(r.status, 408, "{}", r.body);
 }
 
 #[test]
