@@ -124,13 +124,53 @@ pub fn parse_reference<'a>(
 /// Body elements that name the patient a resource is about.
 const PATIENT_ELEMENTS: [&str; 3] = ["subject", "patient", "beneficiary"];
 
+/// Further elements that put a resource in a patient's compartment (after
+/// FHIR R4's patient CompartmentDefinition), by type: a write can land in
+/// another patient's record through any of them, so each Patient reference
+/// there is decided too. Dotted paths go through arrays.
+const COMPARTMENT_ELEMENTS: &[(&str, &[&str])] = &[
+    ("AllergyIntolerance", &["recorder", "asserter"]),
+    ("Appointment", &["participant.actor"]),
+    ("AppointmentResponse", &["actor"]),
+    ("Basic", &["author"]),
+    ("CarePlan", &["activity.detail.performer"]),
+    ("CareTeam", &["participant.member"]),
+    ("Claim", &["payee.party"]),
+    ("Communication", &["sender", "recipient"]),
+    (
+        "CommunicationRequest",
+        &["sender", "recipient", "requester"],
+    ),
+    ("Composition", &["author", "attester.party"]),
+    ("Condition", &["asserter"]),
+    ("Coverage", &["subscriber", "policyHolder", "payor"]),
+    ("DeviceRequest", &["performer"]),
+    ("DocumentReference", &["author"]),
+    ("ExplanationOfBenefit", &["payee.party"]),
+    ("Group", &["member.entity"]),
+    ("List", &["source"]),
+    ("MedicationAdministration", &["performer.actor"]),
+    ("MedicationDispense", &["performer.actor", "receiver"]),
+    ("MedicationRequest", &["performer", "requester"]),
+    ("MedicationStatement", &["informationSource"]),
+    ("Observation", &["performer"]),
+    ("Person", &["link.target"]),
+    ("Procedure", &["performer.actor"]),
+    ("Provenance", &["target", "agent.who"]),
+    ("QuestionnaireResponse", &["author", "source"]),
+    ("ServiceRequest", &["performer", "requester"]),
+];
+
 /// Adds the patients a resource body names to `scope`.
 ///
 /// Reads `subject`, `patient` and `beneficiary` (a Reference or an array of
 /// them). A reference to another type marks `subject-not-patient`, a foreign
 /// URL `foreign-reference`, and one without a resolvable `reference` (only
 /// an identifier, a contained `#id`, a transaction `urn:uuid:`)
-/// `unresolved-reference`.
+/// `unresolved-reference`. Then every other compartment element of the
+/// resource's type ([`COMPARTMENT_ELEMENTS`]): a Patient reference there is
+/// a patient the write touches too (a practitioner there is nobody's
+/// record; a foreign URL may be a patient, so it fans out).
 pub(super) fn body_patients(
     resource: &Value,
     bases: &[String],
@@ -146,6 +186,61 @@ pub(super) fn body_patients(
             }
             Some(item) => body_reference(item, bases, scope)?,
         }
+    }
+    let ty = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let extra = COMPARTMENT_ELEMENTS
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, paths)| *paths)
+        .unwrap_or(&[]);
+    for path in extra {
+        let mut found = Vec::new();
+        collect(resource, path, &mut found);
+        for item in found {
+            compartment_reference(item, bases, scope)?;
+        }
+    }
+    Ok(())
+}
+
+/// The values at a dotted `path`, through arrays at every step.
+fn collect<'v>(v: &'v Value, path: &str, out: &mut Vec<&'v Value>) {
+    let (head, rest) = match path.split_once('.') {
+        Some((h, r)) => (h, Some(r)),
+        None => (path, None),
+    };
+    let items: Vec<&Value> = match v {
+        Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    for item in items {
+        match (item.get(head), rest) {
+            (None | Some(Value::Null), _) => {}
+            (Some(next), Some(rest)) => collect(next, rest, out),
+            (Some(Value::Array(a)), None) => out.extend(a.iter()),
+            (Some(value), None) => out.push(value),
+        }
+    }
+}
+
+/// A compartment element other than the primary patient elements.
+fn compartment_reference(
+    item: &Value,
+    bases: &[String],
+    scope: &mut Scope,
+) -> Result<(), MappingError> {
+    let Some(Value::String(reference)) = item.get("reference") else {
+        return Ok(());
+    };
+    match parse_reference(reference, bases)? {
+        Reference::Patient(id) => scope.add_patient(id),
+        Reference::Foreign => scope.fan("foreign-reference"),
+        // A practitioner, an organization, a contained or not-yet-created
+        // resource: nobody's patient record.
+        _ => {}
     }
     Ok(())
 }
@@ -258,6 +353,14 @@ mod tests {
             let mut scope = Scope::default();
             body_patients(&v, &b, &mut scope).map(|()| scope)
         };
+        // A write's other compartment references count too: an Observation
+        // "performed" by another patient, a message sent to one.
+        let s = run(serde_json::json!({"resourceType": "Observation", "subject": {"reference": "Patient/9"}, "performer": [{"reference": "Practitioner/p"}, {"reference": "Patient/10"}]})).unwrap();
+        assert_eq!(s.patients(), ["9", "10"]);
+        let s = run(serde_json::json!({"resourceType": "Communication", "subject": {"reference": "Patient/9"}, "recipient": [{"reference": "Patient/11"}]})).unwrap();
+        assert_eq!(s.patients(), ["9", "11"]);
+        let s = run(serde_json::json!({"resourceType": "CareTeam", "subject": {"reference": "Patient/9"}, "participant": [{"member": {"reference": "Patient/12"}}, {"member": {"reference": "Practitioner/x"}}]})).unwrap();
+        assert_eq!(s.patients(), ["9", "12"]);
         let s = run(serde_json::json!({"subject": {"reference": "Patient/9"}})).unwrap();
         assert_eq!(s.patients(), ["9"]);
         assert_eq!(s.fan_out(), None);
