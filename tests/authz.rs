@@ -716,3 +716,63 @@ fn an_entity_source_that_is_down_denies() {
             == Some(2.0)
     );
 }
+
+#[test]
+fn an_entity_revocation_under_load_takes_effect_within_one_reload() {
+    let s = setup("", "");
+    let px = &s.px;
+    let bob = bearer(&s.idp.token("bob", true, 0));
+    let req = format!("GET /fhir/Observation?patient=pat-0001 HTTP/1.1\r\nHost: localhost\r\n{bob}Connection: close\r\n\r\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<std::sync::Mutex<Vec<(u16, String)>>> = Arc::default();
+    let worker = {
+        let (stop, seen, addr) = (stop.clone(), seen.clone(), px.addr);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let r = status_of(addr, req.as_bytes());
+                seen.lock().unwrap().push(r);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // Revoke: pat-0001 leaves bob's care team (entities only; the policies
+    // are untouched).
+    let path = s.dir.path().join("entities.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"ct-0001\"", "\"ct-0009\"")).unwrap();
+    let revoked_at = Instant::now();
+    let deadline = revoked_at + Duration::from_secs(10);
+    loop {
+        let last = seen.lock().unwrap().last().map(|(s, _)| *s);
+        if last == Some(403) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the revocation never took effect:\n{}",
+            px.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = revoked_at.elapsed();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    worker.join().unwrap();
+    let seen = seen.lock().unwrap();
+    // Allowed, then denied from one point on: never back, never an error.
+    let first_denied = seen.iter().position(|(s, _)| *s == 403).unwrap();
+    assert!(first_denied > 0, "never allowed before the revocation");
+    assert!(
+        seen[..first_denied].iter().all(|(s, _)| *s == 200),
+        "{seen:?}"
+    );
+    assert!(
+        seen[first_denied..].iter().all(|(s, _)| *s == 403),
+        "{seen:?}"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} (watch interval 200 ms)"
+    );
+}
