@@ -163,16 +163,10 @@ fn code_flow_lands_on_the_original_url_with_a_safe_cookie() {
     let me: serde_json::Value = serde_json::from_str(r[3]["text"].as_str().unwrap()).unwrap();
     assert_eq!(me["sub"], "alice");
     assert_eq!(me["mfa"], true);
-    let m = s.px.metrics();
-    assert!(
-        metric_value(
-            &m,
-            "phigate_auth_events_total{event=\"login_succeeded\",reason=\"code_flow\"}"
-        )
-        .unwrap_or(0.0)
-            >= 1.0,
-        "{m}"
-    );
+    // Exactly one: this test caused exactly one such event.
+    let series = "phigate_auth_events_total{event=\"login_succeeded\",reason=\"code_flow\"}";
+    let m = s.px.metrics_when(series, 1.0);
+    assert_eq!(metric_value(&m, series), Some(1.0), "{m}");
 }
 
 #[test]
@@ -199,16 +193,10 @@ fn idle_timeout_forces_a_real_sign_in_again() {
         "idle session was not logged off: {:?}",
         r[5]
     );
-    let m = s.px.metrics();
-    assert!(
-        metric_value(
-            &m,
-            "phigate_auth_events_total{event=\"session_idle_expired\",reason=\"timeout\"}"
-        )
-        .unwrap_or(0.0)
-            >= 1.0,
-        "{m}"
-    );
+    // Exactly one: this test caused exactly one such event.
+    let series = "phigate_auth_events_total{event=\"session_idle_expired\",reason=\"timeout\"}";
+    let m = s.px.metrics_when(series, 1.0);
+    assert_eq!(metric_value(&m, series), Some(1.0), "{m}");
 }
 
 #[test]
@@ -400,16 +388,10 @@ fn an_id_token_with_another_nonce_is_refused() {
         "an ID token with a foreign nonce was accepted"
     );
     assert!(r.headers().get("set-cookie").is_none());
-    let m = s.px.metrics();
-    assert!(
-        metric_value(
-            &m,
-            "phigate_auth_events_total{event=\"login_failed\",reason=\"id_token_invalid\"}"
-        )
-        .unwrap_or(0.0)
-            >= 1.0,
-        "{m}"
-    );
+    // Exactly one: this test caused exactly one such event.
+    let series = "phigate_auth_events_total{event=\"login_failed\",reason=\"id_token_invalid\"}";
+    let m = s.px.metrics_when(series, 1.0);
+    assert_eq!(metric_value(&m, series), Some(1.0), "{m}");
 }
 
 #[test]

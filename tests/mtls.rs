@@ -136,16 +136,10 @@ fn listed_certificates_become_service_principals() {
         .issue_client("other", "thermostat.devices.test", &[]);
     let r = get(s.px.addr, s.server_ca.root_store(), Some((&cert, &key))).unwrap();
     assert_eq!(r.status, 401);
-    let m = s.px.metrics();
-    assert!(
-        metric_value(
-            &m,
-            "phigate_auth_events_total{event=\"certificate_rejected\",reason=\"not_listed\"}"
-        )
-        .unwrap_or(0.0)
-            >= 1.0,
-        "{m}"
-    );
+    // Exactly one: this test caused exactly one such event.
+    let series = "phigate_auth_events_total{event=\"certificate_rejected\",reason=\"not_listed\"}";
+    let m = s.px.metrics_when(series, 1.0);
+    assert_eq!(metric_value(&m, series), Some(1.0), "{m}");
 
     // Same name, foreign CA: the handshake itself fails.
     let rogue = TestCa::new();
