@@ -153,6 +153,7 @@ impl Case {
             query: self.query,
             content_type: None,
             body: None,
+            if_none_exist: None,
         }
     }
 }

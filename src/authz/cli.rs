@@ -185,6 +185,7 @@ pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
         query,
         content_type: args.body.as_ref().map(|_| "application/fhir+json"),
         body: args.body.as_deref(),
+        if_none_exist: None,
     };
     let mut explanation = Explanation {
         request: format!("{} {}", args.method, args.target),

@@ -468,6 +468,7 @@ fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, S
                 query,
                 content_type: body.as_ref().map(|_| "application/fhir+json"),
                 body: body.as_deref(),
+                if_none_exist: None,
             };
             match mapper.map(&view) {
                 Ok(mapping) => Ok(mapping.requests),

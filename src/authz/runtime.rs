@@ -645,6 +645,7 @@ mod tests {
             query,
             content_type: None,
             body: None,
+            if_none_exist: None,
         }
     }
 

@@ -187,6 +187,10 @@ pub async fn decide(
         query: path.query(),
         content_type: header_str(input.head, http::header::CONTENT_TYPE),
         body: input.body,
+        if_none_exist: header_str(
+            input.head,
+            http::header::HeaderName::from_static("if-none-exist"),
+        ),
     };
     // One snapshot and one clock reading for the whole request.
     let snapshot = authz.snapshot();

@@ -251,16 +251,40 @@ impl FhirMapper {
             None => Payload::None,
         };
         let method = Method::parse(req.method)?;
-        let requests = self.map_interaction(
-            method,
-            segments.get(..len).unwrap_or_default(),
-            req.query,
-            payload,
-        )?;
+        let segments = segments.get(..len).unwrap_or_default();
+        let mut requests = self.map_interaction(method, segments, req.query, payload)?;
+        // A conditional create makes the server run a search first: it is
+        // authorized as that search too.
+        if let (Some(criteria), Method::Post, [ty]) = (req.if_none_exist, method, segments) {
+            requests.extend(self.conditional_create(ty, criteria)?);
+        }
         Ok(Mapping {
             requests,
             bundle: None,
         })
+    }
+
+    /// The search an `If-None-Exist` header asks the server to run.
+    fn conditional_create(
+        &self,
+        ty: &str,
+        criteria: &str,
+    ) -> Result<Vec<AccessRequest>, MappingError> {
+        let ty = resource_type(ty).ok_or(MappingError::unmapped("unknown-resource-type"))?;
+        let mut params: Vec<Param<'_>> = Vec::new();
+        parse_params(criteria, &mut params)?;
+        let mut scope = Scope::default();
+        scope.no_includes = true;
+        scope_search(Some(ty), &params, &self.bases, &mut scope)?;
+        if !scope.is_scoped() {
+            scope.fan("conditional-unscoped");
+        }
+        Ok(scope.into_requests(access_request(
+            Action::Search,
+            ty,
+            None,
+            "conditional-create",
+        )))
     }
 
     /// Maps everything but a root `POST` Bundle; shared with bundle entries.

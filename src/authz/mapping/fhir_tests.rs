@@ -64,6 +64,7 @@ fn run(
         query,
         content_type,
         body: body.map(str::as_bytes),
+        if_none_exist: None,
     };
     render(&mapper.map(&req))
 }
@@ -356,6 +357,7 @@ fn content_types() {
             query: None,
             content_type: Some(ct),
             body: Some(body.as_bytes()),
+            if_none_exist: None,
         }))
     };
     assert_eq!(
@@ -389,6 +391,7 @@ fn output_serializes_as_json() {
         query: None,
         content_type: None,
         body: None,
+        if_none_exist: None,
     };
     let json = serde_json::to_value(mapper.map(&req).unwrap()).unwrap();
     assert_eq!(
@@ -396,4 +399,29 @@ fn output_serializes_as_json() {
         serde_json::json!({"requests":[{"action":"read","resource":{"resource_type":"Patient","id":"1"},
             "patient":"1","fan_out":null,"interaction":"read","operation":null}],"bundle":null})
     );
+}
+
+#[test]
+fn a_conditional_create_is_also_the_search_it_runs() {
+    let mapper = FhirMapper::new(vec![]);
+    let create = |criteria: &str| {
+        render(&mapper.map(&RequestView {
+            method: "POST",
+            path: "/Observation",
+            query: None,
+            content_type: Some("application/fhir+json"),
+            body: Some(OBS_FOR_1.as_bytes()),
+            if_none_exist: Some(criteria),
+        }))
+    };
+    // The server searches before it creates: that search is decided too.
+    assert_eq!(
+        create("patient=2&code=x"),
+        "create Observation p=1 (create) | search Observation p=2 (conditional-create)"
+    );
+    assert_eq!(
+        create("identifier=abc"),
+        "create Observation p=1 (create) | search Observation fan=conditional-unscoped (conditional-create)"
+    );
+    assert_eq!(create("Patient=2"), "bad");
 }

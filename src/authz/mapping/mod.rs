@@ -183,6 +183,9 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     pub content_type: Option<&'a str>,
     pub body: Option<&'a [u8]>,
+    /// `If-None-Exist` (a conditional create's search criteria, as a query
+    /// string): the server runs that search, so it is authorized as one.
+    pub if_none_exist: Option<&'a str>,
 }
 
 /// Builds the [`AccessRequest`] that every patient in a scope shares.

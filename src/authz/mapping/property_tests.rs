@@ -98,6 +98,7 @@ proptest! {
             query: query.as_deref(),
             content_type: body.as_ref().map(|_| "application/fhir+json"),
             body: body.as_deref(),
+            if_none_exist: None,
         };
         if let Ok(mapping) = mapper.map(&view) {
             let haystack = format!(
@@ -141,7 +142,7 @@ proptest! {
             },
         ];
         let mapper = TemplateMapper::new(templates).expect("valid templates");
-        let view = RequestView { method: &method, path: &path, query: query.as_deref(), content_type: None, body: None };
+        let view = RequestView { method: &method, path: &path, query: query.as_deref(), content_type: None, body: None, if_none_exist: None };
         let _ = mapper.map(&view);
     }
 }

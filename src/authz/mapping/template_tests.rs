@@ -108,6 +108,7 @@ fn template_table() {
             query: *query,
             content_type: None,
             body: None,
+            if_none_exist: None,
         };
         assert_eq!(
             render(&mapper.map(&req)),
@@ -137,6 +138,7 @@ fn most_specific_wins_regardless_of_order() {
                 query: None,
                 content_type: None,
                 body: None,
+                if_none_exist: None,
             }))
         };
         assert_eq!(map("/a/b"), "read Literal (/a/b)");
