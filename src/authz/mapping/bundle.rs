@@ -91,7 +91,19 @@ impl FhirMapper {
         if query.is_some_and(|q| q.bytes().any(|b| !b.is_ascii_graphic() || b == b'#')) {
             return Err(MappingError::bad("invalid Bundle entry url"));
         }
-        self.map_interaction(Method::parse(method)?, &segments, query, payload)
+        let method = Method::parse(method)?;
+        let mut requests = self.map_interaction(method, &segments, query, payload)?;
+        // `ifNoneExist` makes the server search before it creates: that
+        // search is decided too. (`ifMatch`, `ifModifiedSince` and
+        // `ifNoneMatch` only compare versions.)
+        match (request.get("ifNoneExist"), method, segments.as_slice()) {
+            (None | Some(Value::Null), _, _) => {}
+            (Some(Value::String(criteria)), Method::Post, [ty]) => {
+                requests.extend(self.conditional_create(ty, criteria)?);
+            }
+            _ => return Err(MappingError::bad("ifNoneExist is only for a create")),
+        }
+        Ok(requests)
     }
 
     /// The entry URL relative to the base: an absolute URL must be on an

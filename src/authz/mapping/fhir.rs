@@ -264,8 +264,9 @@ impl FhirMapper {
         })
     }
 
-    /// The search an `If-None-Exist` header asks the server to run.
-    fn conditional_create(
+    /// The search an `If-None-Exist` header (or a Bundle entry's
+    /// `ifNoneExist`) asks the server to run.
+    pub(super) fn conditional_create(
         &self,
         ty: &str,
         criteria: &str,

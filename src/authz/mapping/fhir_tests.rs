@@ -307,6 +307,14 @@ const BUNDLE_ROWS: &[(&str, &str)] = &[
     (r#"{"resourceType":"Bundle","type":"batch","entry":[
         {"resource":{"resourceType":"Bundle","type":"batch","entry":[]},"request":{"method":"POST","url":"Bundle"}}]}"#, "bad"),
     (r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":"/"}}]}"#, "bad"),
+    // An entry's ifNoneExist is a search the server runs: decided too.
+    (r#"{"resourceType":"Bundle","type":"transaction","entry":[
+        {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/1"}},"request":{"method":"POST","url":"Observation","ifNoneExist":"patient=2&code=x"}}]}"#,
+     "transaction: create Observation p=1 (batch-entry) | search Observation p=2 (batch-entry)"),
+    (r#"{"resourceType":"Bundle","type":"transaction","entry":[
+        {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/1"}},"request":{"method":"POST","url":"Observation","ifNoneExist":"identifier=abc"}}]}"#,
+     "transaction: create Observation p=1 (batch-entry) | search Observation fan=conditional-unscoped (batch-entry)"),
+    (r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient/1","ifNoneExist":"patient=2"}}]}"#, "bad"),
     (r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"POST","url":""}}]}"#, "bad"),
     (r#"{"resourceType":"Bundle","type":"batch","entry":[
         {"resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Observation"}}]}"#, "bad"),
