@@ -372,6 +372,23 @@ fn check_route_auth(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(
                 ),
             ));
         }
+        // Matched against normalized paths: a pattern that is not one
+        // (`%7e`, `..`, `;x`) would silently never match.
+        let bare = p.strip_suffix("/*").unwrap_or(p);
+        let policy = crate::http::PathPolicy {
+            max_len: config.hygiene.max_path_length,
+            allow_double_slash: false,
+        };
+        let normalized = crate::http::normalize_path(bare.as_bytes(), &policy);
+        if p.starts_with('/')
+            && !normalized
+                .is_ok_and(|n| n.path() == bare && n.query().is_none() && !bare.contains(';'))
+        {
+            out.push((
+                format!("{key}.public_paths[{i}]"),
+                format!("{p:?} is not a normalized path (no dot segments, escapes of unreserved characters, `;` parameters or query)"),
+            ));
+        }
         if p.contains('*') && !(p.ends_with("/*") && p.matches('*').count() == 1) {
             out.push((
                 format!("{key}.public_paths[{i}]"),

@@ -254,3 +254,37 @@ fn demo_config_template_is_valid() {
         panic!("{e}");
     }
 }
+
+#[test]
+fn public_paths_are_exact_normalized_paths_or_a_trailing_star() {
+    let (dir, text) = with_cert();
+    let with = |paths: &str| {
+        let t = text.replace(
+            "auth = { kind = \"public\" }",
+            &format!("auth = {{ kind = \"api\", accept = [\"api_key\"], public_paths = [{paths}] }}"),
+        ) + "\n[authorization]\nexample_policies = true\n[[api_keys]]\nid = \"s\"\nkey_id = \"0011223344\"\nhash = \"x\"\n";
+        match load(&dir, &t) {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                e.0.into_iter()
+                    .filter(|p| p.key.contains("public_paths"))
+                    .map(|p| p.key)
+                    .collect()
+            }
+        }
+    };
+    assert!(with("\"/fhir/metadata\", \"/fhir/assets/*\"").is_empty());
+    for bad in [
+        "\"/fhir/*/x\"",
+        "\"/fhir/a*\"",
+        "\"/fhir/%7Emeta\"",
+        "\"/fhir/../x\"",
+        "\"/fhir/x;y\"",
+    ] {
+        assert_eq!(
+            with(bad),
+            vec!["routes[0].auth.public_paths[0]".to_string()],
+            "{bad}"
+        );
+    }
+}

@@ -28,17 +28,28 @@ fn logout_page() -> Generated {
 
 /// Whether a state-changing request comes from this site: the browser's
 /// `Sec-Fetch-Site` says `same-origin`, or (older browsers) its `Origin`
-/// names the host the request was sent to. Neither: refused.
-fn same_origin(head: &Parts) -> bool {
+/// names this scheme and the host the request was sent to (default ports
+/// ignored). Neither: refused.
+fn same_origin(head: &Parts, tls: bool) -> bool {
     let get = |name: &str| head.headers.get(name).and_then(|v| v.to_str().ok());
     match get("sec-fetch-site") {
         Some(site) => site == "same-origin",
         None => {
             let host = super::admit::host_bytes(head).and_then(|h| std::str::from_utf8(h).ok());
+            let (scheme, default_port) = if tls {
+                ("https", ":443")
+            } else {
+                ("http", ":80")
+            };
+            let bare = |a: &str| {
+                a.strip_suffix(default_port)
+                    .unwrap_or(a)
+                    .to_ascii_lowercase()
+            };
             match (get("origin"), host) {
                 (Some(origin), Some(host)) => origin
                     .split_once("://")
-                    .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
+                    .is_some_and(|(s, authority)| s == scheme && bare(authority) == bare(host)),
                 _ => false,
             }
         }
@@ -54,6 +65,7 @@ pub async fn serve(
     which: Reserved,
     head: &Parts,
     client_ip: IpAddr,
+    tls: bool,
     request_id: &str,
 ) -> (Generated, Option<&'static str>) {
     let facts = RequestFacts {
@@ -121,7 +133,7 @@ pub async fn serve(
         // A GET changes nothing: a link or an <img> on another site must not
         // sign anyone out. It shows a form that POSTs back here.
         (Reserved::Logout, Some(_)) if head.method == http::Method::GET => (logout_page(), None),
-        (Reserved::Logout, Some(_)) if !same_origin(head) => {
+        (Reserved::Logout, Some(_)) if !same_origin(head, tls) => {
             (respond::error(403), Some("logout_cross_site"))
         }
         (Reserved::Logout, Some(b)) => {
@@ -153,5 +165,46 @@ pub async fn serve(
                 Some("unauthenticated"),
             ),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::post("/.phigate/logout").header("host", "app.example:443");
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn only_this_site_may_sign_out() {
+        assert!(same_origin(
+            &head(&[("sec-fetch-site", "same-origin")]),
+            true
+        ));
+        for site in ["cross-site", "same-site", "none"] {
+            assert!(
+                !same_origin(&head(&[("sec-fetch-site", site)]), true),
+                "{site}"
+            );
+        }
+        assert!(same_origin(
+            &head(&[("origin", "https://app.example")]),
+            true
+        ));
+        assert!(
+            !same_origin(&head(&[("origin", "http://app.example")]), true),
+            "scheme"
+        );
+        assert!(!same_origin(
+            &head(&[("origin", "https://evil.example")]),
+            true
+        ));
+        assert!(!same_origin(&head(&[("origin", "null")]), true));
+        assert!(!same_origin(&head(&[]), true), "no evidence at all");
     }
 }

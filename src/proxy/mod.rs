@@ -159,6 +159,7 @@ where
                     which,
                     &head,
                     client_ip,
+                    conn.tls,
                     ctx.request_id.as_str(),
                 )
                 .await;
