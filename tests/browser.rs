@@ -97,6 +97,25 @@ impl Sso {
     }
 }
 
+/// Starts a sign-in at `/.phigate/login` and signs in at the IdP as alice
+/// with MFA over plain HTTP; returns the callback URL the IdP sends back.
+fn sign_in_over_http(s: &Sso, http: &Http) -> String {
+    let r = http
+        .rt
+        .block_on(
+            http.phigate
+                .get(format!("{}/.phigate/login?rd=/__echo/x", s.base))
+                .send(),
+        )
+        .unwrap();
+    let authorize = r.headers()["location"].to_str().unwrap().to_string();
+    let callback_base = format!("{}/.phigate/callback", s.base);
+    http.rt.block_on(
+        s.idp
+            .follow_login(&http.idp, &authorize, &callback_base, "alice", true, 0),
+    )
+}
+
 fn on_idp_login(step: &serde_json::Value, idp: &Idp) -> bool {
     step["url"].as_str().unwrap_or("").starts_with(&idp.issuer)
         && step["text"].as_str().unwrap_or("").contains("Sign in")
@@ -362,25 +381,9 @@ fn tampered_cookies_and_bad_callbacks_are_refused() {
 fn an_id_token_with_another_nonce_is_refused() {
     // The IdP re-signs its ID tokens, with its own key, carrying a foreign nonce.
     let s = sso_with("", &["--tamper-nonce"]);
-    let Http {
-        rt,
-        phigate,
-        idp: idp_client,
-    } = s.http();
-    let r = rt
-        .block_on(
-            phigate
-                .get(format!("{}/.phigate/login?rd=/__echo/x", s.base))
-                .send(),
-        )
-        .unwrap();
-    let authorize = r.headers()["location"].to_str().unwrap().to_string();
-    let callback_base = format!("{}/.phigate/callback", s.base);
-    let callback =
-        rt.block_on(
-            s.idp
-                .follow_login(&idp_client, &authorize, &callback_base, "alice", true, 0),
-        );
+    let http = s.http();
+    let callback = sign_in_over_http(&s, &http);
+    let Http { rt, phigate, .. } = http;
     let r = rt.block_on(phigate.get(&callback).send()).unwrap();
     assert_eq!(
         r.status(),
@@ -461,25 +464,9 @@ fn replayed_callbacks_and_injected_codes_are_refused() {
 #[test]
 fn logout_cannot_be_triggered_cross_site() {
     let s = sso("");
-    let Http {
-        rt,
-        phigate,
-        idp: idp_client,
-    } = s.http();
-    let r = rt
-        .block_on(
-            phigate
-                .get(format!("{}/.phigate/login?rd=/__echo/x", s.base))
-                .send(),
-        )
-        .unwrap();
-    let authorize = r.headers()["location"].to_str().unwrap().to_string();
-    let callback_base = format!("{}/.phigate/callback", s.base);
-    let callback =
-        rt.block_on(
-            s.idp
-                .follow_login(&idp_client, &authorize, &callback_base, "alice", true, 0),
-        );
+    let http = s.http();
+    let callback = sign_in_over_http(&s, &http);
+    let Http { rt, phigate, .. } = http;
     let r = rt.block_on(phigate.get(&callback).send()).unwrap();
     let set = r.headers()["set-cookie"].to_str().unwrap().to_string();
     let cookie = set.split(';').next().unwrap().to_string();

@@ -215,7 +215,9 @@ fn websocket_upgrade_only_where_allowed() {
 
 /// A minimal upgrade-then-echo server: answers the handshake with 101 and then
 /// echoes raw bytes, which is all a proxy tunnel can observe.
-fn websocket_echo_server() -> std::net::SocketAddr {
+/// A raw upstream on loopback: reads each request head (lowercased) and
+/// lets `answer` write whatever it likes on the connection.
+fn raw_upstream(answer: fn(&str, &mut std::net::TcpStream)) -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -230,24 +232,28 @@ fn websocket_echo_server() -> std::net::SocketAddr {
                     }
                     head.push(byte[0]);
                 }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                if head.contains("upgrade: websocket") {
-                    let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n) = s.read(&mut buf) {
-                        if n == 0 || s.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                } else {
-                    let _ = s.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
-                }
+                answer(&String::from_utf8_lossy(&head).to_ascii_lowercase(), &mut s);
             });
         }
     });
     addr
+}
+
+fn websocket_echo_server() -> std::net::SocketAddr {
+    raw_upstream(|head, s| {
+        if head.contains("upgrade: websocket") {
+            let _ = s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        } else {
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    })
 }
 
 #[test]
@@ -389,26 +395,10 @@ fn a_tunnel_keeps_its_place_under_the_limits_and_closes_when_idle() {
 
 /// An upstream that answers a head promising 100 bytes, sends 10, stalls.
 fn stalling_upstream() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            std::thread::spawn(move || {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if s.read(&mut byte).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
-                }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
-                std::thread::sleep(Duration::from_secs(5));
-            });
-        }
-    });
-    addr
+    raw_upstream(|_, s| {
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+        std::thread::sleep(Duration::from_secs(5));
+    })
 }
 
 #[test]

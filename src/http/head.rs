@@ -306,13 +306,13 @@ impl HeadTracker {
             let b = bytes[i];
             i += 1;
             let next = match (c, b) {
-                (Chunk::Start, _) => hex(b).map(|d| Chunk::Size(d as u64)),
+                (Chunk::Start, _) => hex(b).map(Chunk::Size),
                 (Chunk::Size(n), b'\t' | b' ') => Some(Chunk::SizeLws(n)),
                 (Chunk::Size(n), b';') => Some(Chunk::Extension(n)),
                 (Chunk::Size(n), b'\r') => Some(Chunk::SizeLf(n)),
                 (Chunk::Size(n), _) => hex(b).and_then(|d| {
                     n.checked_mul(16)
-                        .and_then(|n| n.checked_add(d as u64))
+                        .and_then(|n| n.checked_add(d))
                         .map(Chunk::Size)
                 }),
                 (Chunk::SizeLws(n), b'\t' | b' ') => Some(Chunk::SizeLws(n)),
@@ -339,7 +339,8 @@ impl HeadTracker {
                     return i;
                 }
                 (Chunk::EndLf, _) => None,
-                (Chunk::Data(_), _) => unreachable_data(),
+                // Consumed in bulk above; were it ever here, poison.
+                (Chunk::Data(_), _) => None,
             };
             match next {
                 Some(n) => c = n,
@@ -354,24 +355,15 @@ impl HeadTracker {
     }
 }
 
-/// `Chunk::Data` is consumed in bulk before the byte match.
-fn unreachable_data() -> Option<Chunk> {
-    None
+/// A chunk-size digit.
+fn hex(b: u8) -> Option<u64> {
+    (b as char).to_digit(16).map(u64::from)
 }
 
 enum Parsed {
     Complete((RawHead, State), usize),
     Partial,
     Invalid,
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,35 @@ impl BodyOutcome {
 #[error("request body {0:?}")]
 pub struct BodyError(pub BodyFailure);
 
+/// A deadline between frames: armed at the first wait, restarted whenever
+/// a frame moves.
+struct IdleDeadline {
+    after: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl IdleDeadline {
+    fn new(after: Duration) -> Self {
+        IdleDeadline { after, sleep: None }
+    }
+
+    fn progressed(&mut self) {
+        if let Some(sleep) = self.sleep.as_mut() {
+            sleep.as_mut().reset(Instant::now() + self.after);
+        }
+    }
+
+    /// Polled while waiting: true once `after` has passed without a frame.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let after = self.after;
+        self.sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(after)))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+    }
+}
+
 /// The body sent upstream.
 pub enum UpstreamBody<B> {
     Empty,
@@ -101,10 +130,9 @@ pub struct LimitedBody<B> {
     inner: B,
     read: u64,
     max: u64,
-    idle: Duration,
-    /// Armed at the first poll (not before the upstream is ready to take
+    /// Armed at the first wait (not before the upstream is ready to take
     /// the body) and re-armed after each frame.
-    sleep: Option<Pin<Box<Sleep>>>,
+    idle: IdleDeadline,
     outcome: Arc<BodyOutcome>,
 }
 
@@ -114,8 +142,7 @@ impl<B> UpstreamBody<B> {
             inner,
             read: 0,
             max,
-            idle,
-            sleep: None,
+            idle: IdleDeadline::new(idle),
             outcome,
         }))
     }
@@ -149,9 +176,7 @@ where
                                 )));
                             }
                         }
-                        if let Some(sleep) = s.sleep.as_mut() {
-                            sleep.as_mut().reset(Instant::now() + s.idle);
-                        }
+                        s.idle.progressed();
                         s.outcome.progressed();
                         Poll::Ready(Some(Ok(frame)))
                     }
@@ -165,11 +190,7 @@ where
                         Poll::Ready(None)
                     }
                     Poll::Pending => {
-                        let idle = s.idle;
-                        let sleep = s
-                            .sleep
-                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                        if sleep.as_mut().poll(cx).is_ready() {
+                        if s.idle.expired(cx) {
                             s.outcome.set(BodyFailure::TimedOut);
                             return Poll::Ready(Some(Err(BodyError(BodyFailure::TimedOut).into())));
                         }
@@ -208,8 +229,7 @@ pub enum ResponseBody {
 /// An upstream's response body under an idle deadline between frames.
 pub struct UpstreamResponse {
     body: hyper::body::Incoming,
-    idle: Duration,
-    sleep: Option<Pin<Box<Sleep>>>,
+    idle: IdleDeadline,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,8 +241,7 @@ impl ResponseBody {
     pub fn upstream(body: hyper::body::Incoming, idle: Duration) -> ResponseBody {
         ResponseBody::Upstream(Box::new(UpstreamResponse {
             body,
-            idle,
-            sleep: None,
+            idle: IdleDeadline::new(idle),
         }))
     }
 
@@ -248,18 +267,12 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Upstream(u) => match Pin::new(&mut u.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(sleep) = u.sleep.as_mut() {
-                        sleep.as_mut().reset(Instant::now() + u.idle);
-                    }
+                    u.idle.progressed();
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
                 Poll::Pending => {
-                    let idle = u.idle;
-                    let sleep = u
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                    if sleep.as_mut().poll(cx).is_ready() {
+                    if u.idle.expired(cx) {
                         return Poll::Ready(Some(Err(UpstreamStalled.into())));
                     }
                     Poll::Pending

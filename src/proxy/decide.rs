@@ -8,7 +8,7 @@ use super::respond::{self, Stop};
 use super::routes::Route;
 use crate::authn::{AuthOutcome, Authenticator, Credentials, RequestFacts};
 use crate::authz::mapping::RequestView;
-use crate::authz::{Authorization, Decision, EnforcementMode, Loaded, Verdict};
+use crate::authz::{Authorization, Decision, EnforcementMode, Loaded, Snapshot, Verdict};
 use crate::metrics::metrics;
 use http::request::Parts;
 use std::sync::Arc;
@@ -56,9 +56,9 @@ pub struct DecisionCtx {
     /// The snapshot, clock reading, facts and principal entity the decision
     /// was made on: the response phase decides per record over exactly this.
     pub loaded: Option<Arc<Loaded>>,
-    /// Versions of the policies and entities decided with.
-    pub policy_version: String,
-    pub entities_version: String,
+    /// The snapshot decided with (its policy and entities versions), also
+    /// when nothing was loaded.
+    pub snapshot: Option<Arc<Snapshot>>,
     pub outcome: &'static str,
     pub reason: &'static str,
     pub mode: EnforcementMode,
@@ -159,8 +159,7 @@ pub async fn decide(
             DecisionCtx {
                 decision: None,
                 loaded: None,
-                policy_version: String::new(),
-                entities_version: String::new(),
+                snapshot: None,
                 outcome: "deny",
                 reason: "no_authorization",
                 mode: EnforcementMode::Enforce,
@@ -194,10 +193,8 @@ pub async fn decide(
     };
     // One snapshot and one clock reading for the whole request.
     let snapshot = authz.snapshot();
-    let policy_version = snapshot.version().to_string();
-    let entities_version = snapshot.entities_version.clone();
     let decided = authz
-        .decide_on(snapshot, route_authz, principal, &view, facts)
+        .decide_on(snapshot.clone(), route_authz, principal, &view, facts)
         .await;
     let verdict = decided.verdict;
     let (outcome, reason) = verdict.labels();
@@ -217,13 +214,13 @@ pub async fn decide(
             .as_ref()
             .map(|d| d.determining().join(","))
             .unwrap_or_default();
-        format!("{outcome}; reason={reason}; policies=\"{policies}\"; version={policy_version}")
+        let version = snapshot.version();
+        format!("{outcome}; reason={reason}; policies=\"{policies}\"; version={version}")
     });
     let ctx = DecisionCtx {
         decision,
         loaded: decided.loaded.map(Arc::new),
-        policy_version,
-        entities_version,
+        snapshot: Some(snapshot),
         outcome,
         reason,
         mode: route_authz.mode,

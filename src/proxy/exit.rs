@@ -94,8 +94,11 @@ impl RequestCtx {
             decision_reason = d.map(|d| d.reason).unwrap_or(""),
             policies = %policies,
             mode = d.map(|d| d.mode.as_str()).unwrap_or(""),
-            policy_version = d.map(|d| d.policy_version.as_str()).unwrap_or(""),
-            entities_version = d.map(|d| d.entities_version.as_str()).unwrap_or(""),
+            policy_version = d.and_then(|d| d.snapshot.as_deref()).map(|s| s.version()).unwrap_or(""),
+            entities_version = d
+                .and_then(|d| d.snapshot.as_deref())
+                .map(|s| s.entities_version.as_str())
+                .unwrap_or(""),
             break_glass = d.is_some_and(|d| d.break_glass.is_some()
                 || d.decision.as_ref().is_some_and(|d| d.break_glass)),
             "request"

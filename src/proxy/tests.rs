@@ -234,7 +234,11 @@ async fn the_decision_is_taken_once_and_recorded_for_the_exit() {
         .loaded
         .as_ref()
         .expect("snapshot kept for the response phase");
-    assert_eq!(loaded.snapshot.version(), d.policy_version);
+    let snapshot = d.snapshot.as_ref().expect("the snapshot decided with");
+    assert_eq!(
+        loaded.snapshot.generation, snapshot.generation,
+        "one snapshot"
+    );
     assert_eq!(ctx.principal.as_ref().unwrap().id, "svc");
     ctx.rejection = Some(stop.reason);
     let _ = exit::exit(&mut ctx, *stop.response, &conn, &s.pipeline.stages.hygiene);

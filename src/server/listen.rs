@@ -162,17 +162,12 @@ fn listener_accept_now(
 ) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
     // A blocking accept would stall the runtime: the listener is
     // non-blocking, so this returns at once when nothing is waiting.
-    let waker = futures_noop_waker();
-    let mut cx = std::task::Context::from_waker(&waker);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     match listener.poll_accept(&mut cx) {
         std::task::Poll::Ready(Ok((s, a))) => Ok((s.into_std()?, a)),
         std::task::Poll::Ready(Err(e)) => Err(e),
         std::task::Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
     }
-}
-
-fn futures_noop_waker() -> std::task::Waker {
-    std::task::Waker::noop().clone()
 }
 
 /// Tells a connection over a limit that the service is unavailable, and
