@@ -154,6 +154,7 @@ impl Case {
             content_type: None,
             body: None,
             if_none_exist: None,
+            stored: None,
         }
     }
 }

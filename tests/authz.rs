@@ -232,6 +232,32 @@ fn every_persona_is_decided_by_the_example_policies() {
     );
     assert_eq!(r.status, 403);
 
+    // A write by id is decided on the record stored there too: her
+    // patient's care plan may be updated (forwarded to the read-only demo
+    // upstream, 405); another team's patient's care plan may not be
+    // overwritten with a body that names her patient.
+    let plan = |id: &str| {
+        format!(
+            r#"{{"resourceType":"CarePlan","id":"{id}","status":"active","intent":"plan","subject":{{"reference":"Patient/pat-0001"}}}}"#
+        )
+    };
+    let r = request(
+        px,
+        "PUT",
+        "/fhir/CarePlan/cp-0001",
+        &alice,
+        &plan("cp-0001"),
+    );
+    assert_eq!(r.status, 405, "{} {}", decision(&r), r.body);
+    let r = request(
+        px,
+        "PUT",
+        "/fhir/CarePlan/cp-0008",
+        &alice,
+        &plan("cp-0008"),
+    );
+    assert_eq!(r.status, 403, "{} {}", decision(&r), r.body);
+
     // Physician: notes for his patient; another team's only under break-glass.
     let r = request(
         px,
@@ -329,17 +355,19 @@ fn every_persona_is_decided_by_the_example_policies() {
     let r = request(px, "GET", "/fhir/Patient/pat-0001", &key, "");
     assert_eq!(r.status, 403);
 
-    let m = px.metrics();
-    assert!(
-        metric_value(
-            &m,
-            "phigate_authz_decisions_total{outcome=\"allow\",reason=\"permitted\",route=\"fhir\"}"
-        )
-        .unwrap_or(0.0)
-            >= 7.0,
-        "{m}"
-    );
-    assert!(metric_value(&m, "phigate_authz_decisions_total{outcome=\"step_up\",reason=\"stronger_authentication\",route=\"fhir\"}").unwrap_or(0.0) >= 1.0);
+    // Each decision is counted once, under its outcome.
+    let allowed =
+        "phigate_authz_decisions_total{outcome=\"allow\",reason=\"permitted\",route=\"fhir\"}";
+    let stepped = "phigate_authz_decisions_total{outcome=\"step_up\",reason=\"stronger_authentication\",route=\"fhir\"}";
+    let count = |name: &str| metric_value(&px.metrics(), name).unwrap_or(0.0);
+    let (a0, s0) = (count(allowed), count(stepped));
+    assert!(a0 >= 7.0 && s0 >= 1.0, "{}", px.metrics());
+    let r = request(px, "GET", "/fhir/Patient/pat-0001", &alice, "");
+    assert_eq!(r.status, 200);
+    assert_eq!((count(allowed), count(stepped)), (a0 + 1.0, s0));
+    let r = request(px, "GET", "/fhir/Patient/pat-0001", &alice_no_mfa, "");
+    assert_eq!(r.status, 401);
+    assert_eq!((count(allowed), count(stepped)), (a0 + 1.0, s0 + 1.0));
     // Logs carry principals and policies, never patients, query strings or
     // what a clinician typed as a break-glass justification.
     let logs = px.logs();

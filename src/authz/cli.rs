@@ -186,6 +186,7 @@ pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
         content_type: args.body.as_ref().map(|_| "application/fhir+json"),
         body: args.body.as_deref(),
         if_none_exist: None,
+        stored: None,
     };
     let mut explanation = Explanation {
         request: format!("{} {}", args.method, args.target),

@@ -10,7 +10,7 @@
 
 use super::engine::{Categories, Decision, Engine, RequestFacts, Subject};
 use super::entities::{EntityStore, PrincipalEntity};
-use super::mapping::{AccessRequest, Action, FhirMapper, RequestView, Resource};
+use super::mapping::{AccessRequest, Action, FhirMapper, RequestView, Resource, StoredRecords};
 use super::store::PolicyBundle;
 use crate::authn::principal::{AuthMethod, Principal, PrincipalKind};
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
@@ -86,6 +86,9 @@ struct Case {
     /// `METHOD /path?query`, relative to the FHIR base.
     request: Option<String>,
     body: Option<serde_json::Value>,
+    /// What the upstream holds at the record a write by id changes: the
+    /// record, or `absent`. The proxy reads it before deciding.
+    stored: Option<serde_json::Value>,
     action: Option<String>,
     resource: Option<TestResource>,
     #[serde(default)]
@@ -448,6 +451,32 @@ fn to_principal(
     Ok(principal)
 }
 
+/// The case's `stored` record, at every record its writes by id change.
+fn stored_records(
+    case: &Case,
+    mapper: &FhirMapper,
+    view: &RequestView<'_>,
+) -> Result<Option<StoredRecords>, String> {
+    let Some(stored) = &case.stored else {
+        return Ok(None);
+    };
+    let record = match stored {
+        serde_json::Value::String(s) if s == "absent" => None,
+        serde_json::Value::Object(_) => Some(stored.clone()),
+        _ => return Err("stored: write the stored record, or `absent`".into()),
+    };
+    let mut records = StoredRecords::default();
+    if let Ok(mapping) = mapper.map(view) {
+        for (ty, id) in mapping.stored_reads() {
+            records.insert(ty, id, record.clone());
+        }
+    }
+    if records.is_empty() {
+        return Err("stored: only a write by id of a non-Patient record reads one".into());
+    }
+    Ok(Some(records))
+}
+
 fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, String> {
     match (&case.request, &case.action) {
         (Some(line), None) => {
@@ -462,14 +491,17 @@ fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, S
                 .body
                 .as_ref()
                 .map(|b| serde_json::to_vec(b).unwrap_or_default());
-            let view = RequestView {
+            let mut view = RequestView {
                 method,
                 path,
                 query,
                 content_type: body.as_ref().map(|_| "application/fhir+json"),
                 body: body.as_deref(),
                 if_none_exist: None,
+                stored: None,
             };
+            let stored = stored_records(case, mapper, &view)?;
+            view.stored = stored.as_ref();
             match mapper.map(&view) {
                 Ok(mapping) => Ok(mapping.requests),
                 // An unmapped request is denied by the proxy; model it as

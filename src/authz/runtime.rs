@@ -60,7 +60,25 @@ impl RouteAuthz {
 
     /// Does mapping this request need its body (FHIR writes and batches)?
     pub fn needs_body(&self, method: &str) -> bool {
-        matches!(self.mapper, RouteMapper::Fhir(_)) && matches!(method, "POST" | "PUT")
+        matches!(self.mapper, RouteMapper::Fhir(_)) && matches!(method, "POST" | "PUT" | "PATCH")
+    }
+
+    /// Whether a `method` request on `path` may write by id (or carry a
+    /// Bundle that does), so its stored records may need reading first.
+    pub fn may_write_by_id(&self, method: &str, path: &str) -> bool {
+        if !matches!(self.mapper, RouteMapper::Fhir(_)) {
+            return false;
+        }
+        match method {
+            "PUT" | "PATCH" | "DELETE" => true,
+            "POST" => matches!(path.strip_prefix(self.base_path.as_str()), Some("" | "/")),
+            _ => false,
+        }
+    }
+
+    /// The upstream path of one FHIR instance on this route.
+    pub fn instance_path(&self, resource_type: &str, id: &str) -> String {
+        format!("{}/{resource_type}/{id}", self.base_path)
     }
 
     /// Maps a request whose `path` is the whole normalized path.
@@ -646,6 +664,7 @@ mod tests {
             content_type: None,
             body: None,
             if_none_exist: None,
+            stored: None,
         }
     }
 

@@ -7,7 +7,7 @@ use super::identify::{wants_page, Identity};
 use super::respond::{self, Stop};
 use super::routes::Route;
 use crate::authn::{AuthOutcome, Authenticator, Credentials, RequestFacts};
-use crate::authz::mapping::RequestView;
+use crate::authz::mapping::{RequestView, StoredRecords};
 use crate::authz::{Authorization, Decision, EnforcementMode, Loaded, Snapshot, Verdict};
 use crate::metrics::metrics;
 use http::request::Parts;
@@ -138,6 +138,47 @@ pub struct DecideInput<'a> {
     pub body: Option<&'a [u8]>,
     pub device_trusted: bool,
     pub request_id: &'a str,
+    /// The stored records the request's writes by id change, once read.
+    pub stored: Option<&'a StoredRecords>,
+}
+
+impl<'a> DecideInput<'a> {
+    /// The request as the mappers read it.
+    fn view(&self) -> RequestView<'a> {
+        let path = &self.admission.path;
+        RequestView {
+            method: self.head.method.as_str(),
+            path: path.path(),
+            query: path.query(),
+            content_type: header_str(self.head, http::header::CONTENT_TYPE),
+            body: self.body,
+            if_none_exist: header_str(
+                self.head,
+                http::header::HeaderName::from_static("if-none-exist"),
+            ),
+            stored: self.stored,
+        }
+    }
+
+    /// The records (type, id) whose stored versions must be read before
+    /// this request is decided: its writes by id. A request that cannot be
+    /// mapped needs none (deciding it refuses it).
+    pub fn stored_reads(&self) -> Vec<(String, String)> {
+        let Some(route_authz) = self.admission.route.authz.as_ref() else {
+            return Vec::new();
+        };
+        if !route_authz.may_write_by_id(self.head.method.as_str(), self.admission.path.path()) {
+            return Vec::new();
+        }
+        match route_authz.map(&self.view()) {
+            Ok(mapping) => mapping
+                .stored_reads()
+                .into_iter()
+                .map(|(ty, id)| (ty.to_owned(), id.to_owned()))
+                .collect(),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// Decides the request. `Ok` lets it through (allowed, or denied in shadow
@@ -180,17 +221,7 @@ pub async fn decide(
         route: route.name.clone(),
         now: jiff::Timestamp::now(),
     };
-    let view = RequestView {
-        method: input.head.method.as_str(),
-        path: path.path(),
-        query: path.query(),
-        content_type: header_str(input.head, http::header::CONTENT_TYPE),
-        body: input.body,
-        if_none_exist: header_str(
-            input.head,
-            http::header::HeaderName::from_static("if-none-exist"),
-        ),
-    };
+    let view = input.view();
     // One snapshot and one clock reading for the whole request.
     let snapshot = authz.snapshot();
     let decided = authz

@@ -24,8 +24,11 @@ pub mod pool;
 pub mod respond;
 pub mod router;
 pub mod routes;
+pub mod stored;
 pub mod upstream;
 
+#[cfg(test)]
+mod stored_tests;
 #[cfg(test)]
 mod tests;
 
@@ -219,12 +222,13 @@ where
 
         // Authorization: may they ask this? (Public paths carry no principal.)
         let mut body_in_hand = None;
+        let mut pre_read = None;
         if let Some(identity) = &identity {
             if decide::body_needed(&route, &head)? {
                 body_in_hand =
                     Some(read_decision_body(&mut body, &route, s.hygiene.body_timeout).await?);
             }
-            let input = decide::DecideInput {
+            let mut input = decide::DecideInput {
                 head: &head,
                 admission: &admission,
                 identity,
@@ -232,13 +236,46 @@ where
                 body: body_in_hand.as_deref(),
                 device_trusted: conn.client_cert.is_some(),
                 request_id: ctx.request_id.as_str(),
+                stored: None,
             };
+            // Writes by id are decided on the records they change too.
+            let reads = input.stored_reads();
+            if !reads.is_empty() {
+                let mut read_head = stored::read_head(&head);
+                self.outbound_headers(&mut read_head, &admission, Some(identity), ctx)?;
+                let read = stored::read(
+                    &self.upstreams,
+                    &read_head,
+                    &admission,
+                    ctx.request_id.as_str(),
+                    &reads,
+                )
+                .await;
+                match read {
+                    Ok(read) => pre_read = Some(read),
+                    // A shadow route decides without it (the write fans out).
+                    Err(_)
+                        if route
+                            .authz
+                            .as_ref()
+                            .is_some_and(|a| a.mode == crate::authz::EnforcementMode::Shadow) => {}
+                    Err(stop) => return Err(stop),
+                }
+                input.stored = pre_read.as_ref().map(|r| &r.records);
+            }
             match Box::pin(decide::decide(&s.authz, &s.authn, input)).await {
                 Ok(d) => ctx.decision = Some(d),
                 Err((stop, d)) => {
                     ctx.decision = Some(d);
                     return Err(stop);
                 }
+            }
+        }
+        // The write goes through only onto the version it was decided on.
+        if let Some(etag) = pre_read.and_then(|r| r.etag) {
+            let versioned = matches!(head.method, http::Method::PUT | http::Method::PATCH);
+            if versioned && !head.headers.contains_key(http::header::IF_MATCH) {
+                head.headers.insert(http::header::IF_MATCH, etag);
             }
         }
 
@@ -270,6 +307,7 @@ where
             upgrade,
             body_outcome: outcome,
             tunnel_idle: s.hygiene.tunnel_idle,
+            target: None,
         };
         let mut resp = upstream::forward(&self.upstreams, head, body, out).await?;
         // Only phigate sets its session cookie: an upstream that tries

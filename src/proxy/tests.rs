@@ -7,29 +7,22 @@ use crate::http::HeadTracker;
 use http_body_util::{BodyExt, Full};
 use std::sync::Mutex;
 
-/// An upstream on loopback that answers 200 and says what it received.
-async fn upstream() -> std::net::SocketAddr {
+/// An HTTP/1 server on loopback answering every request with `answer`.
+pub(super) async fn loopback<F, Fut>(answer: F) -> std::net::SocketAddr
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
+        while let Ok((stream, _)) = listener.accept().await {
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |req: Request<hyper::body::Incoming>| async move {
-                        let seen = serde_json::json!({
-                            "path": req.uri().path_and_query().map(|p| p.as_str()),
-                            "user": req.headers().get("x-phigate-user").and_then(|v| v.to_str().ok()),
-                            "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
-                            "authorization": req.headers().contains_key("authorization"),
-                        });
-                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                            seen.to_string(),
-                        ))))
-                    },
-                );
+                let service = hyper::service::service_fn(move |req| {
+                    let reply = answer(req);
+                    async move { Ok::<_, std::convert::Infallible>(reply.await) }
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .await;
@@ -37,6 +30,20 @@ async fn upstream() -> std::net::SocketAddr {
         }
     });
     addr
+}
+
+/// An upstream on loopback that answers 200 and says what it received.
+async fn upstream() -> std::net::SocketAddr {
+    loopback(|req: Request<hyper::body::Incoming>| async move {
+        let seen = serde_json::json!({
+            "path": req.uri().path_and_query().map(|p| p.as_str()),
+            "user": req.headers().get("x-phigate-user").and_then(|v| v.to_str().ok()),
+            "forwarded_for": req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()),
+            "authorization": req.headers().contains_key("authorization"),
+        });
+        Response::new(Full::new(Bytes::from(seen.to_string())))
+    })
+    .await
 }
 
 struct Setup {
@@ -47,18 +54,13 @@ struct Setup {
 
 async fn setup(origin: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(
-        policies.join("phigate.cedarschema"),
-        include_str!("../../policies/phigate.cedarschema"),
-    )
-    .unwrap();
-    std::fs::write(
-        policies.join("pages.cedar"),
-        "@id(\"pages\")\npermit (principal, action, resource is Phigate::Record)\nwhen { resource.type == \"EchoPage\" };\n",
-    )
-    .unwrap();
+    let policies = policy_dir(
+        dir.path(),
+        &[(
+            "pages.cedar",
+            "@id(\"pages\")\npermit (principal, action, resource is Phigate::Record)\nwhen { resource.type == \"EchoPage\" };\n",
+        )],
+    );
     let key = crate::authn::apikey::generate();
     let text = format!(
         r#"
@@ -105,16 +107,36 @@ enabled = false
         key_id = key.key_id,
         hash = key.hash,
     );
-    let config = crate::config::Config::from_toml(&text, &dir.path().join("phigate.toml"))
+    Setup {
+        pipeline: pipeline(&text, dir.path()),
+        key: key.key,
+        _dir: dir,
+    }
+}
+
+/// A directory of policies: phigate's schema and `files` (name, text).
+pub(super) fn policy_dir(dir: &std::path::Path, files: &[(&str, &str)]) -> std::path::PathBuf {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("phigate.cedarschema"),
+        include_str!("../../policies/phigate.cedarschema"),
+    )
+    .unwrap();
+    for (name, text) in files {
+        std::fs::write(policies.join(name), text).unwrap();
+    }
+    policies
+}
+
+/// The pipeline a config text (in `dir`) builds, as `serve` builds it.
+pub(super) fn pipeline(text: &str, dir: &std::path::Path) -> Pipeline<Full<Bytes>> {
+    let config = crate::config::Config::from_toml(text, &dir.join("phigate.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
     let authn = crate::authn::build(config.authn()).unwrap();
     let authz = Arc::new(Authorization::from_config(&config.authorization).unwrap());
     let stages = Arc::new(Stages::from_config(config.pipeline(), authn, authz).unwrap());
-    Setup {
-        pipeline: Pipeline::new(stages),
-        key: key.key,
-        _dir: dir,
-    }
+    Pipeline::new(stages)
 }
 
 /// An HTTP/1 connection that has carried exactly `raw` (the head is what

@@ -59,6 +59,8 @@ pub struct Outbound<'a> {
     pub held: Option<crate::server::conn::Held>,
     /// A tunnel closes after this long with no bytes either way.
     pub tunnel_idle: std::time::Duration,
+    /// Another path and query than the client's (a pre-read).
+    pub target: Option<&'a str>,
 }
 
 /// Sends the request to the route's next healthy origin. `head` already
@@ -92,7 +94,7 @@ where
     let uri = Uri::builder()
         .scheme(origin.scheme.clone())
         .authority(origin.authority.clone())
-        .path_and_query(out.admission.path.as_uri_str())
+        .path_and_query(out.target.unwrap_or(out.admission.path.as_uri_str()))
         .build();
     let Ok(uri) = uri else {
         return Err(Stop::new(respond::error(400), "bad_target"));

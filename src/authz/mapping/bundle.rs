@@ -41,7 +41,7 @@ impl FhirMapper {
         }
         let mut requests = Vec::with_capacity(entries.len());
         for entry in entries {
-            for mut request in self.map_entry(entry)? {
+            for mut request in self.map_entry(entry, req.stored)? {
                 request.interaction = BATCH_ENTRY.to_owned();
                 requests.push(request);
             }
@@ -52,7 +52,11 @@ impl FhirMapper {
         })
     }
 
-    fn map_entry(&self, entry: &Value) -> Result<Vec<super::AccessRequest>, MappingError> {
+    fn map_entry(
+        &self,
+        entry: &Value,
+        stored: Option<&super::StoredRecords>,
+    ) -> Result<Vec<super::AccessRequest>, MappingError> {
         let request = entry
             .get("request")
             .ok_or(MappingError::bad("Bundle entry without request"))?;
@@ -92,7 +96,7 @@ impl FhirMapper {
             return Err(MappingError::bad("invalid Bundle entry url"));
         }
         let method = Method::parse(method)?;
-        let mut requests = self.map_interaction(method, &segments, query, payload)?;
+        let mut requests = self.map_interaction(method, &segments, query, payload, stored)?;
         // `ifNoneExist` makes the server search before it creates: that
         // search is decided too. (`ifMatch`, `ifModifiedSince` and
         // `ifNoneMatch` only compare versions.)

@@ -10,6 +10,7 @@ use super::json::parse_strict;
 use super::reference::{body_patients, is_fhir_id};
 use super::resource_types::resource_type;
 use super::search::{parse_params, scope_search, Param, Scope};
+use super::stored::{stored_patients, Change, StoredRecords};
 use super::{access_request, AccessRequest, Action, Mapping, MappingError, RequestView};
 
 /// Default for [`FhirMapper::with_max_bundle_entries`].
@@ -46,9 +47,10 @@ const MAX_SEGMENTS: usize = 4;
 ///   `_contained` (unless `false`) and trap names in any ASCII case;
 /// - conditional writes are `conditional-update|patch|delete`, scoped by
 ///   their criteria only (`conditional-unscoped` otherwise);
-/// - an update's patient comes from the new body; the stored version may
-///   name another patient, which only the response or a pre-read can tell.
-///   PATCH bodies are not resources and are not read;
+/// - an update, patch or delete by id of a non-Patient record is decided
+///   on the stored record's patients as well ([`StoredRecords`], read by
+///   the proxy first), and a patch on the record it produces; unread, it
+///   fans out (`stored-record-unread`);
 /// - system-level interactions use the resource type [`SYSTEM_RESOURCE`];
 /// - bodies must be JSON without repeated keys; Bundles must not be empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,7 +153,7 @@ pub(super) fn is_json(content_type: &str) -> bool {
     .any(|m| media_type_is(content_type, m))
 }
 
-fn media_type_is(content_type: &str, expected: &str) -> bool {
+pub(super) fn media_type_is(content_type: &str, expected: &str) -> bool {
     let media = content_type.split(';').next().unwrap_or_default().trim();
     media.eq_ignore_ascii_case(expected)
 }
@@ -252,7 +254,8 @@ impl FhirMapper {
         };
         let method = Method::parse(req.method)?;
         let segments = segments.get(..len).unwrap_or_default();
-        let mut requests = self.map_interaction(method, segments, req.query, payload)?;
+        let mut requests =
+            self.map_interaction(method, segments, req.query, payload, req.stored)?;
         // A conditional create makes the server run a search first: it is
         // authorized as that search too.
         if let (Some(criteria), Method::Post, [ty]) = (req.if_none_exist, method, segments) {
@@ -295,6 +298,7 @@ impl FhirMapper {
         segments: &[&str],
         query: Option<&str>,
         payload: Payload<'_>,
+        stored: Option<&StoredRecords>,
     ) -> Result<Vec<AccessRequest>, MappingError> {
         use Method::{Get, Post};
         match (segments, method) {
@@ -317,7 +321,7 @@ impl FhirMapper {
             ([] | ["metadata" | "_history" | "_search"], _) => Err(method_not_supported()),
             ([ty, rest @ ..], _) => {
                 let ty = known_type(ty)?;
-                self.map_typed(method, ty, rest, query, payload)
+                self.map_typed(method, ty, rest, query, payload, stored)
             }
         }
     }
@@ -329,6 +333,7 @@ impl FhirMapper {
         rest: &[&str],
         query: Option<&str>,
         payload: Payload<'_>,
+        stored: Option<&StoredRecords>,
     ) -> Result<Vec<AccessRequest>, MappingError> {
         use Method::{Delete, Get, Patch, Post, Put};
         match (rest, method) {
@@ -340,7 +345,7 @@ impl FhirMapper {
             ([op], _) if op.starts_with('$') => self.operation(method, Some(ty), None, op),
             ([id], _) => {
                 let id = valid_id(id)?;
-                self.instance(method, ty, id, payload)
+                self.instance(method, ty, id, payload, stored)
             }
             ([id, "_history"], Get) => {
                 let id = valid_id(id)?;
@@ -368,13 +373,15 @@ impl FhirMapper {
         }
     }
 
-    /// Read, update, patch or delete of one instance.
+    /// Read, update, patch or delete of one instance. A write to a
+    /// non-Patient record is decided on its stored patients too.
     fn instance(
         &self,
         method: Method,
         ty: &'static str,
         id: &str,
         payload: Payload<'_>,
+        stored: Option<&StoredRecords>,
     ) -> Result<Vec<AccessRequest>, MappingError> {
         let (action, interaction) = match method {
             Method::Get => (Action::Read, "read"),
@@ -385,8 +392,6 @@ impl FhirMapper {
         };
         let mut scope = instance_scope(ty, id);
         if method == Method::Put {
-            // The stored resource may name another patient than the new
-            // body; the engine must not rely on this for the old version.
             if let Some(resource) = payload.resource(ty)? {
                 match resource.get("id") {
                     None => {}
@@ -397,6 +402,17 @@ impl FhirMapper {
                     body_patients(&resource, &self.bases, &mut scope)?;
                 }
             }
+        }
+        // A Patient's stored patient is itself; anything else may belong
+        // to someone other than the new body says.
+        let change = match method {
+            Method::Put => Some(Change::Replace),
+            Method::Patch => Some(Change::Patch(payload)),
+            Method::Delete => Some(Change::Delete),
+            Method::Get | Method::Post => None,
+        };
+        if let (Some(change), false) = (change, ty == PATIENT) {
+            stored_patients(stored, ty, id, change, &self.bases, &mut scope)?;
         }
         Ok(scope.into_requests(access_request(action, ty, Some(id), interaction)))
     }

@@ -65,6 +65,7 @@ fn run(
         content_type,
         body: body.map(str::as_bytes),
         if_none_exist: None,
+        stored: None,
     };
     render(&mapper.map(&req))
 }
@@ -108,12 +109,12 @@ const ROWS: &[Row] = &[
     ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Patient","id":"5"}"#), "update Patient/5 p=5 (update)"),
     ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Patient","id":"6"}"#), "bad"),
     ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Observation","id":"5"}"#), "bad"),
-    ("PUT", "/Observation/9", None, Some(r#"{"resourceType":"Observation","id":"9","subject":{"reference":"Patient/7"}}"#), "update Observation/9 p=7 (update)"),
-    ("PUT", "/Observation/9", None, None, "update Observation/9 (update)"),
+    ("PUT", "/Observation/9", None, Some(r#"{"resourceType":"Observation","id":"9","subject":{"reference":"Patient/7"}}"#), "update Observation/9 p=7 fan=stored-record-unread (update)"),
+    ("PUT", "/Observation/9", None, None, "update Observation/9 fan=stored-record-unread (update)"),
     ("PATCH", "/Patient/5", None, Some(r#"{"op":"x"}"#), "update Patient/5 p=5 (patch)"),
-    ("PATCH", "/Observation/9", None, None, "update Observation/9 (patch)"),
+    ("PATCH", "/Observation/9", None, None, "update Observation/9 fan=stored-record-unread (patch)"),
     ("DELETE", "/Patient/5", None, None, "delete Patient/5 p=5 (delete)"),
-    ("DELETE", "/Observation/9", None, None, "delete Observation/9 (delete)"),
+    ("DELETE", "/Observation/9", None, None, "delete Observation/9 fan=stored-record-unread (delete)"),
     ("POST", "/Observation", None, Some(OBS_FOR_1), "create Observation p=1 (create)"),
     ("POST", "/Observation", None, Some(r#"{"resourceType":"Observation","subject":{"reference":"Group/1"}}"#), "create Observation fan=subject-not-patient (create)"),
     ("POST", "/Observation", None, Some(r#"{"resourceType":"Observation","subject":{"reference":"https://evil.example/fhir/Patient/1"}}"#), "create Observation fan=foreign-reference (create)"),
@@ -289,7 +290,7 @@ const BUNDLE_ROWS: &[(&str, &str)] = &[
         {"resource":{"resourceType":"Observation","subject":{"reference":"Patient/1"}},"request":{"method":"POST","url":"Observation"}},
         {"resource":{"resourceType":"Condition","subject":{"reference":"Patient/2"}},"request":{"method":"POST","url":"/Condition"}},
         {"request":{"method":"DELETE","url":"https://phigate.example/fhir/Observation/3"}}]}"#,
-     "transaction: create Observation p=1 (batch-entry) | create Condition p=2 (batch-entry) | delete Observation/3 (batch-entry)"),
+     "transaction: create Observation p=1 (batch-entry) | create Condition p=2 (batch-entry) | delete Observation/3 fan=stored-record-unread (batch-entry)"),
     (r#"{"resourceType":"Bundle","type":"transaction","entry":[
         {"fullUrl":"urn:uuid:a","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},
         {"resource":{"resourceType":"Observation","subject":{"reference":"urn:uuid:a"}},"request":{"method":"POST","url":"Observation"}}]}"#,
@@ -366,6 +367,7 @@ fn content_types() {
             content_type: Some(ct),
             body: Some(body.as_bytes()),
             if_none_exist: None,
+            stored: None,
         }))
     };
     assert_eq!(
@@ -400,6 +402,7 @@ fn output_serializes_as_json() {
         content_type: None,
         body: None,
         if_none_exist: None,
+        stored: None,
     };
     let json = serde_json::to_value(mapper.map(&req).unwrap()).unwrap();
     assert_eq!(
@@ -420,6 +423,7 @@ fn a_conditional_create_is_also_the_search_it_runs() {
             content_type: Some("application/fhir+json"),
             body: Some(OBS_FOR_1.as_bytes()),
             if_none_exist: Some(criteria),
+            stored: None,
         }))
     };
     // The server searches before it creates: that search is decided too.
@@ -432,4 +436,106 @@ fn a_conditional_create_is_also_the_search_it_runs() {
         "create Observation p=1 (create) | search Observation fan=conditional-unscoped (conditional-create)"
     );
     assert_eq!(create("Patient=2"), "bad");
+}
+
+#[test]
+fn writes_by_id_are_decided_on_the_stored_record() {
+    let mapper = FhirMapper::new(vec![]);
+    let mut stored = super::StoredRecords::default();
+    stored.insert(
+        "Observation",
+        "9",
+        Some(serde_json::json!({"resourceType": "Observation", "id": "9", "subject": {"reference": "Patient/2"}})),
+    );
+    stored.insert("Observation", "new", None);
+    let write = |method: &str, path: &str, ct: Option<&str>, body: Option<&str>| {
+        render(&mapper.map(&RequestView {
+            method,
+            path,
+            query: None,
+            content_type: ct,
+            body: body.map(str::as_bytes),
+            if_none_exist: None,
+            stored: Some(&stored),
+        }))
+    };
+    let new_body = r#"{"resourceType":"Observation","id":"9","subject":{"reference":"Patient/1"}}"#;
+    // Overwriting patient 2's record with a body naming patient 1 is a
+    // change to both.
+    assert_eq!(
+        write(
+            "PUT",
+            "/Observation/9",
+            Some("application/fhir+json"),
+            Some(new_body)
+        ),
+        "update Observation/9 p=1 (update) | update Observation/9 p=2 (update)"
+    );
+    assert_eq!(
+        write("DELETE", "/Observation/9", None, None),
+        "delete Observation/9 p=2 (delete)"
+    );
+    let patch = r#"[{"op":"replace","path":"/subject/reference","value":"Patient/3"}]"#;
+    assert_eq!(
+        write(
+            "PATCH",
+            "/Observation/9",
+            Some("application/json-patch+json"),
+            Some(patch)
+        ),
+        "update Observation/9 p=2 (patch) | update Observation/9 p=3 (patch)"
+    );
+    // Nothing stored: an update creates it, decided on its body alone.
+    let created =
+        r#"{"resourceType":"Observation","id":"new","subject":{"reference":"Patient/1"}}"#;
+    assert_eq!(
+        write(
+            "PUT",
+            "/Observation/new",
+            Some("application/fhir+json"),
+            Some(created)
+        ),
+        "update Observation/new p=1 (update)"
+    );
+    // A Patient is its own stored patient; nothing to read.
+    assert_eq!(
+        write("DELETE", "/Patient/5", None, None),
+        "delete Patient/5 p=5 (delete)"
+    );
+    // A Bundle entry's write by id is decided on its stored record as well.
+    let bundle = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"DELETE","url":"Observation/9"}}]}"#;
+    assert_eq!(
+        write("POST", "/", Some("application/fhir+json"), Some(bundle)),
+        "batch: delete Observation/9 p=2 (batch-entry)"
+    );
+}
+
+#[test]
+fn conditional_references_are_the_searches_they_run() {
+    let mapper = FhirMapper::new(vec![]);
+    let create = |subject: &str| {
+        let body =
+            format!(r#"{{"resourceType":"Observation","subject":{{"reference":"{subject}"}}}}"#);
+        render(&mapper.map(&RequestView {
+            method: "POST",
+            path: "/Observation",
+            query: None,
+            content_type: Some("application/fhir+json"),
+            body: Some(body.as_bytes()),
+            if_none_exist: None,
+            stored: None,
+        }))
+    };
+    assert_eq!(create("Patient?_id=4"), "create Observation p=4 (create)");
+    assert_eq!(
+        create("Patient?identifier=mrn%7C7"),
+        "create Observation fan=conditional-reference (create)"
+    );
+    assert_eq!(
+        create("Group?name=x"),
+        "create Observation fan=subject-not-patient (create)"
+    );
+    assert_eq!(create("Patient?_id=1&_ID=2"), "bad");
+    assert_eq!(create("Patients?_id=1"), "bad");
+    assert_eq!(create("Patient?"), "bad");
 }

@@ -13,6 +13,7 @@ mod json;
 mod reference;
 mod resource_types;
 mod search;
+mod stored;
 mod template;
 
 #[cfg(test)]
@@ -28,6 +29,7 @@ use std::fmt;
 pub use fhir::{FhirMapper, DEFAULT_MAX_BUNDLE_ENTRIES, SYSTEM_RESOURCE};
 pub use reference::{is_fhir_id, parse_reference, Reference, ReferenceError};
 pub use resource_types::{resource_type, RESOURCE_TYPES};
+pub use stored::{StoredRecords, STORED_UNREAD};
 pub use template::{RouteTemplate, TemplateError, TemplateMapper, TemplateProblem};
 
 /// What a request does, as a Cedar action id.
@@ -137,6 +139,24 @@ impl Mapping {
     pub fn is_fan_out(&self) -> bool {
         self.requests.iter().any(|r| r.fan_out.is_some())
     }
+
+    /// The records (`type`, `id`) whose stored versions must be read before
+    /// this request can be decided (writes by id; see [`StoredRecords`]).
+    pub fn stored_reads(&self) -> Vec<(&str, &str)> {
+        let mut reads: Vec<(&str, &str)> = Vec::new();
+        for r in &self.requests {
+            if r.fan_out != Some(STORED_UNREAD) {
+                continue;
+            }
+            if let Some(id) = r.resource.id.as_deref() {
+                let read = (r.resource.resource_type.as_str(), id);
+                if !reads.contains(&read) {
+                    reads.push(read);
+                }
+            }
+        }
+        reads
+    }
 }
 
 /// Why a request could not be mapped. Both variants deny.
@@ -186,6 +206,9 @@ pub struct RequestView<'a> {
     /// `If-None-Exist` (a conditional create's search criteria, as a query
     /// string): the server runs that search, so it is authorized as one.
     pub if_none_exist: Option<&'a str>,
+    /// The stored records this request's writes by id change, when the
+    /// proxy has read them ([`StoredRecords`]).
+    pub stored: Option<&'a StoredRecords>,
 }
 
 /// Builds the [`AccessRequest`] that every patient in a scope shares.

@@ -99,6 +99,7 @@ proptest! {
             content_type: body.as_ref().map(|_| "application/fhir+json"),
             body: body.as_deref(),
             if_none_exist: None,
+            stored: None,
         };
         if let Ok(mapping) = mapper.map(&view) {
             let haystack = format!(
@@ -142,7 +143,7 @@ proptest! {
             },
         ];
         let mapper = TemplateMapper::new(templates).expect("valid templates");
-        let view = RequestView { method: &method, path: &path, query: query.as_deref(), content_type: None, body: None, if_none_exist: None };
+        let view = RequestView { method: &method, path: &path, query: query.as_deref(), content_type: None, body: None, if_none_exist: None, stored: None };
         let _ = mapper.map(&view);
     }
 }

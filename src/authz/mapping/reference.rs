@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use super::resource_types::resource_type;
-use super::search::Scope;
+use super::search::{parse_params, scope_search, Scope};
 use super::MappingError;
 
 /// Longest FHIR logical id, in bytes.
@@ -30,6 +30,13 @@ pub enum Reference<'a> {
     /// Something no server resolves to a stored resource by itself: a
     /// contained `#id` or a `urn:` placeholder inside a transaction.
     Unresolved,
+    /// A conditional reference (`Patient?identifier=mrn|7`): the server
+    /// runs the search in `criteria` (still percent-encoded) and points the
+    /// reference at the one match.
+    Conditional {
+        resource_type: &'static str,
+        criteria: &'a str,
+    },
 }
 
 /// Why a reference string is malformed.
@@ -95,6 +102,16 @@ pub fn parse_reference<'a>(
     } else {
         value
     };
+    if let Some((ty, criteria)) = relative.split_once('?') {
+        let resource_type = resource_type(ty).ok_or(ReferenceError::UnknownType)?;
+        if criteria.is_empty() {
+            return Err(ReferenceError::Malformed);
+        }
+        return Ok(Reference::Conditional {
+            resource_type,
+            criteria,
+        });
+    }
     let mut parts = relative.split('/');
     let first = parts.next().unwrap_or_default();
     let Some(id) = parts.next() else {
@@ -161,6 +178,28 @@ const COMPARTMENT_ELEMENTS: &[(&str, &[&str])] = &[
     ("ServiceRequest", &["performer", "requester"]),
 ];
 
+/// [`COMPARTMENT_ELEMENTS`] of `ty` (none for a type not listed).
+fn compartment_elements(ty: &str) -> &'static [&'static str] {
+    COMPARTMENT_ELEMENTS
+        .iter()
+        .find(|(t, _)| *t == ty)
+        .map(|(_, paths)| *paths)
+        .unwrap_or(&[])
+}
+
+/// The top-level elements of a `ty` that put it in a patient's compartment:
+/// a change to any of them may move the record between patients.
+pub(super) fn compartment_roots(ty: &str) -> Vec<&'static str> {
+    let mut roots: Vec<&'static str> = PATIENT_ELEMENTS.to_vec();
+    for path in compartment_elements(ty) {
+        let root = path.split('.').next().unwrap_or(path);
+        if !roots.contains(&root) {
+            roots.push(root);
+        }
+    }
+    roots
+}
+
 /// Adds the patients a resource body names to `scope`.
 ///
 /// Reads `subject`, `patient` and `beneficiary` (a Reference or an array of
@@ -170,7 +209,10 @@ const COMPARTMENT_ELEMENTS: &[(&str, &[&str])] = &[
 /// `unresolved-reference`. Then every other compartment element of the
 /// resource's type ([`COMPARTMENT_ELEMENTS`]): a Patient reference there is
 /// a patient the write touches too (a practitioner there is nobody's
-/// record; a foreign URL may be a patient, so it fans out).
+/// record; a foreign URL may be a patient, so it fans out). A conditional
+/// reference to a Patient is the search the server runs to resolve it: it
+/// names the patients its criteria name, and fans out
+/// (`conditional-reference`) when they name none.
 pub(super) fn body_patients(
     resource: &Value,
     bases: &[String],
@@ -191,12 +233,7 @@ pub(super) fn body_patients(
         .get("resourceType")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let extra = COMPARTMENT_ELEMENTS
-        .iter()
-        .find(|(t, _)| *t == ty)
-        .map(|(_, paths)| *paths)
-        .unwrap_or(&[]);
-    for path in extra {
+    for path in compartment_elements(ty) {
         let mut found = Vec::new();
         collect(resource, path, &mut found);
         for item in found {
@@ -238,6 +275,10 @@ fn compartment_reference(
     match parse_reference(reference, bases)? {
         Reference::Patient(id) => scope.add_patient(id),
         Reference::Foreign => scope.fan("foreign-reference"),
+        Reference::Conditional {
+            resource_type: "Patient",
+            criteria,
+        } => conditional_patients(criteria, bases, scope)?,
         // A practitioner, an organization, a contained or not-yet-created
         // resource: nobody's patient record.
         _ => {}
@@ -262,7 +303,31 @@ fn body_reference(item: &Value, bases: &[String], scope: &mut Scope) -> Result<(
         Reference::Other { .. } | Reference::Bare(_) => scope.fan("subject-not-patient"),
         Reference::Foreign => scope.fan("foreign-reference"),
         Reference::Unresolved => scope.fan("unresolved-reference"),
+        Reference::Conditional {
+            resource_type: "Patient",
+            criteria,
+        } => conditional_patients(criteria, bases, scope)?,
+        Reference::Conditional { .. } => scope.fan("subject-not-patient"),
     }
+    Ok(())
+}
+
+/// The patients a conditional Patient reference resolves among: the ones
+/// its criteria name, as a Patient search would be scoped.
+fn conditional_patients(
+    criteria: &str,
+    bases: &[String],
+    scope: &mut Scope,
+) -> Result<(), MappingError> {
+    let mut params = Vec::new();
+    parse_params(criteria, &mut params)?;
+    let mut search = Scope::default();
+    search.no_includes = true;
+    scope_search(Some("Patient"), &params, bases, &mut search)?;
+    if !search.is_scoped() || search.has_fan_out() {
+        scope.fan("conditional-reference");
+    }
+    search.patients_into(scope);
     Ok(())
 }
 

@@ -76,6 +76,17 @@ impl Scope {
         !self.patients.is_empty()
     }
 
+    pub(super) fn has_fan_out(&self) -> bool {
+        self.fan_out.is_some()
+    }
+
+    /// Adds this scope's patients to `other`.
+    pub(super) fn patients_into(&self, other: &mut Scope) {
+        for p in &self.patients {
+            other.add_patient(p);
+        }
+    }
+
     #[cfg(test)]
     pub(super) fn patients(&self) -> &[String] {
         &self.patients
@@ -326,7 +337,7 @@ fn scope_patient_param(
             }
             Reference::Other { .. } => scope.fan("reference-not-patient"),
             Reference::Foreign => scope.fan("foreign-reference"),
-            Reference::Unresolved => {
+            Reference::Unresolved | Reference::Conditional { .. } => {
                 return Err(MappingError::bad("unresolvable reference in search"))
             }
         }

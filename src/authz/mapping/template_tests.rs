@@ -109,6 +109,7 @@ fn template_table() {
             content_type: None,
             body: None,
             if_none_exist: None,
+            stored: None,
         };
         assert_eq!(
             render(&mapper.map(&req)),
@@ -139,6 +140,7 @@ fn most_specific_wins_regardless_of_order() {
                 content_type: None,
                 body: None,
                 if_none_exist: None,
+                stored: None,
             }))
         };
         assert_eq!(map("/a/b"), "read Literal (/a/b)");

@@ -1,0 +1,183 @@
+//! Pre-reads for writes by id. An update, patch or delete of
+//! `Observation/1` changes whoever `Observation/1` belongs to now, which the
+//! request cannot show: phigate reads the stored record through the same
+//! upstream, with the same identity, before deciding ([`StoredRecords`]).
+//!
+//! Fails closed: a record that cannot be read (an upstream error, a status
+//! other than 200/404/410, a body that is not the resource asked for or is
+//! too large) refuses the write on an enforcing route. The stored record is
+//! PHI: it is dropped after the decision and never logged. For a single
+//! update or patch the stored version's `ETag` becomes the write's
+//! `If-Match` (unless the client sent one), so a record changed between the
+//! read and the write is refused by the server instead of decided on stale
+//! data.
+
+use super::admit::Admission;
+use super::body::{BoxError, UpstreamBody};
+use super::respond::{self, Stop};
+use super::upstream::{self, Outbound, Upstreams};
+use crate::authz::mapping::StoredRecords;
+use crate::metrics::metrics;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, ETAG};
+use http::request::Parts;
+use http::{Method, StatusCode};
+use http_body_util::{BodyExt, Limited};
+
+/// Largest stored record read to decide a write.
+pub const MAX_STORED_RECORD: usize = 1024 * 1024;
+
+/// What the pre-reads found.
+pub struct PreRead {
+    pub records: StoredRecords,
+    /// The stored version's entity tag, when exactly one record was read.
+    pub etag: Option<HeaderValue>,
+}
+
+/// Request headers that describe the client's write, not a read.
+const WRITE_ONLY: [&str; 10] = [
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "expect",
+    "if-match",
+    "if-none-match",
+    "if-none-exist",
+    "if-modified-since",
+    "prefer",
+];
+
+/// The head of a pre-read: `GET`, the client's request headers minus those
+/// that belong to a write, asking for uncompressed FHIR JSON. The caller
+/// adds phigate's outbound headers (identity, forwarding) as for the write.
+pub fn read_head(write: &Parts) -> Parts {
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.uri = write.uri.clone();
+    parts.version = write.version;
+    let mut headers = HeaderMap::with_capacity(write.headers.len());
+    for (name, value) in &write.headers {
+        if !WRITE_ONLY.contains(&name.as_str()) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers.insert(ACCEPT, HeaderValue::from_static("application/fhir+json"));
+    headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    parts.headers = headers;
+    parts
+}
+
+/// Reads each stored record in `reads` (type, id) from the route's
+/// upstream; `head` is a [`read_head`] with phigate's outbound headers.
+pub async fn read<B>(
+    upstreams: &Upstreams<B>,
+    head: &Parts,
+    admission: &Admission,
+    request_id: &str,
+    reads: &[(String, String)],
+) -> Result<PreRead, Stop>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let route = &admission.route;
+    let Some(authz) = route.authz.as_ref() else {
+        return Err(unreadable(admission, "stored_record_no_route"));
+    };
+    let mut records = StoredRecords::default();
+    let mut etag = None;
+    for (ty, id) in reads {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.method = Method::GET;
+        parts.uri = head.uri.clone();
+        parts.version = head.version;
+        parts.headers = head.headers.clone();
+        let target = authz.instance_path(ty, id);
+        let out = Outbound {
+            admission,
+            request_id,
+            upgrade: None,
+            body_outcome: None,
+            held: None,
+            tunnel_idle: std::time::Duration::ZERO,
+            target: Some(&target),
+        };
+        let resp = upstream::forward(upstreams, parts, UpstreamBody::Empty, out).await?;
+        let status = resp.status();
+        if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+            records.insert(ty, id, None);
+            continue;
+        }
+        if status != StatusCode::OK {
+            tracing::warn!(route = %route.name, status = status.as_u16(), "stored record read refused by the upstream");
+            return Err(unreadable(admission, "stored_record_status"));
+        }
+        let encoded = resp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+        if encoded {
+            return Err(unreadable(admission, "stored_record_encoded"));
+        }
+        etag = resp.headers().get(ETAG).cloned();
+        let read_timeout = route.pool.read_timeout;
+        let body = Limited::new(resp.into_body(), MAX_STORED_RECORD).collect();
+        let bytes = match tokio::time::timeout(read_timeout, body).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(_)) => return Err(unreadable(admission, "stored_record_body")),
+            Err(_) => return Err(unreadable(admission, "stored_record_timeout")),
+        };
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Err(unreadable(admission, "stored_record_not_json"));
+        };
+        records.insert(ty, id, Some(record));
+    }
+    Ok(PreRead {
+        etag: etag.filter(|_| reads.len() == 1),
+        records,
+    })
+}
+
+fn unreadable(admission: &Admission, reason: &'static str) -> Stop {
+    let route = &admission.route;
+    metrics()
+        .authz_decisions
+        .with_label_values(&[&route.name, "unavailable", reason])
+        .inc();
+    Stop::new(
+        respond::denial(
+            route.denial_style,
+            502,
+            "the stored record could not be read to authorize this change",
+        ),
+        reason,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pre_read_carries_no_part_of_the_write() {
+        let req = http::Request::put("/fhir/Observation/1")
+            .header("content-type", "application/fhir+json")
+            .header("content-length", "12")
+            .header("if-match", "W/\"3\"")
+            .header("prefer", "return=minimal")
+            .header("accept-encoding", "gzip")
+            .header("x-custom", "kept")
+            .body(())
+            .unwrap();
+        let (write, ()) = req.into_parts();
+        let read = read_head(&write);
+        assert_eq!(read.method, Method::GET);
+        for name in WRITE_ONLY {
+            assert!(!read.headers.contains_key(name), "{name}");
+        }
+        assert_eq!(read.headers["accept-encoding"], "identity");
+        assert_eq!(read.headers["accept"], "application/fhir+json");
+        assert_eq!(read.headers["x-custom"], "kept");
+    }
+}
