@@ -11,7 +11,6 @@ use super::cookie::Keyring;
 use super::mfa::{MfaRules, StepUp};
 use super::principal::{AuthMethod, ClaimMapping, Principal};
 use super::session::{new_session_id, Expiry, Session, SessionLimits, SessionStore};
-use base64::Engine;
 use openidconnect::core::{
     CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreProviderMetadata,
 };
@@ -410,57 +409,33 @@ impl BrowserSso {
 
 /// The payload of a JWT whose signature has already been verified.
 fn jwt_payload(jwt: &str) -> Option<serde_json::Value> {
-    let payload = jwt.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
+    jsonwebtoken::dangerous::insecure_decode_claims(jwt).ok()
 }
 
-/// `application/x-www-form-urlencoded` pairs, percent-decoded.
+/// `application/x-www-form-urlencoded` pairs, percent-decoded; a pair that
+/// does not decode is dropped.
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            Some((percent_decode(k)?, percent_decode(v)?))
+            let k = crate::http::decode_component(k).ok()?;
+            let v = crate::http::decode_component(v).ok()?;
+            Some((k.into_owned(), v.into_owned()))
         })
         .collect()
 }
 
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
-}
+/// Everything but RFC 3986's unreserved characters.
+const COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
+/// Percent-encodes `s` as one URL component.
 pub fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    percent_encoding::utf8_percent_encode(s, COMPONENT).to_string()
 }
 
 /// A post-login return target: a same-origin path only. Absolute URLs,

@@ -12,6 +12,7 @@
 //! before the proxy adds its own.
 
 pub mod config;
+mod form;
 mod forwarded;
 mod framing;
 mod head;
@@ -19,6 +20,7 @@ mod headers;
 mod path;
 mod request_id;
 
+pub use form::{decode_component, FormError};
 pub use forwarded::{forwarded_headers, is_valid_host, ForwardedFor, TrustedProxies};
 pub use framing::{
     check_framing, check_framing_for_version, framing_headers_from_raw, request_target_from_raw,

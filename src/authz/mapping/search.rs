@@ -132,44 +132,13 @@ impl Scope {
     }
 }
 
-/// Decodes one `application/x-www-form-urlencoded` component: `+` is a
-/// space and `%XX` a byte; the result must be UTF-8. Borrows when there is
-/// nothing to decode.
+/// Decodes one query or form component strictly
+/// ([`crate::http::decode_component`]).
 pub(super) fn decode_component(raw: &str) -> Result<Cow<'_, str>, MappingError> {
-    if !raw.bytes().any(|b| b == b'%' || b == b'+') {
-        return Ok(Cow::Borrowed(raw));
-    }
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hi = bytes.get(i + 1).and_then(|h| hex(*h));
-                let lo = bytes.get(i + 2).and_then(|l| hex(*l));
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err(MappingError::bad("malformed percent-encoding in query"));
-                };
-                out.push(hi << 4 | lo);
-                i += 2;
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out)
-        .map(Cow::Owned)
-        .map_err(|_| MappingError::bad("query is not valid UTF-8"))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    crate::http::decode_component(raw).map_err(|e| match e {
+        crate::http::FormError::Escape => MappingError::bad("malformed percent-encoding in query"),
+        crate::http::FormError::Utf8 => MappingError::bad("query is not valid UTF-8"),
+    })
 }
 
 /// Appends the decoded pairs of a query or form body to `out`. Empty pieces

@@ -26,36 +26,18 @@ pub(super) enum BadRequest {
 /// Decodes `%XX` escapes (and `+` as space when `plus_is_space`, as in
 /// `application/x-www-form-urlencoded` queries). Stray `%` is an error.
 pub(super) fn percent_decode(input: &str, plus_is_space: bool) -> Result<String, BadRequest> {
-    let bytes = input.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or(BadRequest::Encoding)?;
-                out.push(hex_value(hex[0])? << 4 | hex_value(hex[1])?);
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| BadRequest::Utf8)
-}
-
-fn hex_value(digit: u8) -> Result<u8, BadRequest> {
-    match digit {
-        b'0'..=b'9' => Ok(digit - b'0'),
-        b'a'..=b'f' => Ok(digit - b'a' + 10),
-        b'A'..=b'F' => Ok(digit - b'A' + 10),
-        _ => Err(BadRequest::Encoding),
-    }
+    // In a path segment `+` is itself.
+    let input = if plus_is_space {
+        std::borrow::Cow::Borrowed(input)
+    } else {
+        std::borrow::Cow::Owned(input.replace('+', "%2B"))
+    };
+    crate::http::decode_component(&input)
+        .map(|d| d.into_owned())
+        .map_err(|e| match e {
+            crate::http::FormError::Escape => BadRequest::Encoding,
+            crate::http::FormError::Utf8 => BadRequest::Utf8,
+        })
 }
 
 /// Splits and decodes a query string into `(name, value)` pairs, in order.
