@@ -376,13 +376,8 @@ impl BrowserSso {
     }
 
     fn session_id(&self, cookie_header: &[u8]) -> Option<String> {
-        let header = std::str::from_utf8(cookie_header).ok()?;
-        let sealed = header
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(n, _)| *n == self.settings.cookie_name)
-            .map(|(_, v)| v)?;
-        String::from_utf8(self.keyring.open(sealed)?).ok()
+        let sealed = crate::http::cookies::value_of(cookie_header, &self.settings.cookie_name)?;
+        String::from_utf8(self.keyring.open(&sealed)?).ok()
     }
 
     fn cookie(&self, session_id: &str) -> String {

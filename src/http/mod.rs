@@ -12,6 +12,7 @@
 //! before the proxy adds its own.
 
 pub mod config;
+pub mod cookies;
 mod form;
 mod forwarded;
 mod framing;

@@ -7,6 +7,7 @@ use super::routes::Route;
 use super::PoolError;
 use crate::authn::assertion::REUSE_MARGIN;
 use crate::authn::{Authenticator, Principal};
+use crate::http::cookies;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::sync::Arc;
 
@@ -171,12 +172,10 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
     if !headers.contains_key(http::header::COOKIE) {
         return;
     }
-    let prefix = format!("{name}=");
     let mut kept: Vec<u8> = Vec::new();
     for value in headers.get_all(http::header::COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            if pair.is_empty() || pair.starts_with(prefix.as_bytes()) {
+        for pair in cookies::pairs(value.as_bytes()) {
+            if cookies::names(pair, name) {
                 continue;
             }
             if !kept.is_empty() {
@@ -196,12 +195,7 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
 
 /// Removes `Set-Cookie` fields an upstream sent for phigate's own cookie.
 pub fn strip_set_cookie(headers: &mut HeaderMap, name: &str) {
-    let prefix = format!("{name}=");
-    let ours = |v: &HeaderValue| {
-        v.as_bytes()
-            .trim_ascii_start()
-            .starts_with(prefix.as_bytes())
-    };
+    let ours = |v: &HeaderValue| cookies::names(v.as_bytes(), name);
     if !headers.get_all(http::header::SET_COOKIE).iter().any(ours) {
         return;
     }
@@ -264,5 +258,24 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(all, vec!["app=1"]);
+        // A browser trims the name: ` __Host-phigate =x` would set it too.
+        let mut h = HeaderMap::new();
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("  __Host-phigate =fixed; Path=/"),
+        );
+        strip_set_cookie(&mut h, "__Host-phigate");
+        assert!(h.get(http::header::SET_COOKIE).is_none());
+    }
+
+    #[test]
+    fn a_spaced_session_cookie_is_stripped_too() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-phigate = SECRET; b=2"),
+        );
+        strip_cookie(&mut h, "__Host-phigate");
+        assert_eq!(h[http::header::COOKIE], "a=1; b=2");
     }
 }
