@@ -11,13 +11,12 @@ use super::cookie::Keyring;
 use super::mfa::{MfaRules, StepUp};
 use super::principal::{AuthMethod, ClaimMapping, Principal};
 use super::session::{new_session_id, Expiry, Session, SessionLimits, SessionStore};
-use openidconnect::core::{
-    CoreAuthPrompt, CoreAuthenticationFlow, CoreClient, CoreProviderMetadata,
-};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
     AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
     EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, TokenResponse,
+    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RefreshToken,
+    Scope, TokenResponse,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,9 +134,16 @@ impl BrowserSso {
             .get_or_try_init(|| async {
                 let issuer = IssuerUrl::new(self.settings.issuer.clone())
                     .map_err(|e| LoginError::Provider(e.to_string()))?;
-                let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
+                // One discovery fetch, read with RP-initiated logout's
+                // `end_session_endpoint` as well as the core metadata.
+                let metadata = ProviderMetadataWithLogout::discover_async(issuer, &self.http)
                     .await
                     .map_err(|e| LoginError::Provider(e.to_string()))?;
+                let end_session = metadata
+                    .additional_metadata()
+                    .end_session_endpoint
+                    .as_ref()
+                    .map(|u| u.url().to_string());
                 let redirect = RedirectUrl::new(self.settings.redirect_uri.clone())
                     .map_err(|e| LoginError::Provider(e.to_string()))?;
                 let client = CoreClient::from_provider_metadata(
@@ -146,20 +152,9 @@ impl BrowserSso {
                     Some(ClientSecret::new(self.settings.client_secret.clone())),
                 )
                 .set_redirect_uri(redirect);
-                let end_session = self.end_session_endpoint().await;
                 Ok((client, end_session))
             })
             .await
-    }
-
-    /// `end_session_endpoint` (RP-initiated logout) is not in the core metadata.
-    async fn end_session_endpoint(&self) -> Option<String> {
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            self.settings.issuer.trim_end_matches('/')
-        );
-        let v: serde_json::Value = self.http.get(url).send().await.ok()?.json().await.ok()?;
-        v.get("end_session_endpoint")?.as_str().map(String::from)
     }
 
     /// The IdP authorization URL that starts a login returning to `return_to`.
