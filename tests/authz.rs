@@ -131,7 +131,8 @@ path = "/healthz"
 policies = "{policies}"
 entities = "{entities}"
 decision_header = true
-watch_interval = "200ms"
+# The safety poll, out of the way: changes must be seen through file events.
+watch_interval = "1h"
 {authz_extra}
 "#,
         provider = idp.provider_config(""),

@@ -34,9 +34,10 @@ pub struct AuthorizationConfig {
     /// Add `X-Phigate-Decision` (decision, determining policies, version)
     /// to responses. For debugging policies; default `false`.
     pub decision_header: bool,
-    /// How often the policy directory and entities file are checked for
-    /// changes; `"0s"` turns watching off (SIGHUP and the admin endpoint
-    /// still reload). Default `"2s"`.
+    /// Changes to the policy directory and entities file are seen through
+    /// file-system events; this is how often they are also re-checked, for
+    /// mounts that raise none. `"0s"` turns watching off (SIGHUP and the
+    /// admin endpoint still reload). Default `"30s"`.
     pub watch_interval: HumanDuration,
     /// Run the policy directory's `tests/` before swapping in a reload (and
     /// at startup); a failing test keeps the last good set. Default `true`.
@@ -57,7 +58,7 @@ impl Default for AuthorizationConfig {
             entities: None,
             time_zone: "UTC".into(),
             decision_header: false,
-            watch_interval: HumanDuration::secs(2),
+            watch_interval: HumanDuration::secs(30),
             test_on_reload: true,
             categories: BTreeMap::new(),
             entity_source: None,

@@ -510,7 +510,28 @@ impl Authorization {
     }
 
     pub fn watches_files(&self) -> bool {
-        matches!(self.policy_source, PolicySource::Dir(_)) || self.entities_path.is_some()
+        !self.watched_dirs().is_empty()
+    }
+
+    /// The directories whose changes may change policies or entities, and
+    /// whether to watch them recursively: the policy directory, and the
+    /// entities file's directory (files are often replaced by a rename).
+    pub fn watched_dirs(&self) -> Vec<(PathBuf, bool)> {
+        let mut dirs = Vec::new();
+        if let PolicySource::Dir(dir) = &self.policy_source {
+            dirs.push((dir.clone(), true));
+        }
+        if let Some(parent) = self.entities_path.as_ref().and_then(|p| p.parent()) {
+            let parent = if parent.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                parent.to_path_buf()
+            };
+            if !dirs.iter().any(|(d, _)| parent.starts_with(d)) {
+                dirs.push((parent, false));
+            }
+        }
+        dirs
     }
 }
 

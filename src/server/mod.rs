@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod listen;
 pub mod tls;
+mod watch;
 
 use crate::config::Config;
 use crate::metrics::metrics;
@@ -458,7 +459,7 @@ async fn warm_issuer_keys(authn: Arc<crate::authn::Authenticator>) {
 }
 
 /// Reloads policies and entities when their files change and on SIGHUP.
-async fn reload_policies(authz: Arc<crate::authz::Authorization>, interval: Duration) {
+async fn reload_policies(authz: Arc<crate::authz::Authorization>, poll: Duration) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -466,9 +467,20 @@ async fn reload_policies(authz: Arc<crate::authz::Authorization>, interval: Dura
             None
         }
     };
-    let watching = authz.watches_files() && !interval.is_zero();
+    let watching = authz.watches_files() && !poll.is_zero();
+    let mut events = if watching {
+        match watch::FileEvents::watch(&authz.watched_dirs()) {
+            Ok(events) => Some(events),
+            Err(e) => {
+                tracing::warn!(error = %e, poll_secs = poll.as_secs_f64(), "cannot watch the policy files; polling them instead");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let tick = if watching {
-        interval
+        poll
     } else {
         Duration::from_secs(3600)
     };
@@ -480,6 +492,12 @@ async fn reload_policies(authz: Arc<crate::authz::Authorization>, interval: Dura
                     None => std::future::pending::<()>().await,
                 }
             } => "sighup",
+            _ = async {
+                match events.as_mut() {
+                    Some(e) => e.changed().await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => "watch",
             _ = tokio::time::sleep(tick) => "watch",
         };
         if trigger == "watch" && !(watching && authz.changed_on_disk()) {
