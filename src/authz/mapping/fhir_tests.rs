@@ -253,6 +253,9 @@ const ROWS: &[Row] = &[
     ("POST", "/$process-message", None, None, "operation System op=process-message (operation)"),
     ("DELETE", "/Observation/$validate", None, None, "unmapped:method-not-supported"),
     ("GET", "/Observation/$", None, None, "bad"),
+    // Non-ASCII names that Unicode case folding turns into real ones.
+    ("GET", "/Patient", Some("_id=1&_%C4%B0nclude=Patient:link"), None, "bad"),
+    ("GET", "/Observation", Some("patient=1&%C5%BFubject=Patient/2"), None, "bad"),
     ("GET", "/$a%20b", None, None, "bad"),
 ];
 

@@ -176,7 +176,10 @@ pub(super) fn scope_search(
 ) -> Result<(), MappingError> {
     let mut seen: Vec<&str> = Vec::new();
     for (name, value) in params {
-        if name.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        // FHIR parameter names are ASCII. A server that compares names
+        // ignoring Unicode case (Java's equalsIgnoreCase) reads `_İnclude`
+        // as `_include` and `ſubject` as `subject`: refuse, never guess.
+        if name.bytes().any(|b| b <= b' ' || b >= 0x7f) {
             return Err(MappingError::bad("invalid search parameter name"));
         }
         let (base, modifier) = split_modifier(name);
