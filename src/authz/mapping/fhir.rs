@@ -10,7 +10,7 @@ use super::json::parse_strict;
 use super::reference::{body_patients, is_fhir_id};
 use super::resource_types::resource_type;
 use super::search::{parse_params, scope_search, Param, Scope};
-use super::stored::{stored_patients, Change, StoredRecords};
+use super::stored::{patch_touches_compartment, stored_patients, Change, StoredRecords};
 use super::{access_request, AccessRequest, Action, Mapping, MappingError, RequestView};
 
 /// Default for [`FhirMapper::with_max_bundle_entries`].
@@ -461,7 +461,12 @@ impl FhirMapper {
                 }
                 (Action::Update, "conditional-update")
             }
-            Method::Patch => (Action::Update, "conditional-patch"),
+            Method::Patch => {
+                if patch_touches_compartment(ty, payload)? {
+                    scope.fan("patch-compartment");
+                }
+                (Action::Update, "conditional-patch")
+            }
             Method::Delete => (Action::Delete, "conditional-delete"),
             Method::Get | Method::Post => return Err(method_not_supported()),
         };

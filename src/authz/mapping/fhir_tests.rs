@@ -54,6 +54,8 @@ fn run(
     let content_type = body.map(|b| {
         if b.starts_with('{') {
             "application/fhir+json"
+        } else if b.starts_with('[') {
+            "application/json-patch+json"
         } else {
             "application/x-www-form-urlencoded"
         }
@@ -133,7 +135,13 @@ const ROWS: &[Row] = &[
     ("DELETE", "/Observation", Some("patient=Patient/4"), None, "delete Observation p=4 (conditional-delete)"),
     ("DELETE", "/Observation", None, None, "delete Observation fan=conditional-unscoped (conditional-delete)"),
     ("DELETE", "/Patient", Some("_id=8"), None, "delete Patient p=8 (conditional-delete)"),
-    ("PATCH", "/Observation", Some("subject=Group/1"), None, "update Observation fan=subject-not-patient (conditional-patch)"),
+    ("PATCH", "/Observation", Some("subject=Group/1"), Some(r#"[{"op":"add","path":"/status","value":"final"}]"#), "update Observation fan=subject-not-patient (conditional-patch)"),
+    // A conditional patch cannot be applied to a record phigate has not
+    // read: one that writes a compartment element fans out.
+    ("PATCH", "/Observation", Some("patient=4"), Some(r#"[{"op":"add","path":"/status","value":"final"}]"#), "update Observation p=4 (conditional-patch)"),
+    ("PATCH", "/Observation", Some("patient=4"), Some(r#"[{"op":"replace","path":"/subject/reference","value":"Patient/5"}]"#), "update Observation p=4 fan=patch-compartment (conditional-patch)"),
+    ("PATCH", "/Observation", Some("patient=4"), Some(r#"[{"op":"move","from":"/performer/0","path":"/note/0"}]"#), "update Observation p=4 fan=patch-compartment (conditional-patch)"),
+    ("PATCH", "/Observation", Some("patient=4"), None, "bad"),
     // Searches naming patients.
     ("GET", "/Observation", Some("patient=1234"), None, "search Observation p=1234 (search-type)"),
     ("GET", "/Observation", Some("patient=12345"), None, "search Observation p=12345 (search-type)"),
@@ -214,8 +222,16 @@ const ROWS: &[Row] = &[
     ("GET", "/Observation", Some("code=x&_count=10&_sort=-date&unknown-param=y"), None, "search Observation (search-type)"),
     // System search.
     ("GET", "/", None, None, "search System (search-system)"),
-    ("GET", "/", Some("_type=Observation&patient=5"), None, "search System p=5 (search-system)"),
-    ("POST", "/_search", None, Some("patient=5"), "search System p=5 (search-system)"),
+    // A system search has no type whose `patient` parameter phigate could
+    // vouch for: it scopes nothing.
+    ("GET", "/", Some("_type=Observation&patient=5"), None, "search System (search-system)"),
+    ("POST", "/_search", None, Some("patient=5"), "search System (search-system)"),
+    // Nor does `patient` or `subject` on a type without it (a lenient
+    // server ignores it and returns every record).
+    ("GET", "/Group", Some("patient=5"), None, "search Group (search-type)"),
+    ("GET", "/Patient", Some("patient=5"), None, "search Patient (search-type)"),
+    ("GET", "/Claim", Some("subject=Patient/5"), None, "search Claim (search-type)"),
+    ("GET", "/AdverseEvent", Some("subject=Patient/5"), None, "search AdverseEvent p=5 (search-type)"),
     // Compartments.
     ("GET", "/Patient/7/Observation", None, None, "search Observation p=7 (search-compartment)"),
     // A compartment search matches through every compartment reference, so

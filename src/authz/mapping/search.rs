@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use super::reference::{is_fhir_id, parse_reference, Reference};
-use super::resource_types::resource_type;
+use super::resource_types::{has_search_param, resource_type};
 use super::{AccessRequest, MappingError};
 
 /// One decoded `name=value` pair.
@@ -207,9 +207,12 @@ pub(super) fn scope_search(
             scope.fan("chained");
             continue;
         }
+        // `patient` and `subject` scope only a type that has them: anywhere
+        // else they are unknown parameters a lenient server ignores.
+        let has = |param| resource_type.is_some_and(|t| has_search_param(t, param));
         let naming = match base {
-            "patient" => Naming::Patient,
-            "subject" => Naming::Subject,
+            "patient" if has("patient") => Naming::Patient,
+            "subject" if has("subject") => Naming::Subject,
             "_id" if resource_type == Some("Patient") => Naming::PatientId,
             b if b.eq_ignore_ascii_case("_contained") && !value.eq_ignore_ascii_case("false") => {
                 scope.fan("_contained");

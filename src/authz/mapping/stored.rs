@@ -106,15 +106,39 @@ pub(super) fn stored_patients(
                 )?;
                 body_patients(&patched, bases, scope)?;
             }
-            PatchDoc::FhirPath(paths) => {
-                let roots = compartment_roots(ty);
-                if paths.iter().any(|p| touches(p, ty, &roots)) {
+            PatchDoc::FhirPath(_) => {
+                if patch_touches_compartment(ty, payload)? {
                     scope.fan("patch-compartment");
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Whether a patch of a `ty` may change whose record it is: an operation
+/// (other than `test`) on a compartment element or on the whole resource.
+/// A conditional patch has no stored record to apply it to: such a patch
+/// fans out (`patch-compartment`).
+pub(super) fn patch_touches_compartment(
+    ty: &str,
+    payload: Payload<'_>,
+) -> Result<bool, MappingError> {
+    let roots = compartment_roots(ty);
+    Ok(match patch_document(payload)? {
+        PatchDoc::Json(ops) => ops.iter().any(|op| {
+            let writes = |path: &json_patch::jsonptr::Pointer| match path.first() {
+                None => true,
+                Some(token) => roots.contains(&token.decoded().as_ref()),
+            };
+            match op {
+                json_patch::PatchOperation::Test(_) => false,
+                json_patch::PatchOperation::Move(m) => writes(&m.path) || writes(&m.from),
+                _ => writes(op.path()),
+            }
+        }),
+        PatchDoc::FhirPath(paths) => paths.iter().any(|p| touches(p, ty, &roots)),
+    })
 }
 
 fn check_identity(
