@@ -591,6 +591,9 @@ fn policy_reloads_under_load_never_fail_or_wrongly_allow() {
         reloads("rejected", "watch") >= 2.0
     });
     assert_eq!(version(), v0);
+    // Each broken set was rejected once, not retried while unchanged.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(reloads("rejected", "watch"), 2.0);
     std::fs::remove_file(&test).unwrap();
 
     // 3. The admin endpoint needs its token.

@@ -365,14 +365,14 @@ fn tampered_cookies_and_bad_callbacks_are_refused() {
         status("/.phigate/callback?code=abc&state=forged", None),
         400
     );
+    // Exactly the two callbacks above failed on their state.
     let m = s.px.metrics();
-    assert!(
+    assert_eq!(
         metric_value(
             &m,
             "phigate_auth_events_total{event=\"login_failed\",reason=\"bad_state\"}"
-        )
-        .unwrap_or(0.0)
-            >= 2.0,
+        ),
+        Some(2.0),
         "{m}"
     );
 }
