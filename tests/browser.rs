@@ -481,6 +481,16 @@ fn logout_cannot_be_triggered_cross_site() {
         .status()
     };
     assert_eq!(userinfo(), 200);
+    // Identity is never cached by a shared cache (or the browser's).
+    let r = rt
+        .block_on(
+            phigate
+                .get(format!("{}/.phigate/userinfo", s.base))
+                .header("Cookie", &cookie)
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "private, no-store");
     let logout = |headers: &[(&str, String)], post: bool| {
         let url = format!("{}/.phigate/logout", s.base);
         let mut req = if post {

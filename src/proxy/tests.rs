@@ -301,5 +301,14 @@ async fn every_kind_of_response_leaves_through_the_exit() {
             h.get("x-request-id").is_some(),
             "{method} {target} ({status}) did not pass the exit"
         );
+        // What phigate says itself (denials with details, errors) is never
+        // stored by a cache.
+        if status >= 400 {
+            assert_eq!(
+                h.get("cache-control").map(|v| v.to_str().unwrap()),
+                Some("no-store"),
+                "{method} {target}"
+            );
+        }
     }
 }

@@ -309,7 +309,10 @@ mod tests {
     fn search_parameter_tables_are_sorted_r4_types() {
         for table in [PATIENT_PARAM_TYPES, SUBJECT_PARAM_TYPES] {
             assert!(table.windows(2).all(|w| w[0] < w[1]));
-            assert!(table.iter().all(|t| resource_type(t).is_some()), "{table:?}");
+            assert!(
+                table.iter().all(|t| resource_type(t).is_some()),
+                "{table:?}"
+            );
         }
         assert!(has_search_param("Observation", "patient"));
         assert!(has_search_param("Observation", "subject"));
