@@ -69,7 +69,10 @@ pub fn read_head(write: &Parts) -> Parts {
 }
 
 /// Reads each stored record in `reads` (type, id) from the route's
-/// upstream; `head` is a [`read_head`] with phigate's outbound headers.
+/// upstream; `head` is a [`read_head`] with phigate's outbound headers. A
+/// Bundle's reads go [`CONCURRENT_READS`] at a time, all within the pool's
+/// read timeout and [`MAX_STORED_TOTAL`] bytes together: a Bundle of
+/// writes by id cannot hold a connection, or memory, for long.
 pub async fn read<B>(
     upstreams: &Upstreams<B>,
     head: &Parts,
@@ -81,61 +84,114 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    use futures_util::stream::{StreamExt, TryStreamExt};
     let route = &admission.route;
     let Some(authz) = route.authz.as_ref() else {
         return Err(unreadable(admission, "stored_record_no_route"));
     };
-    let mut records = StoredRecords::default();
-    let mut etag = None;
-    for (ty, id) in reads {
-        let (mut parts, ()) = http::Request::new(()).into_parts();
-        parts.method = Method::GET;
-        parts.uri = head.uri.clone();
-        parts.version = head.version;
-        parts.headers = head.headers.clone();
-        let target = authz.instance_path(ty, id);
-        let out = Outbound {
-            admission,
-            request_id,
-            upgrade: None,
-            body_outcome: None,
-            held: None,
-            tunnel_idle: std::time::Duration::ZERO,
-            target: Some(&target),
-        };
-        let resp = upstream::forward(upstreams, parts, UpstreamBody::Empty, out).await?;
-        let status = resp.status();
-        if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
-            records.insert(ty, id, None);
-            continue;
-        }
-        if status != StatusCode::OK {
-            tracing::warn!(route = %route.name, status = status.as_u16(), "stored record read refused by the upstream");
-            return Err(unreadable(admission, "stored_record_status"));
-        }
-        let encoded = resp
-            .headers()
-            .get(CONTENT_ENCODING)
-            .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-        if encoded {
-            return Err(unreadable(admission, "stored_record_encoded"));
-        }
-        etag = resp.headers().get(ETAG).cloned();
-        let read_timeout = route.pool.read_timeout;
-        let body = Limited::new(resp.into_body(), MAX_STORED_RECORD).collect();
-        let bytes = match tokio::time::timeout(read_timeout, body).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(_)) => return Err(unreadable(admission, "stored_record_body")),
-            Err(_) => return Err(unreadable(admission, "stored_record_timeout")),
-        };
-        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            return Err(unreadable(admission, "stored_record_not_json"));
-        };
-        records.insert(ty, id, Some(record));
+    let targets: Vec<String> = reads
+        .iter()
+        .map(|(ty, id)| authz.instance_path(ty, id))
+        .collect();
+    let each: Vec<_> = targets
+        .iter()
+        .map(|target| read_one(upstreams, head, admission, request_id, target))
+        .collect();
+    let all = futures_util::stream::iter(each)
+        .buffered(CONCURRENT_READS)
+        .try_collect::<Vec<_>>();
+    let found = match tokio::time::timeout(route.pool.read_timeout, all).await {
+        Ok(found) => found?,
+        Err(_) => return Err(unreadable(admission, "stored_record_timeout")),
+    };
+    let total: usize = found.iter().map(|f| f.size).sum();
+    if total > MAX_STORED_TOTAL {
+        return Err(unreadable(admission, "stored_records_too_large"));
     }
-    Ok(PreRead {
-        etag: etag.filter(|_| reads.len() == 1),
-        records,
+    let etag = match found.as_slice() {
+        [only] => only.etag.clone(),
+        _ => None,
+    };
+    let mut records = StoredRecords::default();
+    for ((ty, id), f) in reads.iter().zip(found) {
+        records.insert(ty, id, f.record);
+    }
+    Ok(PreRead { records, etag })
+}
+
+/// Pre-reads in flight at once for one request.
+const CONCURRENT_READS: usize = 4;
+
+/// Largest sum of stored records read for one request.
+pub const MAX_STORED_TOTAL: usize = 8 * 1024 * 1024;
+
+/// One stored record as read: `None` when the upstream has none.
+struct Found {
+    record: Option<serde_json::Value>,
+    etag: Option<HeaderValue>,
+    size: usize,
+}
+
+async fn read_one<B>(
+    upstreams: &Upstreams<B>,
+    head: &Parts,
+    admission: &Admission,
+    request_id: &str,
+    target: &str,
+) -> Result<Found, Stop>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let out = Outbound {
+        admission,
+        request_id,
+        upgrade: None,
+        body_outcome: None,
+        held: None,
+        tunnel_idle: std::time::Duration::ZERO,
+        target: Some(target),
+    };
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.uri = head.uri.clone();
+    parts.version = head.version;
+    parts.headers = head.headers.clone();
+    let resp = upstream::forward(upstreams, parts, UpstreamBody::Empty, out).await?;
+    let status = resp.status();
+    if matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
+        return Ok(Found {
+            record: None,
+            etag: None,
+            size: 0,
+        });
+    }
+    if status != StatusCode::OK {
+        tracing::warn!(route = %admission.route.name, status = status.as_u16(), "stored record read refused by the upstream");
+        return Err(unreadable(admission, "stored_record_status"));
+    }
+    let encoded = resp
+        .headers()
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(unreadable(admission, "stored_record_encoded"));
+    }
+    let etag = resp.headers().get(ETAG).cloned();
+    let bytes = match Limited::new(resp.into_body(), MAX_STORED_RECORD)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return Err(unreadable(admission, "stored_record_body")),
+    };
+    let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Err(unreadable(admission, "stored_record_not_json"));
+    };
+    Ok(Found {
+        record: Some(record),
+        etag,
+        size: bytes.len(),
     })
 }
 

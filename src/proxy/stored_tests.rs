@@ -40,6 +40,7 @@ async fn fhir_upstream(seen: Seen) -> std::net::SocketAddr {
             let (status, body) = match (method.as_str(), path.as_str()) {
                 ("GET", "/fhir/Observation/mine") => (200, obs("mine", "p1")),
                 ("GET", "/fhir/Observation/theirs") => (200, obs("theirs", "p2")),
+                ("GET", "/fhir/Observation/mine2") => (200, obs("mine2", "p1")),
                 ("GET", "/fhir/Observation/liar") => (200, obs("other", "p1")),
                 ("GET", "/fhir/Observation/huge") => {
                     (200, format!("{{\"pad\":\"{}\"}}", "x".repeat(2 << 20)))
@@ -260,4 +261,43 @@ async fn a_shadow_route_decides_without_a_record_it_cannot_read() {
     let s = setup(&origin, "shadow").await;
     assert_eq!(put(&s, "broken", "p1").await, 200);
     assert_eq!(put(&s, "theirs", "p1").await, 200);
+}
+
+#[tokio::test]
+async fn a_bundles_writes_by_id_are_each_decided_on_their_stored_record() {
+    let seen: Seen = Arc::default();
+    let origin = format!("http://{}", fhir_upstream(seen.clone()).await);
+    let s = setup(&origin, "enforce").await;
+    let bundle = |ids: &[&str]| {
+        let entries: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| serde_json::json!({"request": {"method": "DELETE", "url": format!("Observation/{id}")}}))
+            .collect();
+        serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+            .to_string()
+    };
+    assert_eq!(
+        write(&s, "POST", "/fhir", &bundle(&["mine", "mine2"]), &[]).await,
+        200
+    );
+    let log = std::mem::take(&mut *seen.lock().unwrap());
+    let mut reads: Vec<&str> = log
+        .iter()
+        .filter(|e| e.0 == "GET")
+        .map(|e| e.1.as_str())
+        .collect();
+    reads.sort_unstable();
+    assert_eq!(reads, ["/fhir/Observation/mine", "/fhir/Observation/mine2"]);
+    assert!(log.iter().all(|e| e.2.is_none()), "no If-Match on a Bundle");
+    // One entry deletes p2's record: the whole transaction is refused.
+    assert_eq!(
+        write(&s, "POST", "/fhir", &bundle(&["mine", "theirs"]), &[]).await,
+        403
+    );
+    assert_eq!(
+        write(&s, "POST", "/fhir", &bundle(&["mine", "broken"]), &[]).await,
+        502
+    );
+    let log = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(log.iter().all(|e| e.0 == "GET"), "nothing written: {log:?}");
 }
