@@ -16,16 +16,13 @@ use super::admit::Admission;
 use super::body::{BoxError, UpstreamBody};
 use super::respond::{self, Stop};
 use super::upstream::{self, Outbound, Upstreams};
-use crate::authz::mapping::StoredRecords;
+use crate::authz::mapping::{StoredRecords, MAX_STORED_RECORD};
 use crate::metrics::metrics;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, ETAG};
 use http::request::Parts;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
-
-/// Largest stored record read to decide a write.
-pub const MAX_STORED_RECORD: usize = 1024 * 1024;
 
 /// What the pre-reads found.
 pub struct PreRead {

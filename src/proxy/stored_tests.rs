@@ -226,10 +226,12 @@ async fn writes_by_id_are_decided_on_the_stored_record() {
         write(&s, "PATCH", "/fhir/Observation/mine", to_p2, &[]).await,
         403
     );
-    let harmless = r#"[{"op":"replace","path":"/subject/display","value":"x"}]"#;
+    // One that does not apply is refused like a denial (403, not 400), so
+    // its `test`s reveal nothing about a record the requester cannot read.
+    let unapplied = r#"[{"op":"replace","path":"/subject/display","value":"x"}]"#;
     assert_eq!(
-        write(&s, "PATCH", "/fhir/Observation/mine", harmless, &[]).await,
-        400,
+        write(&s, "PATCH", "/fhir/Observation/mine", unapplied, &[]).await,
+        403,
         "does not apply: no display"
     );
     let harmless = r#"[{"op":"add","path":"/status","value":"amended"}]"#;

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::fhir::{is_json, FhirMapper, Method, Payload};
 use super::json::parse_strict;
-use super::{BundleKind, Mapping, MappingError, RequestView};
+use super::{Action, BundleKind, Mapping, MappingError, RequestView};
 
 /// Interaction recorded for every request that comes from a Bundle entry.
 const BATCH_ENTRY: &str = "batch-entry";
@@ -40,8 +40,28 @@ impl FhirMapper {
             return Err(MappingError::bad("Bundle has too many entries"));
         }
         let mut requests = Vec::with_capacity(entries.len());
+        // Each write by id is decided on the record as stored before the
+        // Bundle; a second write to the same record would land on what the
+        // first made of it. (Ids compared ignoring case: some servers do.)
+        let mut written: Vec<(String, String)> = Vec::new();
         for entry in entries {
-            for mut request in self.map_entry(entry, req.stored)? {
+            let mapped = self.map_entry(entry, req.stored)?;
+            let mut here: Vec<(String, String)> = Vec::new();
+            for r in &mapped {
+                if let (Action::Update | Action::Delete, Some(id)) = (r.action, &r.resource.id) {
+                    let key = (r.resource.resource_type.clone(), id.to_ascii_lowercase());
+                    if !here.contains(&key) {
+                        here.push(key);
+                    }
+                }
+            }
+            for key in here {
+                if written.contains(&key) {
+                    return Err(MappingError::bad("a Bundle changes the same record twice"));
+                }
+                written.push(key);
+            }
+            for mut request in mapped {
                 request.interaction = BATCH_ENTRY.to_owned();
                 requests.push(request);
             }

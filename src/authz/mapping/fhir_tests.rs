@@ -135,7 +135,7 @@ const ROWS: &[Row] = &[
     ("DELETE", "/Observation", Some("patient=Patient/4"), None, "delete Observation p=4 (conditional-delete)"),
     ("DELETE", "/Observation", None, None, "delete Observation fan=conditional-unscoped (conditional-delete)"),
     ("DELETE", "/Patient", Some("_id=8"), None, "delete Patient p=8 (conditional-delete)"),
-    ("PATCH", "/Observation", Some("subject=Group/1"), Some(r#"[{"op":"add","path":"/status","value":"final"}]"#), "update Observation fan=subject-not-patient (conditional-patch)"),
+    ("PATCH", "/Observation", Some("subject=Group/1"), Some(r#"[{"op":"add","path":"/status","value":"final"}]"#), "update Observation fan=multiple (conditional-patch)"),
     // A conditional patch cannot be applied to a record phigate has not
     // read: one that writes a compartment element fans out.
     ("PATCH", "/Observation", Some("patient=4"), Some(r#"[{"op":"add","path":"/status","value":"final"}]"#), "update Observation p=4 (conditional-patch)"),
@@ -526,6 +526,18 @@ fn writes_by_id_are_decided_on_the_stored_record() {
     assert_eq!(
         write("POST", "/", Some("application/fhir+json"), Some(bundle)),
         "batch: delete Observation/9 p=2 (batch-entry)"
+    );
+    // Two writes to one record: the second would land on what the first
+    // made of it, which nothing decided.
+    let twice = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"DELETE","url":"Observation/9"}},{"request":{"method":"PUT","url":"Observation/9"},"resource":{"resourceType":"Observation","id":"9"}}]}"#;
+    assert_eq!(
+        write("POST", "/", Some("application/fhir+json"), Some(twice)),
+        "bad"
+    );
+    let twice = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"DELETE","url":"Observation/ab"}},{"request":{"method":"DELETE","url":"Observation/AB"}}]}"#;
+    assert_eq!(
+        write("POST", "/", Some("application/fhir+json"), Some(twice)),
+        "bad"
     );
 }
 

@@ -29,7 +29,7 @@ use std::fmt;
 pub use fhir::{FhirMapper, DEFAULT_MAX_BUNDLE_ENTRIES, SYSTEM_RESOURCE};
 pub use reference::{is_fhir_id, parse_reference, Reference, ReferenceError};
 pub use resource_types::{resource_type, RESOURCE_TYPES};
-pub use stored::{StoredRecords, STORED_UNREAD};
+pub use stored::{StoredRecords, MAX_STORED_RECORD, STORED_UNREAD};
 pub use template::{RouteTemplate, TemplateError, TemplateMapper, TemplateProblem};
 
 /// What a request does, as a Cedar action id.

@@ -103,7 +103,7 @@ proptest! {
         };
         if let Ok(mapping) = mapper.map(&view) {
             let haystack = format!(
-                "{path}?{}{}",
+                "{path}?{} {}",
                 decode(query.as_deref().unwrap_or_default()),
                 String::from_utf8_lossy(body.as_deref().unwrap_or_default())
             );

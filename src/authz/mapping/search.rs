@@ -7,7 +7,12 @@ use std::borrow::Cow;
 
 use super::reference::{is_fhir_id, parse_reference, Reference};
 use super::resource_types::{has_search_param, resource_type};
+use super::stored::STORED_UNREAD;
 use super::{AccessRequest, MappingError};
+
+/// Fan-out reason of a request that reaches past its scope in more than one
+/// way.
+pub const MULTIPLE: &str = "multiple";
 
 /// One decoded `name=value` pair.
 pub(super) type Param<'a> = (Cow<'a, str>, Cow<'a, str>);
@@ -60,9 +65,17 @@ impl Scope {
         }
     }
 
-    /// Marks fan-out; the first reason is kept.
+    /// Marks fan-out. Two different reasons make it `multiple`: a policy
+    /// that permits one reason must not let another through behind it. An
+    /// unread stored record stays visible: the proxy reads it, and the
+    /// request is mapped again.
     pub(super) fn fan(&mut self, reason: &'static str) {
-        self.fan_out.get_or_insert(reason);
+        self.fan_out = Some(match self.fan_out {
+            None => reason,
+            Some(r) if r == reason || r == STORED_UNREAD => r,
+            Some(_) if reason == STORED_UNREAD => reason,
+            Some(_) => MULTIPLE,
+        });
     }
 
     /// Records of `ty` come back too (deduplicated).
@@ -447,6 +460,19 @@ mod tests {
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[0].patient.as_deref(), Some("1"));
         assert_eq!(reqs[1].patient.as_deref(), Some("2"));
-        assert!(reqs.iter().all(|r| r.fan_out == Some("_has")));
+        // Two reasons: a policy permitting `_has` does not let a chained
+        // search through behind it.
+        assert!(reqs.iter().all(|r| r.fan_out == Some(MULTIPLE)));
+        let mut scope = Scope::default();
+        scope.fan("_has");
+        scope.fan("_has");
+        assert_eq!(scope.fan_out(), Some("_has"));
+        scope.fan(STORED_UNREAD);
+        scope.fan("chained");
+        assert_eq!(
+            scope.fan_out(),
+            Some(STORED_UNREAD),
+            "stays visible to the proxy"
+        );
     }
 }

@@ -93,19 +93,19 @@ pub(super) fn stored_patients(
     body_patients(record, bases, scope)?;
     if let Change::Patch(payload) = change {
         match patch_document(payload)? {
-            PatchDoc::Json(ops) => {
-                let mut patched = record.clone();
-                json_patch::patch(&mut patched, &ops).map_err(|_| {
-                    MappingError::bad("the patch does not apply to the stored record")
-                })?;
-                check_identity(
-                    &patched,
-                    ty,
-                    id,
-                    "a patch may not change resourceType or id",
-                )?;
-                body_patients(&patched, bases, scope)?;
-            }
+            PatchDoc::Json(ops) => match apply(record, &ops) {
+                // Whether a patch applies says something about a record the
+                // requester may not read (a failing `test` is an oracle):
+                // it fans out, decided like any other denial, never a 400.
+                None => scope.fan("patch-unapplied"),
+                Some(patched) => {
+                    if check_identity(&patched, ty, id, "").is_err() {
+                        scope.fan("patch-unapplied");
+                    } else {
+                        body_patients(&patched, bases, scope)?;
+                    }
+                }
+            },
             PatchDoc::FhirPath(_) => {
                 if patch_touches_compartment(ty, payload)? {
                     scope.fan("patch-compartment");
@@ -114,6 +114,44 @@ pub(super) fn stored_patients(
         }
     }
     Ok(())
+}
+
+/// Most operations in one JSON Patch.
+const MAX_PATCH_OPS: usize = 100;
+
+/// Largest stored record the proxy reads to decide a write.
+pub const MAX_STORED_RECORD: usize = 1024 * 1024;
+
+/// Largest document a patch may grow the stored record to, in serialized
+/// bytes: `copy` can double a document per operation.
+const MAX_PATCHED: usize = 2 * MAX_STORED_RECORD;
+
+/// `record` with `ops` applied, or `None` when they do not apply, are too
+/// many, or would grow it past [`MAX_PATCHED`]. Applied one at a time on a
+/// copy (nothing to undo), measuring what each `copy` adds.
+fn apply(record: &Value, ops: &[json_patch::PatchOperation]) -> Option<Value> {
+    use json_patch::PatchOperation;
+    if ops.len() > MAX_PATCH_OPS {
+        return None;
+    }
+    let mut size = serde_json::to_vec(record).ok()?.len();
+    let mut doc = record.clone();
+    for op in ops {
+        match op {
+            PatchOperation::Add(a) => size += serde_json::to_vec(&a.value).ok()?.len(),
+            PatchOperation::Replace(r) => size += serde_json::to_vec(&r.value).ok()?.len(),
+            PatchOperation::Copy(c) => {
+                let copied = doc.pointer(c.from.as_str())?;
+                size += serde_json::to_vec(copied).ok()?.len();
+            }
+            PatchOperation::Remove(_) | PatchOperation::Move(_) | PatchOperation::Test(_) => {}
+        }
+        if size > MAX_PATCHED {
+            return None;
+        }
+        json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op)).ok()?;
+    }
+    Some(doc)
 }
 
 /// Whether a patch of a `ty` may change whose record it is: an operation
@@ -160,9 +198,8 @@ fn check_identity(
 enum PatchDoc {
     /// RFC 6902 operations.
     Json(Vec<json_patch::PatchOperation>),
-    /// A FHIRPath Patch: the `path` of every operation, with the `name` it
-    /// adds under it appended (`Observation` + `subject`).
-    FhirPath(Vec<String>),
+    /// A FHIRPath Patch's operations.
+    FhirPath(Vec<FhirPathOp>),
 }
 
 const JSON_PATCH: &str = "application/json-patch+json";
@@ -235,27 +272,68 @@ fn fhirpath_paths(resource: &Value) -> Result<PatchDoc, MappingError> {
                         .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
                 })
         };
-        let text = |name: &str| part(name).and_then(|p| p.get("valueString")?.as_str());
-        let path = text("path").ok_or_else(bad)?;
-        match text("name") {
-            Some(name) => paths.push(format!("{path}.{name}")),
-            None => paths.push(path.to_owned()),
-        }
+        let text = |name: &str, kind: &str| part(name).and_then(|p| p.get(kind)?.as_str());
+        paths.push(FhirPathOp {
+            kind: text("type", "valueCode").map(str::to_owned),
+            path: text("path", "valueString").ok_or_else(bad)?.to_owned(),
+            name: text("name", "valueString").map(str::to_owned),
+        });
     }
     Ok(PatchDoc::FhirPath(paths))
 }
 
-/// Whether a FHIRPath Patch `path` on a `ty` may write a compartment
-/// element. Anything not plainly `ty.element…` counts as touching one.
-fn touches(path: &str, ty: &str, roots: &[&str]) -> bool {
-    let Some(rest) = path.strip_prefix(ty).and_then(|r| r.strip_prefix('.')) else {
+/// One FHIRPath Patch operation: its `type`, `path` and `name` parts.
+struct FhirPathOp {
+    kind: Option<String>,
+    path: String,
+    name: Option<String>,
+}
+
+/// Whether a FHIRPath Patch operation on a `ty` may write a compartment
+/// element. Only plain paths are understood (`Type`, then `.element`
+/// steps, each with an optional `[n]`): a function (`where(true)`,
+/// `select($this)`), a variable, a quoted name or a bare root could reach
+/// any element, so it counts as touching one.
+fn touches(op: &FhirPathOp, ty: &str, roots: &[&str]) -> bool {
+    let Some(rest) = op.path.strip_prefix(ty) else {
         return true;
     };
-    let element: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-        .collect();
-    element.is_empty() || roots.contains(&element.as_str())
+    let steps: Vec<&str> = match rest {
+        "" => Vec::new(),
+        _ => match rest.strip_prefix('.') {
+            Some(steps) => steps.split('.').collect(),
+            None => return true,
+        },
+    };
+    if !steps.iter().all(|s| is_plain_step(s)) {
+        return true;
+    }
+    let root = match (steps.first(), op.kind.as_deref(), op.name.as_deref()) {
+        (Some(first), _, _) => first.split('[').next().unwrap_or(first),
+        // `add` at the root names the element it adds.
+        (None, Some("add"), Some(name)) if is_identifier(name) => name,
+        _ => return true,
+    };
+    roots.contains(&root)
+}
+
+/// `name` or `name[n]`.
+fn is_plain_step(step: &str) -> bool {
+    match step.split_once('[') {
+        None => is_identifier(step),
+        Some((name, index)) => {
+            is_identifier(name)
+                && index
+                    .strip_suffix(']')
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
@@ -330,19 +408,45 @@ mod tests {
         )
         .unwrap();
         assert_eq!(scope.patients(), ["9"]);
-        // Does not apply, changes the id, or is not a patch: refused.
-        assert!(run(
-            &s,
-            "o1",
-            patch(r#"[{"op":"test","path":"/status","value":"x"}]"#)
-        )
-        .is_err());
-        assert!(run(
-            &s,
-            "o1",
-            patch(r#"[{"op":"replace","path":"/id","value":"o2"}]"#)
-        )
-        .is_err());
+        // Whether it applies (a `test`, a path that is not there) says
+        // something about the record: a fan-out like any denial, so a
+        // requester who may not read it learns nothing from 400 vs 403.
+        let unapplied = |body: &'static str| {
+            let scope = run(&s, "o1", patch(body)).unwrap();
+            (scope.patients().to_vec(), scope.fan_out())
+        };
+        for body in [
+            r#"[{"op":"test","path":"/status","value":"x"}]"#,
+            r#"[{"op":"remove","path":"/valueQuantity"}]"#,
+            r#"[{"op":"replace","path":"/id","value":"o2"}]"#,
+            // The undo of a failed patch must not panic (json-patch's
+            // `patch` does, on this).
+            r#"[{"op":"add","path":"/x","value":1},{"op":"move","from":"/x","path":"/nope/y"}]"#,
+        ] {
+            assert_eq!(
+                unapplied(body),
+                (vec!["9".to_owned()], Some("patch-unapplied")),
+                "{body}"
+            );
+        }
+        // A patch that doubles the record per `copy` stops at the budget.
+        let mut ops = vec![
+            r#"{"op":"add","path":"/a","value":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#.to_owned(),
+        ];
+        for i in 0..40 {
+            ops.push(format!(r#"{{"op":"copy","from":"","path":"/k{i}"}}"#));
+        }
+        let bomb: &'static str = Box::leak(format!("[{}]", ops.join(",")).into_boxed_str());
+        assert_eq!(unapplied(bomb).1, Some("patch-unapplied"));
+        let many: &'static str = Box::leak(
+            format!(
+                "[{}]",
+                vec![r#"{"op":"test","path":"/id","value":"o1"}"#; 101].join(",")
+            )
+            .into_boxed_str(),
+        );
+        assert_eq!(unapplied(many).1, Some("patch-unapplied"));
+        // Not a patch at all: the request is malformed whatever is stored.
         assert!(run(&s, "o1", patch(r#"{"op":"replace"}"#)).is_err());
         let xml = Change::Patch(Payload::Raw {
             content_type: Some("application/xml-patch+xml"),
@@ -355,8 +459,9 @@ mod tests {
     fn a_fhirpath_patch_on_a_compartment_element_fans_out() {
         let s = stored(obs("9"));
         let op = |path: &str, name: Option<&str>| {
+            let kind = if name.is_some() { "add" } else { "replace" };
             let mut parts = vec![
-                json!({"name": "type", "valueCode": "replace"}),
+                json!({"name": "type", "valueCode": kind}),
                 json!({"name": "path", "valueString": path}),
             ];
             if let Some(name) = name {
@@ -388,6 +493,27 @@ mod tests {
         assert_eq!(
             fan(op("Patient.name", None)).unwrap(),
             Some("patch-compartment")
+        );
+        // Functions, variables and quoted names reach anywhere.
+        for path in [
+            "Observation.where(true)",
+            "Observation.select($this).subject",
+            "Observation.`status`",
+            "Observation.status.where(true)",
+            "Observation",
+            "Observation.status[x]",
+        ] {
+            assert_eq!(
+                fan(op(path, None)).unwrap(),
+                Some("patch-compartment"),
+                "{path}"
+            );
+        }
+        assert_eq!(fan(op("Observation.note[0]", None)).unwrap(), None);
+        assert_eq!(
+            fan(op("Observation", Some("note"))).unwrap(),
+            None,
+            "add at the root"
         );
         assert!(fan(json!({"resourceType": "Observation"})).is_err());
         // In a Bundle, a Binary carries a JSON Patch.
