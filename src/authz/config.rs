@@ -37,7 +37,7 @@ pub struct AuthorizationConfig {
     /// Changes to the policy directory and entities file are seen through
     /// file-system events; this is how often they are also re-checked, for
     /// mounts that raise none. `"0s"` turns watching off (SIGHUP and the
-    /// admin endpoint still reload). Default `"30s"`.
+    /// admin endpoint still reload). Default `"10s"`.
     pub watch_interval: HumanDuration,
     /// Run the policy directory's `tests/` before swapping in a reload (and
     /// at startup); a failing test keeps the last good set. Default `true`.
@@ -58,7 +58,7 @@ impl Default for AuthorizationConfig {
             entities: None,
             time_zone: "UTC".into(),
             decision_header: false,
-            watch_interval: HumanDuration::secs(30),
+            watch_interval: HumanDuration::secs(10),
             test_on_reload: true,
             categories: BTreeMap::new(),
             entity_source: None,

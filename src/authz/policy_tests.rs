@@ -460,19 +460,43 @@ fn stored_records(
     let Some(stored) = &case.stored else {
         return Ok(None);
     };
-    let record = match stored {
-        serde_json::Value::String(s) if s == "absent" => None,
-        serde_json::Value::Object(_) => Some(stored.clone()),
-        _ => return Err("stored: write the stored record, or `absent`".into()),
+    let reads: Vec<(String, String)> = match mapper.map(view) {
+        Ok(mapping) => mapping
+            .stored_reads()
+            .into_iter()
+            .map(|(t, i)| (t.to_owned(), i.to_owned()))
+            .collect(),
+        Err(_) => Vec::new(),
     };
-    let mut records = StoredRecords::default();
-    if let Ok(mapping) = mapper.map(view) {
-        for (ty, id) in mapping.stored_reads() {
-            records.insert(ty, id, record.clone());
-        }
-    }
-    if records.is_empty() {
+    if reads.is_empty() {
         return Err("stored: only a write by id of a non-Patient record reads one".into());
+    }
+    let mut records = StoredRecords::default();
+    let given = match stored {
+        serde_json::Value::String(s) if s == "absent" => {
+            for (ty, id) in &reads {
+                records.insert(ty, id, None);
+            }
+            return Ok(Some(records));
+        }
+        serde_json::Value::Object(_) => std::slice::from_ref(stored),
+        serde_json::Value::Array(items) => items.as_slice(),
+        _ => return Err("stored: write the stored record(s), or `absent`".into()),
+    };
+    // Each record goes where it says it is stored; one the request does
+    // not change is a mistake in the test, not a denial.
+    for record in given {
+        let ty = record.get("resourceType").and_then(|v| v.as_str());
+        let id = record.get("id").and_then(|v| v.as_str());
+        let (Some(ty), Some(id)) = (ty, id) else {
+            return Err("stored: each record needs resourceType and id".into());
+        };
+        if !reads.iter().any(|(t, i)| t == ty && i == id) {
+            return Err(format!(
+                "stored: {ty}/{id} is not a record this request changes by id"
+            ));
+        }
+        records.insert(ty, id, Some(record.clone()));
     }
     Ok(Some(records))
 }

@@ -271,10 +271,20 @@ where
                 }
             }
         }
-        // The write goes through only onto the version it was decided on.
-        if let Some(etag) = pre_read.and_then(|r| r.etag) {
+        // The write goes where its record was read, and only onto the
+        // version it was decided on (a shadow route changes nothing).
+        let pre_origin = pre_read.as_ref().map(|r| r.origin);
+        let enforcing = route
+            .authz
+            .as_ref()
+            .is_some_and(|a| a.mode == crate::authz::EnforcementMode::Enforce);
+        if let Some(etag) = pre_read.and_then(|r| r.etag).filter(|_| enforcing) {
             let versioned = matches!(head.method, http::Method::PUT | http::Method::PATCH);
-            if versioned && !head.headers.contains_key(http::header::IF_MATCH) {
+            let any = head
+                .headers
+                .get(http::header::IF_MATCH)
+                .is_none_or(|v| v.as_bytes().trim_ascii() == b"*");
+            if versioned && any {
                 head.headers.insert(http::header::IF_MATCH, etag);
             }
         }
@@ -308,6 +318,7 @@ where
             body_outcome: outcome,
             tunnel_idle: s.hygiene.tunnel_idle,
             target: None,
+            origin: pre_origin,
         };
         let mut resp = upstream::forward(&self.upstreams, head, body, out).await?;
         // Only phigate sets its session cookie: an upstream that tries

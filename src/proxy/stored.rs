@@ -19,7 +19,9 @@ use super::upstream::{self, Outbound, Upstreams};
 use crate::authz::mapping::{StoredRecords, MAX_STORED_RECORD};
 use crate::metrics::metrics;
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, ETAG};
+use http::header::{
+    HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_ENCODING, ETAG,
+};
 use http::request::Parts;
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
@@ -29,10 +31,16 @@ pub struct PreRead {
     pub records: StoredRecords,
     /// The stored version's entity tag, when exactly one record was read.
     pub etag: Option<HeaderValue>,
+    /// The origin read from: the write goes there too (a replica that lags
+    /// must not answer "nothing stored" for a record its primary holds).
+    pub origin: usize,
 }
 
-/// Request headers that describe the client's write, not a read.
-const WRITE_ONLY: [&str; 10] = [
+/// Request headers that describe the client's write, or would make the
+/// read answer something other than the whole current record (a range, a
+/// condition, a cached copy). Everything else is kept: a tenant or
+/// partition header must select the same record the write will change.
+const WRITE_ONLY: [&str; 16] = [
     "content-type",
     "content-length",
     "content-encoding",
@@ -42,7 +50,13 @@ const WRITE_ONLY: [&str; 10] = [
     "if-none-match",
     "if-none-exist",
     "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+    "range",
     "prefer",
+    "cache-control",
+    "pragma",
+    "te",
 ];
 
 /// The head of a pre-read: `GET`, the client's request headers minus those
@@ -61,6 +75,7 @@ pub fn read_head(write: &Parts) -> Parts {
     }
     headers.insert(ACCEPT, HeaderValue::from_static("application/fhir+json"));
     headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     parts.headers = headers;
     parts
 }
@@ -86,13 +101,20 @@ where
     let Some(authz) = route.authz.as_ref() else {
         return Err(unreadable(admission, "stored_record_no_route"));
     };
+    if reads.len() > MAX_STORED_READS {
+        return Err(unreadable(admission, "too_many_stored_reads"));
+    }
+    // One origin for every read, and then for the write.
+    let Some(origin) = route.pool.select().map(|o| o.index()) else {
+        return Err(Stop::new(respond::error(503), "no_healthy_origin"));
+    };
     let targets: Vec<String> = reads
         .iter()
         .map(|(ty, id)| authz.instance_path(ty, id))
         .collect();
     let each: Vec<_> = targets
         .iter()
-        .map(|target| read_one(upstreams, head, admission, request_id, target))
+        .map(|target| read_one(upstreams, head, admission, request_id, target, origin))
         .collect();
     let all = futures_util::stream::iter(each)
         .buffered(CONCURRENT_READS)
@@ -113,7 +135,11 @@ where
     for ((ty, id), f) in reads.iter().zip(found) {
         records.insert(ty, id, f.record);
     }
-    Ok(PreRead { records, etag })
+    Ok(PreRead {
+        records,
+        etag,
+        origin,
+    })
 }
 
 /// Pre-reads in flight at once for one request.
@@ -121,6 +147,9 @@ const CONCURRENT_READS: usize = 4;
 
 /// Largest sum of stored records read for one request.
 pub const MAX_STORED_TOTAL: usize = 8 * 1024 * 1024;
+
+/// Most records read for one request (a Bundle's writes by id).
+pub const MAX_STORED_READS: usize = 50;
 
 /// One stored record as read: `None` when the upstream has none.
 struct Found {
@@ -135,6 +164,7 @@ async fn read_one<B>(
     admission: &Admission,
     request_id: &str,
     target: &str,
+    origin: usize,
 ) -> Result<Found, Stop>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
@@ -148,6 +178,7 @@ where
         held: None,
         tunnel_idle: std::time::Duration::ZERO,
         target: Some(target),
+        origin: Some(origin),
     };
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = Method::GET;
@@ -220,17 +251,22 @@ mod tests {
             .header("if-match", "W/\"3\"")
             .header("prefer", "return=minimal")
             .header("accept-encoding", "gzip")
+            .header("range", "bytes=0-10")
+            .header("cache-control", "max-stale=600")
+            .header("x-tenant", "east")
             .header("x-custom", "kept")
             .body(())
             .unwrap();
         let (write, ()) = req.into_parts();
         let read = read_head(&write);
         assert_eq!(read.method, Method::GET);
-        for name in WRITE_ONLY {
-            assert!(!read.headers.contains_key(name), "{name}");
+        for name in WRITE_ONLY.iter().filter(|n| **n != "cache-control") {
+            assert!(!read.headers.contains_key(*name), "{name}");
         }
+        assert_eq!(read.headers["cache-control"], "no-cache");
         assert_eq!(read.headers["accept-encoding"], "identity");
         assert_eq!(read.headers["accept"], "application/fhir+json");
         assert_eq!(read.headers["x-custom"], "kept");
+        assert_eq!(read.headers["x-tenant"], "east", "the same tenant's record");
     }
 }

@@ -195,19 +195,21 @@ async fn writes_by_id_are_decided_on_the_stored_record() {
         (log[1].0.as_str(), log[1].2.as_deref()),
         ("PUT", Some("W/\"3\""))
     );
-    // A client's own If-Match is kept.
-    assert_eq!(
-        write(
+    // `If-Match: *` pins nothing: replaced by the version read. A client's
+    // own version is kept.
+    for (sent, forwarded) in [("*", "W/\"3\""), ("W/\"2\"", "W/\"2\"")] {
+        let mine = obs("mine", "p1");
+        let status = write(
             &s,
             "PUT",
             "/fhir/Observation/mine",
-            &obs("mine", "p1"),
-            &[("if-match", "W/\"2\"")]
+            &mine,
+            &[("if-match", sent)],
         )
-        .await,
-        200
-    );
-    assert_eq!(take()[1].2.as_deref(), Some("W/\"2\""));
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(take()[1].2.as_deref(), Some(forwarded), "{sent}");
+    }
 
     // p2's record overwritten with a body naming p1: refused, never written.
     assert_eq!(put(&s, "theirs", "p1").await, 403);
@@ -263,6 +265,9 @@ async fn a_shadow_route_decides_without_a_record_it_cannot_read() {
     let s = setup(&origin, "shadow").await;
     assert_eq!(put(&s, "broken", "p1").await, 200);
     assert_eq!(put(&s, "theirs", "p1").await, 200);
+    // Shadow mode observes: the write goes as the client sent it.
+    let log = std::mem::take(&mut *seen.lock().unwrap());
+    assert!(log.iter().all(|e| e.2.is_none()), "{log:?}");
 }
 
 #[tokio::test]
@@ -302,4 +307,10 @@ async fn a_bundles_writes_by_id_are_each_decided_on_their_stored_record() {
     );
     let log = std::mem::take(&mut *seen.lock().unwrap());
     assert!(log.iter().all(|e| e.0 == "GET"), "nothing written: {log:?}");
+    // More records than phigate reads for one request: refused unread.
+    let many: Vec<String> = (0..51).map(|i| format!("n{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    seen.lock().unwrap().clear();
+    assert_eq!(write(&s, "POST", "/fhir", &bundle(&many), &[]).await, 502);
+    assert!(seen.lock().unwrap().is_empty(), "nothing read");
 }

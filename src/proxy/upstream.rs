@@ -61,6 +61,9 @@ pub struct Outbound<'a> {
     pub tunnel_idle: std::time::Duration,
     /// Another path and query than the client's (a pre-read).
     pub target: Option<&'a str>,
+    /// This origin (by index) rather than the next healthy one: a write
+    /// goes where its stored record was read.
+    pub origin: Option<usize>,
 }
 
 /// Sends the request to the route's next healthy origin. `head` already
@@ -77,7 +80,11 @@ where
 {
     let route: &Route = &out.admission.route;
     let pool = &route.pool;
-    let Some(origin) = pool.select() else {
+    let chosen = match out.origin {
+        Some(i) => pool.origins().get(i).filter(|o| o.is_healthy()),
+        None => pool.select(),
+    };
+    let Some(origin) = chosen else {
         metrics()
             .upstream_errors
             .with_label_values(&[&pool.name, "no_healthy_origin"])

@@ -500,12 +500,19 @@ async fn reload_policies(authz: Arc<crate::authz::Authorization>, poll: Duration
             } => "watch",
             _ = tokio::time::sleep(tick) => "watch",
         };
-        if trigger == "watch" && !(watching && authz.changed_on_disk()) {
+        if trigger == "watch" && !watching {
             continue;
         }
         let authz = authz.clone();
-        // Loading runs the policy tests: keep it off the async workers.
-        let _ = tokio::task::spawn_blocking(move || authz.reload(trigger)).await;
+        // Hashing the files and loading them (which runs the policy tests)
+        // stay off the async workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            if trigger == "watch" && !authz.changed_on_disk() {
+                return;
+            }
+            let _ = authz.reload(trigger);
+        })
+        .await;
     }
 }
 

@@ -31,6 +31,10 @@ const COMPARTMENTS: [&str; 5] = [
     "Device",
 ];
 
+/// Query parameters a write by id may carry: they change only how the
+/// answer is formatted.
+const WRITE_PARAMS: [&str; 2] = ["_format", "_pretty"];
+
 /// Longest path handled, in segments (`/Type/id/_history/vid`).
 const MAX_SEGMENTS: usize = 4;
 
@@ -345,7 +349,7 @@ impl FhirMapper {
             ([op], _) if op.starts_with('$') => self.operation(method, Some(ty), None, op),
             ([id], _) => {
                 let id = valid_id(id)?;
-                self.instance(method, ty, id, payload, stored)
+                self.instance(method, ty, id, query, payload, stored)
             }
             ([id, "_history"], Get) => {
                 let id = valid_id(id)?;
@@ -380,9 +384,22 @@ impl FhirMapper {
         method: Method,
         ty: &'static str,
         id: &str,
+        query: Option<&str>,
         payload: Payload<'_>,
         stored: Option<&StoredRecords>,
     ) -> Result<Vec<AccessRequest>, MappingError> {
+        // A parameter on a write can change how the server reads the body
+        // (a vendor's `_method=merge-patch`): only formatting ones pass.
+        if method != Method::Get {
+            let mut params: Vec<Param<'_>> = Vec::new();
+            parse_params(query.unwrap_or_default(), &mut params)?;
+            if params
+                .iter()
+                .any(|(name, _)| !WRITE_PARAMS.contains(&name.as_ref()))
+            {
+                return Err(MappingError::bad("unsupported parameter on a write by id"));
+            }
+        }
         let (action, interaction) = match method {
             Method::Get => (Action::Read, "read"),
             Method::Put => (Action::Update, "update"),
@@ -398,9 +415,9 @@ impl FhirMapper {
                     Some(Value::String(body_id)) if body_id == id => {}
                     Some(_) => return Err(MappingError::bad("body id does not match the URL")),
                 }
-                if ty != PATIENT {
-                    body_patients(&resource, &self.bases, &mut scope)?;
-                }
+                // A Patient's `link.other` puts it in another patient's
+                // compartment (a merge): that patient is decided too.
+                body_patients(&resource, &self.bases, &mut scope)?;
             }
         }
         // A Patient's stored patient is itself; anything else may belong
@@ -411,8 +428,16 @@ impl FhirMapper {
             Method::Delete => Some(Change::Delete),
             Method::Get | Method::Post => None,
         };
-        if let (Some(change), false) = (change, ty == PATIENT) {
-            stored_patients(stored, ty, id, change, &self.bases, &mut scope)?;
+        match (change, ty == PATIENT) {
+            (Some(change), false) => {
+                stored_patients(stored, ty, id, change, &self.bases, &mut scope)?;
+            }
+            // A patch that links a Patient to another cannot be applied
+            // to a record phigate has not read.
+            (Some(Change::Patch(payload)), true) if patch_touches_compartment(ty, payload)? => {
+                scope.fan("patch-compartment");
+            }
+            _ => {}
         }
         Ok(scope.into_requests(access_request(action, ty, Some(id), interaction)))
     }
@@ -426,10 +451,8 @@ impl FhirMapper {
             .resource(ty)?
             .ok_or(MappingError::bad("create without a body"))?;
         let mut scope = Scope::default();
-        // A new Patient is nobody yet.
-        if ty != PATIENT {
-            body_patients(&resource, &self.bases, &mut scope)?;
-        }
+        // A new Patient is nobody yet, but its links name others.
+        body_patients(&resource, &self.bases, &mut scope)?;
         Ok(scope.into_requests(access_request(Action::Create, ty, None, "create")))
     }
 
@@ -455,9 +478,7 @@ impl FhirMapper {
         let (action, interaction) = match method {
             Method::Put => {
                 if let Some(resource) = payload.resource(ty)? {
-                    if ty != PATIENT {
-                        body_patients(&resource, &self.bases, &mut scope)?;
-                    }
+                    body_patients(&resource, &self.bases, &mut scope)?;
                 }
                 (Action::Update, "conditional-update")
             }

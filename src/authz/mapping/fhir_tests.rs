@@ -113,7 +113,11 @@ const ROWS: &[Row] = &[
     ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Observation","id":"5"}"#), "bad"),
     ("PUT", "/Observation/9", None, Some(r#"{"resourceType":"Observation","id":"9","subject":{"reference":"Patient/7"}}"#), "update Observation/9 p=7 fan=stored-record-unread (update)"),
     ("PUT", "/Observation/9", None, None, "update Observation/9 fan=stored-record-unread (update)"),
-    ("PATCH", "/Patient/5", None, Some(r#"{"op":"x"}"#), "update Patient/5 p=5 (patch)"),
+    ("PATCH", "/Patient/5", None, Some(r#"{"op":"x"}"#), "bad"),
+    ("DELETE", "/Patient/5", Some("_format=json&_pretty=true"), None, "delete Patient/5 p=5 (delete)"),
+    ("PATCH", "/Patient/5", Some("_method=merge-patch"), Some(r#"[{"op":"add","path":"/active","value":true}]"#), "bad"),
+    ("DELETE", "/Patient/5", Some("_cascade=delete"), None, "bad"),
+    ("PATCH", "/Patient/5", None, Some(r#"[{"op":"add","path":"/active","value":true}]"#), "update Patient/5 p=5 (patch)"),
     ("PATCH", "/Observation/9", None, None, "update Observation/9 fan=stored-record-unread (patch)"),
     ("DELETE", "/Patient/5", None, None, "delete Patient/5 p=5 (delete)"),
     ("DELETE", "/Observation/9", None, None, "delete Observation/9 fan=stored-record-unread (delete)"),
@@ -516,10 +520,41 @@ fn writes_by_id_are_decided_on_the_stored_record() {
         ),
         "update Observation/new p=1 (update)"
     );
-    // A Patient is its own stored patient; nothing to read.
+    // A Patient is its own stored patient; nothing to read. Linking it to
+    // another patient (a merge) is a change to that patient too.
     assert_eq!(
         write("DELETE", "/Patient/5", None, None),
         "delete Patient/5 p=5 (delete)"
+    );
+    let linked = r#"{"resourceType":"Patient","id":"5","link":[{"other":{"reference":"Patient/6"},"type":"replaces"}]}"#;
+    assert_eq!(
+        write(
+            "PUT",
+            "/Patient/5",
+            Some("application/fhir+json"),
+            Some(linked)
+        ),
+        "update Patient/5 p=5 (update) | update Patient/5 p=6 (update)"
+    );
+    let link = r#"[{"op":"add","path":"/link","value":[{"other":{"reference":"Patient/6"},"type":"replaces"}]}]"#;
+    assert_eq!(
+        write(
+            "PATCH",
+            "/Patient/5",
+            Some("application/json-patch+json"),
+            Some(link)
+        ),
+        "update Patient/5 p=5 fan=patch-compartment (patch)"
+    );
+    let name = r#"[{"op":"add","path":"/name","value":[{"family":"X"}]}]"#;
+    assert_eq!(
+        write(
+            "PATCH",
+            "/Patient/5",
+            Some("application/json-patch+json"),
+            Some(name)
+        ),
+        "update Patient/5 p=5 (patch)"
     );
     // A Bundle entry's write by id is decided on its stored record as well.
     let bundle = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"DELETE","url":"Observation/9"}}]}"#;
@@ -558,6 +593,16 @@ fn conditional_references_are_the_searches_they_run() {
         }))
     };
     assert_eq!(create("Patient?_id=4"), "create Observation p=4 (create)");
+    assert_eq!(
+        create("https://phigate.example/fhir/Patient?_id=4"),
+        "create Observation fan=foreign-reference (create)",
+        "no base configured in this mapper"
+    );
+    // A URL in the criteria is not where the reference points.
+    assert_eq!(
+        create("Patient?identifier=http://hosp.example/mrn%7C7"),
+        "create Observation fan=conditional-reference (create)"
+    );
     assert_eq!(
         create("Patient?identifier=mrn%7C7"),
         "create Observation fan=conditional-reference (create)"

@@ -89,7 +89,10 @@ pub fn parse_reference<'a>(
     if value.starts_with('#') || value.starts_with("urn:") {
         return Ok(Reference::Unresolved);
     }
-    let relative = if value.contains("://") {
+    // Only what precedes a `?` says where the reference points: conditional
+    // criteria may hold URLs themselves (`identifier=http://hosp/mrn|7`).
+    let head = value.split_once('?').map_or(value, |(head, _)| head);
+    let relative = if head.contains("://") {
         let local = bases.iter().find_map(|base| {
             value
                 .strip_prefix(base.as_str())
@@ -171,6 +174,7 @@ const COMPARTMENT_ELEMENTS: &[(&str, &[&str])] = &[
     ("MedicationRequest", &["performer", "requester"]),
     ("MedicationStatement", &["informationSource"]),
     ("Observation", &["performer"]),
+    ("Patient", &["link.other"]),
     ("Person", &["link.target"]),
     ("Procedure", &["performer.actor"]),
     ("Provenance", &["target", "agent.who"]),
@@ -394,6 +398,25 @@ mod tests {
                 "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0",
                 Ok(Reference::Unresolved),
             ),
+            (
+                "https://phigate.example/fhir/Patient?_id=4",
+                Ok(Reference::Conditional {
+                    resource_type: "Patient",
+                    criteria: "_id=4",
+                }),
+            ),
+            (
+                "Patient?identifier=http://hosp.example/mrn|7",
+                Ok(Reference::Conditional {
+                    resource_type: "Patient",
+                    criteria: "identifier=http://hosp.example/mrn|7",
+                }),
+            ),
+            (
+                "https://evil.example/fhir/Patient?_id=4",
+                Ok(Reference::Foreign),
+            ),
+            ("Patients?_id=1", Err(ReferenceError::UnknownType)),
             ("", Err(ReferenceError::Empty)),
             ("patient/1", Err(ReferenceError::UnknownType)),
             ("Patients/1", Err(ReferenceError::UnknownType)),
