@@ -114,7 +114,10 @@ where
         .collect();
     let each: Vec<_> = targets
         .iter()
-        .map(|target| read_one(upstreams, head, admission, request_id, target, origin))
+        .zip(reads)
+        .map(|(target, read)| {
+            read_one(upstreams, head, admission, request_id, target, read, origin)
+        })
         .collect();
     let all = futures_util::stream::iter(each)
         .buffered(CONCURRENT_READS)
@@ -164,6 +167,7 @@ async fn read_one<B>(
     admission: &Admission,
     request_id: &str,
     target: &str,
+    (ty, id): &(String, String),
     origin: usize,
 ) -> Result<Found, Stop>
 where
@@ -216,6 +220,11 @@ where
     let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
         return Err(unreadable(admission, "stored_record_not_json"));
     };
+    // Another record than the one asked for is the upstream failing.
+    let is = |field: &str, want: &str| record.get(field).and_then(|v| v.as_str()) == Some(want);
+    if !(is("resourceType", ty) && is("id", id)) {
+        return Err(unreadable(admission, "stored_record_mismatch"));
+    }
     Ok(Found {
         record: Some(record),
         etag,

@@ -93,6 +93,16 @@ impl Scope {
         self.fan_out.is_some()
     }
 
+    /// Takes in another scope's patients and fan-out reason.
+    pub(super) fn absorb(&mut self, other: Scope) {
+        for p in other.patients {
+            self.add_patient(&p);
+        }
+        if let Some(reason) = other.fan_out {
+            self.fan(reason);
+        }
+    }
+
     /// Adds this scope's patients to `other`.
     pub(super) fn patients_into(&self, other: &mut Scope) {
         for p in &self.patients {

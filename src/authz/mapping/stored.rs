@@ -84,27 +84,23 @@ pub(super) fn stored_patients(
         Some(None) => return Ok(()),
         Some(Some(record)) => record,
     };
-    check_identity(
-        record,
-        ty,
-        id,
-        "the stored record is not the one the URL names",
-    )?;
-    body_patients(record, bases, scope)?;
+    // Nothing about the stored record, or what a patch makes of it, may
+    // turn into a 400: the requester may not be allowed to read it, and
+    // 400 vs 403 would tell them something about it (a `test` that holds, a
+    // value's shape). Whatever cannot be read fans out, decided like any
+    // other denial.
+    if check_identity(record, ty, id).is_err() {
+        scope.fan("stored-record-mismatch");
+        return Ok(());
+    }
+    read_patients(record, bases, scope, "stored-record-unreadable");
     if let Change::Patch(payload) = change {
         match patch_document(payload)? {
             PatchDoc::Json(ops) => match apply(record, &ops) {
-                // Whether a patch applies says something about a record the
-                // requester may not read (a failing `test` is an oracle):
-                // it fans out, decided like any other denial, never a 400.
-                None => scope.fan("patch-unapplied"),
-                Some(patched) => {
-                    if check_identity(&patched, ty, id, "").is_err() {
-                        scope.fan("patch-unapplied");
-                    } else {
-                        body_patients(&patched, bases, scope)?;
-                    }
+                Some(patched) if check_identity(&patched, ty, id).is_ok() => {
+                    read_patients(&patched, bases, scope, "patch-unapplied");
                 }
+                _ => scope.fan("patch-unapplied"),
             },
             PatchDoc::FhirPath(_) => {
                 if patch_touches_compartment(ty, payload)? {
@@ -137,14 +133,25 @@ fn apply(record: &Value, ops: &[json_patch::PatchOperation]) -> Option<Value> {
     let mut size = serde_json::to_vec(record).ok()?.len();
     let mut doc = record.clone();
     for op in ops {
-        match op {
-            PatchOperation::Add(a) => size += serde_json::to_vec(&a.value).ok()?.len(),
-            PatchOperation::Replace(r) => size += serde_json::to_vec(&r.value).ok()?.len(),
-            PatchOperation::Copy(c) => {
-                let copied = doc.pointer(c.from.as_str())?;
-                size += serde_json::to_vec(copied).ok()?.len();
+        // What the operation puts where: its size counts against the
+        // budget, and its depth where it lands against MAX_DEPTH (copying a
+        // value into itself doubles the depth, and a deep enough value
+        // overflows the stack when it is dropped).
+        let (value, at) = match op {
+            PatchOperation::Add(a) => (Some(&a.value), &a.path),
+            PatchOperation::Replace(r) => (Some(&r.value), &r.path),
+            PatchOperation::Copy(c) => (Some(doc.pointer(c.from.as_str())?), &c.path),
+            PatchOperation::Move(m) => (Some(doc.pointer(m.from.as_str())?), &m.path),
+            PatchOperation::Remove(r) => (None, &r.path),
+            PatchOperation::Test(t) => (None, &t.path),
+        };
+        if let Some(value) = value {
+            if at.count() + depth(value) > MAX_DEPTH {
+                return None;
             }
-            PatchOperation::Remove(_) | PatchOperation::Move(_) | PatchOperation::Test(_) => {}
+            if !matches!(op, PatchOperation::Move(_)) {
+                size += serde_json::to_vec(value).ok()?.len();
+            }
         }
         if size > MAX_PATCHED {
             return None;
@@ -152,6 +159,24 @@ fn apply(record: &Value, ops: &[json_patch::PatchOperation]) -> Option<Value> {
         json_patch::patch_unsafe(&mut doc, std::slice::from_ref(op)).ok()?;
     }
     Some(doc)
+}
+
+/// Deepest nesting a patched record may reach (serde_json parses to 128).
+const MAX_DEPTH: usize = 100;
+
+/// How deeply `value` nests (a scalar is 0), without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
+            Value::Object(fields) => stack.extend(fields.values().map(|f| (f, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Whether a patch of a `ty` may change whose record it is: an operation
@@ -179,18 +204,20 @@ pub(super) fn patch_touches_compartment(
     })
 }
 
-fn check_identity(
-    record: &Value,
-    ty: &str,
-    id: &str,
-    reason: &'static str,
-) -> Result<(), MappingError> {
+/// Whether `record` is `ty/id`.
+fn check_identity(record: &Value, ty: &str, id: &str) -> Result<(), ()> {
     let same = record.get("resourceType").and_then(Value::as_str) == Some(ty)
         && record.get("id").and_then(Value::as_str) == Some(id);
-    if same {
-        Ok(())
-    } else {
-        Err(MappingError::bad(reason))
+    same.then_some(()).ok_or(())
+}
+
+/// Adds the patients `record` names to `scope`; a record whose references
+/// cannot be read fans out with `reason` instead of failing the request.
+fn read_patients(record: &Value, bases: &[String], scope: &mut Scope, reason: &'static str) {
+    let mut found = Scope::default();
+    match body_patients(record, bases, &mut found) {
+        Ok(()) => scope.absorb(found),
+        Err(_) => scope.fan(reason),
     }
 }
 
@@ -373,9 +400,14 @@ mod tests {
         let mut scope = Scope::default();
         stored_patients(None, "Observation", "o1", Change::Delete, &[], &mut scope).unwrap();
         assert_eq!(scope.fan_out(), Some(STORED_UNREAD));
-        // An upstream that answers with another record fails closed.
+        // An upstream that answers with another record, or one whose
+        // references cannot be read, fails closed (a denial, not a 400).
         let s = stored(json!({"resourceType": "Observation", "id": "o2"}));
-        assert!(run(&s, "o1", Change::Delete).is_err());
+        let scope = run(&s, "o1", Change::Delete).unwrap();
+        assert_eq!(scope.fan_out(), Some("stored-record-mismatch"));
+        let s = stored(json!({"resourceType": "Observation", "id": "o1", "subject": "Patient/1"}));
+        let scope = run(&s, "o1", Change::Delete).unwrap();
+        assert_eq!(scope.fan_out(), Some("stored-record-unreadable"));
     }
 
     #[test]
@@ -422,6 +454,9 @@ mod tests {
             // The undo of a failed patch must not panic (json-patch's
             // `patch` does, on this).
             r#"[{"op":"add","path":"/x","value":1},{"op":"move","from":"/x","path":"/nope/y"}]"#,
+            // What the patch makes is unreadable: a fan-out too, so a
+            // `test` before it cannot tell 400 from 403.
+            r#"[{"op":"test","path":"/id","value":"o1"},{"op":"add","path":"/subject","value":"x"}]"#,
         ] {
             assert_eq!(
                 unapplied(body),
@@ -446,6 +481,21 @@ mod tests {
             .into_boxed_str(),
         );
         assert_eq!(unapplied(many).1, Some("patch-unapplied"));
+        // Copying a value into its own depths doubles the nesting: refused
+        // before it is deep enough to overflow the stack when dropped.
+        let mut deep = "1".to_owned();
+        for _ in 0..60 {
+            deep = format!(r#"{{"a":{deep}}}"#);
+        }
+        let into_itself = format!("/c{}", "/a".repeat(59));
+        let bomb: &'static str = Box::leak(
+            format!(
+                r#"[{{"op":"add","path":"/c","value":{deep}}},{{"op":"copy","from":"/c","path":"{into_itself}"}}]"#
+            )
+            .into_boxed_str(),
+        );
+        assert_eq!(unapplied(bomb).1, Some("patch-unapplied"));
+        assert_eq!(depth(&serde_json::from_str(&deep).unwrap()), 60);
         // Not a patch at all: the request is malformed whatever is stored.
         assert!(run(&s, "o1", patch(r#"{"op":"replace"}"#)).is_err());
         let xml = Change::Patch(Payload::Raw {
