@@ -43,16 +43,28 @@ impl FhirMapper {
         // Each write by id is decided on the record as stored before the
         // Bundle; a second write to the same record would land on what the
         // first made of it. (Ids compared ignoring case: some servers do.)
+        // A conditional write may pick a record another entry changes by
+        // id: not in the same Bundle, for the same type.
         let mut written: Vec<(String, String)> = Vec::new();
+        let mut conditional: Vec<String> = Vec::new();
         for entry in entries {
             let mapped = self.map_entry(entry, req.stored)?;
             let mut here: Vec<(String, String)> = Vec::new();
             for r in &mapped {
-                if let (Action::Update | Action::Delete, Some(id)) = (r.action, &r.resource.id) {
-                    let key = (r.resource.resource_type.clone(), id.to_ascii_lowercase());
-                    if !here.contains(&key) {
-                        here.push(key);
+                let ty = &r.resource.resource_type;
+                match (r.action, &r.resource.id) {
+                    (Action::Update | Action::Delete, Some(id)) => {
+                        let key = (ty.clone(), id.to_ascii_lowercase());
+                        if !here.contains(&key) {
+                            here.push(key);
+                        }
                     }
+                    (Action::Update | Action::Delete, None) => {
+                        if !conditional.contains(ty) {
+                            conditional.push(ty.clone());
+                        }
+                    }
+                    _ => {}
                 }
             }
             for key in here {
@@ -60,6 +72,11 @@ impl FhirMapper {
                     return Err(MappingError::bad("a Bundle changes the same record twice"));
                 }
                 written.push(key);
+            }
+            if written.iter().any(|(ty, _)| conditional.contains(ty)) {
+                return Err(MappingError::bad(
+                    "a Bundle changes a type both by id and by criteria",
+                ));
             }
             for mut request in mapped {
                 request.interaction = BATCH_ENTRY.to_owned();

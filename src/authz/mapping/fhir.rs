@@ -306,7 +306,7 @@ impl FhirMapper {
     ) -> Result<Vec<AccessRequest>, MappingError> {
         use Method::{Get, Post};
         match (segments, method) {
-            ([], Get) => self.search(None, "search-system", None, query, payload),
+            ([], Get) => self.search(None, "search-system", query, payload),
             ([], Post) => Err(MappingError::bad("nested bundle")),
             (["metadata"] | [".well-known", "smart-configuration"], Get) => Ok(single(
                 Action::Read,
@@ -320,7 +320,7 @@ impl FhirMapper {
                 None,
                 "history-system",
             )),
-            (["_search"], Get | Post) => self.search(None, "search-system", None, query, payload),
+            (["_search"], Get | Post) => self.search(None, "search-system", query, payload),
             ([op], _) if op.starts_with('$') => self.operation(method, None, None, op),
             ([] | ["metadata" | "_history" | "_search"], _) => Err(method_not_supported()),
             ([ty, rest @ ..], _) => {
@@ -341,10 +341,10 @@ impl FhirMapper {
     ) -> Result<Vec<AccessRequest>, MappingError> {
         use Method::{Delete, Get, Patch, Post, Put};
         match (rest, method) {
-            ([], Get) => self.search(Some(ty), "search-type", None, query, payload),
+            ([], Get) => self.search(Some(ty), "search-type", query, payload),
             ([], Post) => self.create(ty, payload),
             ([], Put | Patch | Delete) => self.conditional(method, ty, query, payload),
-            (["_search"], Get | Post) => self.search(Some(ty), "search-type", None, query, payload),
+            (["_search"], Get | Post) => self.search(Some(ty), "search-type", query, payload),
             (["_history"], Get) => Ok(single(Action::Search, ty, None, "history-type")),
             ([op], _) if op.starts_with('$') => self.operation(method, Some(ty), None, op),
             ([id], _) => {
@@ -494,29 +494,15 @@ impl FhirMapper {
         Ok(scope.into_requests(access_request(action, ty, None, interaction)))
     }
 
-    /// A search on `ty` (system-wide when `None`), optionally inside the
-    /// compartment of patient `compartment`.
+    /// A search on `ty` (system-wide when `None`).
     fn search(
         &self,
         ty: Option<&'static str>,
         interaction: &str,
-        compartment: Option<&str>,
         query: Option<&str>,
         payload: Payload<'_>,
     ) -> Result<Vec<AccessRequest>, MappingError> {
-        let mut params: Vec<Param<'_>> = Vec::new();
-        if let Some(query) = query {
-            parse_params(query, &mut params)?;
-        }
-        if let Some(form) = payload.form()? {
-            parse_params(form, &mut params)?;
-        }
-        let mut scope = Scope::default();
-        if let Some(patient) = compartment {
-            scope.add_patient(patient);
-            scope.no_includes = true;
-        }
-        scope_search(ty, &params, &self.bases, &mut scope)?;
+        let scope = self.scoped(ty, query, payload, Scope::default())?;
         let base = access_request(
             Action::Search,
             ty.unwrap_or(SYSTEM_RESOURCE),
@@ -526,7 +512,30 @@ impl FhirMapper {
         Ok(scope.into_requests(base))
     }
 
-    /// `/[compartment type]/[id]/[type]` and `/.../*`.
+    /// `scope`, narrowed or widened by a search's parameters (the query
+    /// and a form body).
+    fn scoped(
+        &self,
+        ty: Option<&'static str>,
+        query: Option<&str>,
+        payload: Payload<'_>,
+        mut scope: Scope,
+    ) -> Result<Scope, MappingError> {
+        let mut params: Vec<Param<'_>> = Vec::new();
+        if let Some(query) = query {
+            parse_params(query, &mut params)?;
+        }
+        if let Some(form) = payload.form()? {
+            parse_params(form, &mut params)?;
+        }
+        scope_search(ty, &params, &self.bases, &mut scope)?;
+        Ok(scope)
+    }
+
+    /// `/[compartment type]/[id]/[type]` and `/.../*`. Only a Patient
+    /// compartment names a patient; any other fans out (`compartment`), and
+    /// the search's own parameters are judged either way (a trap beside it
+    /// makes the reason `multiple`).
     fn compartment(
         &self,
         ty: &'static str,
@@ -538,22 +547,24 @@ impl FhirMapper {
         if !COMPARTMENTS.contains(&ty) {
             return Err(MappingError::unmapped("not-a-compartment"));
         }
+        let mut scope = Scope::default();
+        // A compartment matches through every compartment reference, so
+        // what it would include is not provably the named patient's.
+        scope.no_includes = true;
+        if ty == PATIENT {
+            scope.add_patient(id);
+        } else {
+            scope.fan("compartment");
+        }
         if target == "*" {
-            let mut req = access_request(Action::Everything, ty, Some(id), "search-compartment");
-            if ty == PATIENT {
-                req.patient = Some(id.to_owned());
-            } else {
-                req.fan_out = Some("compartment");
-            }
-            return Ok(vec![req]);
+            let scope = self.scoped(None, query, payload, scope)?;
+            let base = access_request(Action::Everything, ty, Some(id), "search-compartment");
+            return Ok(scope.into_requests(base));
         }
         let target = known_type(target)?;
-        if ty != PATIENT {
-            let mut req = access_request(Action::Search, target, None, "search-compartment");
-            req.fan_out = Some("compartment");
-            return Ok(vec![req]);
-        }
-        self.search(Some(target), "search-compartment", Some(id), query, payload)
+        let scope = self.scoped(Some(target), query, payload, scope)?;
+        let base = access_request(Action::Search, target, None, "search-compartment");
+        Ok(scope.into_requests(base))
     }
 
     /// `$op` at system (`ty` None), type (`id` None) or instance level.

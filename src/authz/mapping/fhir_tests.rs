@@ -254,6 +254,13 @@ const ROWS: &[Row] = &[
     ("GET", "/Patient/7/Observations", None, None, "unmapped:unknown-resource-type"),
     ("GET", "/Practitioner/3/Observation", None, None, "search Observation fan=compartment (search-compartment)"),
     ("GET", "/Encounter/3/Observation", None, None, "search Observation fan=compartment (search-compartment)"),
+    // A compartment search's own parameters count too: a policy that
+    // permits compartment fan-out does not let a trap through beside it.
+    ("GET", "/Encounter/3/Observation", Some("_has:Provenance:target:agent=x"), None, "search Observation fan=multiple (search-compartment)"),
+    ("GET", "/Encounter/3/Observation", Some("_revinclude=Provenance:target"), None, "search Observation fan=multiple (search-compartment)"),
+    ("GET", "/Encounter/3/*", None, None, "everything Encounter/3 fan=compartment (search-compartment)"),
+    ("GET", "/Patient/3/*", Some("_has:Observation:patient:code=1"), None, "everything Patient/3 p=3 fan=_has (search-compartment)"),
+    ("GET", "/Patient/3/*", Some("_type=Observation"), None, "everything Patient/3 p=3 (search-compartment)"),
     ("GET", "/Observation/3/Patient", None, None, "unmapped:not-a-compartment"),
     // Operations.
     ("GET", "/Patient/7/$everything", None, None, "everything Patient/7 p=7 (everything)"),
@@ -570,6 +577,12 @@ fn writes_by_id_are_decided_on_the_stored_record() {
         "bad"
     );
     let twice = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"DELETE","url":"Observation/ab"}},{"request":{"method":"DELETE","url":"Observation/AB"}}]}"#;
+    assert_eq!(
+        write("POST", "/", Some("application/fhir+json"), Some(twice)),
+        "bad"
+    );
+    // By criteria and by id: the criteria may pick the same record.
+    let twice = r#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"PUT","url":"Observation?_id=9&patient=2"},"resource":{"resourceType":"Observation","subject":{"reference":"Patient/2"}}},{"request":{"method":"DELETE","url":"Observation/9"}}]}"#;
     assert_eq!(
         write("POST", "/", Some("application/fhir+json"), Some(twice)),
         "bad"

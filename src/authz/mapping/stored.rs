@@ -299,6 +299,20 @@ fn fhirpath_paths(resource: &Value) -> Result<PatchDoc, MappingError> {
                         .find(|p| p.get("name").and_then(Value::as_str) == Some(name))
                 })
         };
+        // A part given twice is read first by one server, last by another.
+        let names: Vec<&str> = param
+            .get("part")
+            .and_then(Value::as_array)
+            .map(|parts| {
+                parts
+                    .iter()
+                    .filter_map(|p| p.get("name").and_then(Value::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if (1..names.len()).any(|i| names[..i].contains(&names[i])) {
+            return Err(bad());
+        }
         let text = |name: &str, kind: &str| part(name).and_then(|p| p.get(kind)?.as_str());
         paths.push(FhirPathOp {
             kind: text("type", "valueCode").map(str::to_owned),
@@ -566,6 +580,11 @@ mod tests {
             "add at the root"
         );
         assert!(fan(json!({"resourceType": "Observation"})).is_err());
+        let twice = json!({"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+            {"name": "type", "valueCode": "replace"},
+            {"name": "path", "valueString": "Observation.status"},
+            {"name": "path", "valueString": "Observation.subject"}]}]});
+        assert!(fan(twice).is_err(), "a part given twice");
         // In a Bundle, a Binary carries a JSON Patch.
         let data = base64::engine::general_purpose::STANDARD
             .encode(r#"[{"op":"replace","path":"/subject/reference","value":"Patient/12"}]"#);
