@@ -59,10 +59,8 @@ impl FhirMapper {
                             here.push(key);
                         }
                     }
-                    (Action::Update | Action::Delete, None) => {
-                        if !conditional.contains(ty) {
-                            conditional.push(ty.clone());
-                        }
+                    (Action::Update | Action::Delete, None) if !conditional.contains(ty) => {
+                        conditional.push(ty.clone());
                     }
                     _ => {}
                 }
