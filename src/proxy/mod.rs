@@ -278,15 +278,22 @@ where
             .authz
             .as_ref()
             .is_some_and(|a| a.mode == crate::authz::EnforcementMode::Enforce);
-        if let Some(etag) = pre_read.and_then(|r| r.etag).filter(|_| enforcing) {
-            let versioned = matches!(head.method, http::Method::PUT | http::Method::PATCH);
-            let any = head
+        let versioned = matches!(head.method, http::Method::PUT | http::Method::PATCH);
+        if let Some(etag) = pre_read
+            .and_then(|r| r.etag)
+            .filter(|_| enforcing && versioned)
+        {
+            // The client's own condition must admit the version decided
+            // on (else the write could land on a later one); then exactly
+            // that version is asked for.
+            let admits = head
                 .headers
                 .get(http::header::IF_MATCH)
-                .is_none_or(|v| v.as_bytes().trim_ascii() == b"*");
-            if versioned && any {
-                head.headers.insert(http::header::IF_MATCH, etag);
+                .is_none_or(|v| stored::if_match_admits(v.as_bytes(), etag.as_bytes()));
+            if !admits {
+                return Err(Stop::new(respond::error(412), "precondition_failed"));
             }
+            head.headers.insert(http::header::IF_MATCH, etag);
         }
 
         // Upstream: what it sees of the request.

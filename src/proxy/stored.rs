@@ -232,6 +232,18 @@ where
     })
 }
 
+/// Whether an `If-Match` value (`*`, or a list of entity tags) admits the
+/// version `etag`, comparing weakly (`W/"3"` is `"3"`).
+pub fn if_match_admits(if_match: &[u8], etag: &[u8]) -> bool {
+    let opaque = |tag: &[u8]| -> Vec<u8> {
+        let tag = tag.trim_ascii();
+        tag.strip_prefix(b"W/").unwrap_or(tag).to_vec()
+    };
+    let want = opaque(etag);
+    let value = if_match.trim_ascii();
+    value == b"*" || value.split(|&b| b == b',').any(|tag| opaque(tag) == want)
+}
+
 fn unreadable(admission: &Admission, reason: &'static str) -> Stop {
     let route = &admission.route;
     metrics()
@@ -251,6 +263,17 @@ fn unreadable(admission: &Admission, reason: &'static str) -> Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_match_admits_the_version_read() {
+        assert!(if_match_admits(b"*", b"W/\"3\""));
+        assert!(if_match_admits(b"W/\"3\"", b"W/\"3\""));
+        assert!(if_match_admits(b"\"3\"", b"W/\"3\""));
+        assert!(if_match_admits(b"W/\"2\", W/\"3\"", b"W/\"3\""));
+        assert!(!if_match_admits(b"W/\"4\"", b"W/\"3\""));
+        assert!(!if_match_admits(b"W/\"2\", W/\"4\"", b"W/\"3\""));
+        assert!(!if_match_admits(b"W/\"33\"", b"W/\"3\""));
+    }
 
     #[test]
     fn a_pre_read_carries_no_part_of_the_write() {

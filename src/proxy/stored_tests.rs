@@ -196,8 +196,9 @@ async fn writes_by_id_are_decided_on_the_stored_record() {
         ("PUT", Some("W/\"3\""))
     );
     // `If-Match: *` pins nothing: replaced by the version read. A client's
-    // own version is kept.
-    for (sent, forwarded) in [("*", "W/\"3\""), ("W/\"2\"", "W/\"2\"")] {
+    // list that admits it is narrowed to it; one that does not (the next
+    // version, guessed) is refused before anything is written.
+    for (sent, forwarded) in [("*", "W/\"3\""), ("W/\"2\", W/\"3\"", "W/\"3\"")] {
         let mine = obs("mine", "p1");
         let status = write(
             &s,
@@ -210,6 +211,18 @@ async fn writes_by_id_are_decided_on_the_stored_record() {
         assert_eq!(status, 200);
         assert_eq!(take()[1].2.as_deref(), Some(forwarded), "{sent}");
     }
+
+    let mine = obs("mine", "p1");
+    let status = write(
+        &s,
+        "PUT",
+        "/fhir/Observation/mine",
+        &mine,
+        &[("if-match", "W/\"4\"")],
+    )
+    .await;
+    assert_eq!(status, 412);
+    assert!(take().iter().all(|e| e.0 == "GET"), "not written");
 
     // p2's record overwritten with a body naming p1: refused, never written.
     assert_eq!(put(&s, "theirs", "p1").await, 403);

@@ -420,24 +420,18 @@ impl FhirMapper {
                 body_patients(&resource, &self.bases, &mut scope)?;
             }
         }
-        // A Patient's stored patient is itself; anything else may belong
-        // to someone other than the new body says.
+        // The stored record may belong to someone other than the new body
+        // says.
         let change = match method {
             Method::Put => Some(Change::Replace),
             Method::Patch => Some(Change::Patch(payload)),
             Method::Delete => Some(Change::Delete),
             Method::Get | Method::Post => None,
         };
-        match (change, ty == PATIENT) {
-            (Some(change), false) => {
-                stored_patients(stored, ty, id, change, &self.bases, &mut scope)?;
-            }
-            // A patch that links a Patient to another cannot be applied
-            // to a record phigate has not read.
-            (Some(Change::Patch(payload)), true) if patch_touches_compartment(ty, payload)? => {
-                scope.fan("patch-compartment");
-            }
-            _ => {}
+        // A Patient too: its stored `link.other` puts it in another
+        // patient's compartment, which replacing or deleting it changes.
+        if let Some(change) = change {
+            stored_patients(stored, ty, id, change, &self.bases, &mut scope)?;
         }
         Ok(scope.into_requests(access_request(action, ty, Some(id), interaction)))
     }

@@ -108,18 +108,18 @@ const ROWS: &[Row] = &[
     ("GET", "/.well-known/smart-configuration", None, None, "read CapabilityStatement (capabilities)"),
     ("DELETE", "/metadata", None, None, "unmapped:method-not-supported"),
     // Writes.
-    ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Patient","id":"5"}"#), "update Patient/5 p=5 (update)"),
+    ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Patient","id":"5"}"#), "update Patient/5 p=5 fan=stored-record-unread (update)"),
     ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Patient","id":"6"}"#), "bad"),
     ("PUT", "/Patient/5", None, Some(r#"{"resourceType":"Observation","id":"5"}"#), "bad"),
     ("PUT", "/Observation/9", None, Some(r#"{"resourceType":"Observation","id":"9","subject":{"reference":"Patient/7"}}"#), "update Observation/9 p=7 fan=stored-record-unread (update)"),
     ("PUT", "/Observation/9", None, None, "update Observation/9 fan=stored-record-unread (update)"),
-    ("PATCH", "/Patient/5", None, Some(r#"{"op":"x"}"#), "bad"),
-    ("DELETE", "/Patient/5", Some("_format=json&_pretty=true"), None, "delete Patient/5 p=5 (delete)"),
+    ("PATCH", "/Patient/5", None, Some(r#"{"op":"x"}"#), "update Patient/5 p=5 fan=stored-record-unread (patch)"),
+    ("DELETE", "/Patient/5", Some("_format=json&_pretty=true"), None, "delete Patient/5 p=5 fan=stored-record-unread (delete)"),
     ("PATCH", "/Patient/5", Some("_method=merge-patch"), Some(r#"[{"op":"add","path":"/active","value":true}]"#), "bad"),
     ("DELETE", "/Patient/5", Some("_cascade=delete"), None, "bad"),
-    ("PATCH", "/Patient/5", None, Some(r#"[{"op":"add","path":"/active","value":true}]"#), "update Patient/5 p=5 (patch)"),
+    ("PATCH", "/Patient/5", None, Some(r#"[{"op":"add","path":"/active","value":true}]"#), "update Patient/5 p=5 fan=stored-record-unread (patch)"),
     ("PATCH", "/Observation/9", None, None, "update Observation/9 fan=stored-record-unread (patch)"),
-    ("DELETE", "/Patient/5", None, None, "delete Patient/5 p=5 (delete)"),
+    ("DELETE", "/Patient/5", None, None, "delete Patient/5 p=5 fan=stored-record-unread (delete)"),
     ("DELETE", "/Observation/9", None, None, "delete Observation/9 fan=stored-record-unread (delete)"),
     ("POST", "/Observation", None, Some(OBS_FOR_1), "create Observation p=1 (create)"),
     ("POST", "/Observation", None, Some(r#"{"resourceType":"Observation","subject":{"reference":"Group/1"}}"#), "create Observation fan=subject-not-patient (create)"),
@@ -478,6 +478,16 @@ fn writes_by_id_are_decided_on_the_stored_record() {
         Some(serde_json::json!({"resourceType": "Observation", "id": "9", "subject": {"reference": "Patient/2"}})),
     );
     stored.insert("Observation", "new", None);
+    stored.insert(
+        "Patient",
+        "5",
+        Some(serde_json::json!({"resourceType": "Patient", "id": "5"})),
+    );
+    stored.insert(
+        "Patient",
+        "7",
+        Some(serde_json::json!({"resourceType": "Patient", "id": "7", "link": [{"other": {"reference": "Patient/8"}, "type": "replaced-by"}]})),
+    );
     let write = |method: &str, path: &str, ct: Option<&str>, body: Option<&str>| {
         render(&mapper.map(&RequestView {
             method,
@@ -527,11 +537,15 @@ fn writes_by_id_are_decided_on_the_stored_record() {
         ),
         "update Observation/new p=1 (update)"
     );
-    // A Patient is its own stored patient; nothing to read. Linking it to
-    // another patient (a merge) is a change to that patient too.
+    // A Patient is read too: a stored link to another patient (a merge)
+    // makes replacing or deleting it a change to that patient as well.
     assert_eq!(
         write("DELETE", "/Patient/5", None, None),
         "delete Patient/5 p=5 (delete)"
+    );
+    assert_eq!(
+        write("DELETE", "/Patient/7", None, None),
+        "delete Patient/7 p=7 (delete) | delete Patient/7 p=8 (delete)"
     );
     let linked = r#"{"resourceType":"Patient","id":"5","link":[{"other":{"reference":"Patient/6"},"type":"replaces"}]}"#;
     assert_eq!(
@@ -551,7 +565,7 @@ fn writes_by_id_are_decided_on_the_stored_record() {
             Some("application/json-patch+json"),
             Some(link)
         ),
-        "update Patient/5 p=5 fan=patch-compartment (patch)"
+        "update Patient/5 p=5 (patch) | update Patient/5 p=6 (patch)"
     );
     let name = r#"[{"op":"add","path":"/name","value":[{"family":"X"}]}]"#;
     assert_eq!(
