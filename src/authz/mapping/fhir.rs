@@ -463,6 +463,11 @@ impl FhirMapper {
         if let Some(query) = query {
             parse_params(query, &mut params)?;
         }
+        // A cascading delete also removes whatever refers to the matches,
+        // which may be other patients' records.
+        if params.iter().any(|(name, _)| name.eq_ignore_ascii_case("_cascade")) {
+            return Err(MappingError::bad("cascading deletes are not authorized"));
+        }
         let mut scope = Scope::default();
         scope.no_includes = true;
         scope_search(Some(ty), &params, &self.bases, &mut scope)?;

@@ -117,6 +117,7 @@ const ROWS: &[Row] = &[
     ("DELETE", "/Patient/5", Some("_format=json&_pretty=true"), None, "delete Patient/5 p=5 fan=stored-record-unread (delete)"),
     ("PATCH", "/Patient/5", Some("_method=merge-patch"), Some(r#"[{"op":"add","path":"/active","value":true}]"#), "bad"),
     ("DELETE", "/Patient/5", Some("_cascade=delete"), None, "bad"),
+    ("DELETE", "/Observation", Some("patient=5&_cascade=delete"), None, "bad"),
     ("PATCH", "/Patient/5", None, Some(r#"[{"op":"add","path":"/active","value":true}]"#), "update Patient/5 p=5 fan=stored-record-unread (patch)"),
     ("PATCH", "/Observation/9", None, None, "update Observation/9 fan=stored-record-unread (patch)"),
     ("DELETE", "/Patient/5", None, None, "delete Patient/5 p=5 fan=stored-record-unread (delete)"),
