@@ -6,11 +6,13 @@
 //! Fails closed: a record that cannot be read (an upstream error, a status
 //! other than 200/404/410, a body that is not the resource asked for or is
 //! too large) refuses the write on an enforcing route. The stored record is
-//! PHI: it is dropped after the decision and never logged. For a single
-//! update or patch the stored version's `ETag` becomes the write's
-//! `If-Match` (unless the client sent one), so a record changed between the
-//! read and the write is refused by the server instead of decided on stale
-//! data.
+//! PHI: it is dropped after the decision and never logged. Reads are pinned
+//! to one origin, which the write then uses, and bounded per request (50
+//! records, 8 MiB, four at a time, one deadline). For a single update or
+//! patch the stored version's `ETag` becomes the write's `If-Match` (a
+//! client's own must admit it: [`if_match_admits`]), so a record changed
+//! between the read and the write is refused by the server instead of
+//! written on a decision about an older version.
 
 use super::admit::Admission;
 use super::body::{BoxError, UpstreamBody};

@@ -465,7 +465,10 @@ impl FhirMapper {
         }
         // A cascading delete also removes whatever refers to the matches,
         // which may be other patients' records.
-        if params.iter().any(|(name, _)| name.eq_ignore_ascii_case("_cascade")) {
+        if params
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("_cascade"))
+        {
             return Err(MappingError::bad("cascading deletes are not authorized"));
         }
         let mut scope = Scope::default();

@@ -6,9 +6,12 @@
 //! new body's. Without it the write fans out (`stored-record-unread`).
 //!
 //! A PATCH is decided on the record it would produce too: a JSON Patch is
-//! applied to the stored record and the result read like a body; a FHIRPath
-//! Patch that touches a compartment element cannot be applied here and fans
-//! out (`patch-compartment`).
+//! applied to the stored record (within an operation, size and depth
+//! budget) and the result read like a body; a FHIRPath Patch cannot be
+//! applied here, so one that may write a compartment element fans out
+//! (`patch-compartment`). Nothing read from the stored or patched record
+//! becomes a 400: what cannot be read fans out, so a 400 never tells a
+//! requester something about a record they may not read.
 
 use base64::Engine;
 use serde_json::Value;
