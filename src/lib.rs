@@ -10,6 +10,7 @@ pub mod demo;
 pub mod http;
 pub mod metrics;
 pub mod proxy;
+pub mod redact;
 pub mod secret;
 pub mod server;
 pub mod units;

@@ -1,0 +1,9 @@
+//! Minimum necessary in the response: what of an allowed answer a person
+//! may see. The core is a streaming JSON transformer ([`stream`]) that
+//! copies what it does not change, drops or captures what a plan selects,
+//! and works chunk by chunk with memory bounded by the largest record.
+//! Record decisions and masking build on it.
+
+pub mod stream;
+
+pub use stream::{Action, Captured, Plan, Step, StreamError, Transformer, MAX_DEPTH};
