@@ -98,6 +98,14 @@ enum Expect {
     Done,
 }
 
+/// The step of the value that comes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Root,
+    Key,
+    Index(usize),
+}
+
 /// Where the current value's bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sink {
@@ -125,10 +133,12 @@ pub struct Transformer<P> {
     /// Steps to the innermost open (non-quiet) container.
     path: Vec<Step>,
     expect: Expect,
-    /// The step of the member or element whose value comes next.
-    next_step: Option<Step>,
-    /// Raw bytes of the key being read, quotes included.
+    /// The step of the member or element whose value comes next (a key's
+    /// name is in `name`): a `String` is made only for a container.
+    next: Next,
+    /// Raw bytes of the key being read, quotes included, and its name.
     key: Vec<u8>,
+    name: String,
     in_key: bool,
     /// Separator bytes (`,` and whitespace) held until the next member is
     /// known to be kept.
@@ -159,8 +169,9 @@ impl<P: Plan> Transformer<P> {
             stack: Vec::new(),
             path: Vec::new(),
             expect: Expect::Value,
-            next_step: None,
+            next: Next::Root,
             key: Vec::new(),
+            name: String::new(),
             in_key: false,
             pending: Vec::new(),
             sink: Sink::Out,
@@ -215,6 +226,7 @@ impl<P: Plan> Transformer<P> {
         StreamError::Malformed(self.offset + at as u64)
     }
 
+    #[inline]
     fn emit(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), StreamError> {
         match self.sink {
             Sink::Out => out.extend_from_slice(bytes),
@@ -352,34 +364,33 @@ impl<P: Plan> Transformer<P> {
         let index = top.seen;
         top.seen += 1;
         let action = self.plan.element(&self.path, index);
-        self.decided(action, None, Step::Index(index), out)
+        self.next = Next::Index(index);
+        self.decided(action, false, out)
     }
 
     /// The plan's answer for a member or element whose value comes next.
     fn decided(
         &mut self,
         action: Action,
-        key: Option<Vec<u8>>,
-        step: Step,
+        has_key: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), StreamError> {
-        let pending = std::mem::take(&mut self.pending);
         let depth = self.stack.len();
         let Some(top) = self.stack.last_mut() else {
             return Ok(());
         };
-        self.next_step = Some(step.clone());
         match action {
             Action::Keep => {
                 if top.written > 0 {
-                    out.extend_from_slice(&pending);
+                    out.extend_from_slice(&self.pending);
                 } else {
                     // The first written: what was before it is gone.
-                    out.extend(pending.iter().filter(|b| **b != b','));
+                    out.extend(self.pending.iter().filter(|b| **b != b','));
                 }
+                self.pending.clear();
                 top.written += 1;
-                if let Some(key) = key {
-                    out.extend_from_slice(&key);
+                if has_key {
+                    out.extend_from_slice(&self.key);
                 }
                 self.sink = Sink::Out;
             }
@@ -390,17 +401,21 @@ impl<P: Plan> Transformer<P> {
                     self.captured.clear();
                     Sink::Capture
                 };
-                if key.is_some() {
+                if has_key {
                     // The colon is not part of the value.
                     self.sink = Sink::Drop;
                     self.value_sink = Some(target);
                 } else {
                     self.sink = target;
                 }
+                let step = match self.next {
+                    Next::Index(i) => Step::Index(i),
+                    _ => Step::Key(self.name.clone()),
+                };
                 self.held = Some(Held {
                     action,
-                    prefix: pending,
-                    key,
+                    prefix: std::mem::take(&mut self.pending),
+                    key: has_key.then(|| self.key.clone()),
                     step,
                     depth,
                 });
@@ -416,8 +431,10 @@ impl<P: Plan> Transformer<P> {
         self.emit(&[b], out)?;
         let quiet = self.sink != Sink::Out;
         if !quiet {
-            if let Some(step) = self.next_step.take() {
-                self.path.push(step);
+            match std::mem::replace(&mut self.next, Next::Root) {
+                Next::Root => {}
+                Next::Key => self.path.push(Step::Key(self.name.clone())),
+                Next::Index(i) => self.path.push(Step::Index(i)),
             }
         }
         self.stack.push(Frame {
@@ -529,20 +546,33 @@ impl<P: Plan> Transformer<P> {
                 continue;
             }
             self.in_key = false;
-            let key = std::mem::take(&mut self.key);
-            let Ok(name) = serde_json::from_slice::<String>(&key) else {
-                return Err(self.malformed(i));
-            };
             self.expect = Expect::Colon;
             if self.quiet() {
+                let key = std::mem::take(&mut self.key);
                 self.emit(&key, out)?;
+                self.key = key;
                 return Ok(i);
+            }
+            // The name as a server reads it: escapes decoded.
+            let raw = &self.key[1..self.key.len() - 1];
+            self.name.clear();
+            if raw.contains(&b'\\') {
+                let Ok(name) = serde_json::from_slice::<String>(&self.key) else {
+                    return Err(self.malformed(i));
+                };
+                self.name = name;
+            } else {
+                let Ok(name) = std::str::from_utf8(raw) else {
+                    return Err(self.malformed(i));
+                };
+                self.name.push_str(name);
             }
             if let Some(top) = self.stack.last_mut() {
                 top.seen += 1;
             }
-            let action = self.plan.member(&self.path, &name);
-            self.decided(action, Some(key), Step::Key(name), out)?;
+            let action = self.plan.member(&self.path, &self.name);
+            self.next = Next::Key;
+            self.decided(action, true, out)?;
             return Ok(i);
         }
     }

@@ -1,0 +1,119 @@
+//! Throughput of the streaming redaction engine against the baseline the
+//! issue names: `serde_json::Value` parse + edit + serialize of the same
+//! body, measured in the same run. Run: `cargo bench --bench redact`.
+//!
+//! The plan here is the engine's own work only (drop `telecom`, `address`
+//! and `text` everywhere; hold each Bundle entry whole and transform it),
+//! not yet the CCM plans, which build on it.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use phigate::demo::data::DemoData;
+use phigate::redact::{Action, Captured, Plan, Step, Transformer};
+use serde_json::Value;
+use std::hint::black_box;
+
+const DROP: [&str; 3] = ["telecom", "address", "text"];
+
+struct Drop3;
+
+impl Plan for Drop3 {
+    fn member(&mut self, _path: &[Step], key: &str) -> Action {
+        if DROP.contains(&key) {
+            Action::Remove
+        } else {
+            Action::Keep
+        }
+    }
+
+    fn element(&mut self, path: &[Step], _index: usize) -> Action {
+        if path.len() == 1 && path[0] == Step::Key("entry".into()) {
+            Action::Capture
+        } else {
+            Action::Keep
+        }
+    }
+
+    fn captured(&mut self, _path: &[Step], value: &[u8]) -> Result<Captured, String> {
+        let mut inner = Transformer::new(Drop3, usize::MAX);
+        let mut out = Vec::with_capacity(value.len());
+        inner
+            .feed(value, true, &mut out)
+            .map_err(|e| e.to_string())?;
+        Ok(Captured::Replace(out))
+    }
+}
+
+fn engine(body: &[u8]) -> Vec<u8> {
+    let mut t = Transformer::new(Drop3, 16 << 20);
+    let mut out = Vec::with_capacity(body.len());
+    // The upstream's body arrives in chunks.
+    let mut chunks = body.chunks(16 * 1024).peekable();
+    while let Some(chunk) = chunks.next() {
+        t.feed(chunk, chunks.peek().is_none(), &mut out).unwrap();
+    }
+    out
+}
+
+fn strip(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for k in DROP {
+                m.remove(k);
+            }
+            m.values_mut().for_each(strip);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip),
+        _ => {}
+    }
+}
+
+fn baseline(body: &[u8]) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(body).unwrap();
+    strip(&mut v);
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn searchset(data: &DemoData, bytes: usize) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut size = 0;
+    'fill: loop {
+        for r in data.resources() {
+            size += serde_json::to_vec(r).unwrap().len();
+            entries.push(serde_json::json!({"fullUrl": "https://ehr.example/fhir/x", "resource": r, "search": {"mode": "match"}}));
+            if size >= bytes {
+                break 'fill;
+            }
+        }
+    }
+    serde_json::to_vec(
+        &serde_json::json!({"resourceType": "Bundle", "type": "searchset", "entry": entries}),
+    )
+    .unwrap()
+}
+
+fn redact(c: &mut Criterion) {
+    let data = DemoData::generate(7, 200);
+    let patient = serde_json::to_vec(data.of_type("Patient").next().unwrap()).unwrap();
+    let cases = [
+        ("patient_2k", patient),
+        ("searchset_100k", searchset(&data, 100 * 1024)),
+        ("searchset_5m", searchset(&data, 5 * 1024 * 1024)),
+    ];
+    for (name, body) in &cases {
+        // Same answer, by meaning.
+        let a: Value = serde_json::from_slice(&engine(body)).unwrap();
+        let b: Value = serde_json::from_slice(&baseline(body)).unwrap();
+        assert_eq!(a, b, "{name}");
+        let mut g = c.benchmark_group(format!("redact/{name}"));
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        if body.len() > 1 << 20 {
+            g.sample_size(10);
+        }
+        g.bench_function("engine", |b| b.iter(|| engine(black_box(body))));
+        g.bench_function("serde_value", |b| b.iter(|| baseline(black_box(body))));
+        g.finish();
+    }
+}
+
+criterion_group!(benches, redact);
+criterion_main!(benches);
