@@ -33,13 +33,13 @@ pub enum Action {
     Capture,
 }
 
-/// What becomes of a captured value.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What became of a captured value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Captured {
     /// Left out, as if removed.
     Remove,
-    /// These bytes (one JSON value) in its place.
-    Replace(Vec<u8>),
+    /// The plan wrote one JSON value in its place.
+    Written,
 }
 
 /// Decides, member by member, what a response keeps.
@@ -48,8 +48,15 @@ pub trait Plan {
     fn member(&mut self, path: &[Step], key: &str) -> Action;
     /// Element `index` of the array at `path`.
     fn element(&mut self, path: &[Step], index: usize) -> Action;
-    /// A captured value, complete; `path` ends with its own step.
-    fn captured(&mut self, path: &[Step], value: &[u8]) -> Result<Captured, String>;
+    /// A captured value, complete; `path` ends with its own step. To keep
+    /// it, append what goes in its place to `out` (one JSON value) and say
+    /// [`Captured::Written`]; what was appended is discarded otherwise.
+    fn captured(
+        &mut self,
+        path: &[Step],
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Captured, String>;
 }
 
 /// Why a body could not be transformed. Every one aborts the response.
@@ -130,8 +137,10 @@ struct Held {
 pub struct Transformer<P> {
     plan: P,
     stack: Vec<Frame>,
-    /// Steps to the innermost open (non-quiet) container.
+    /// Steps to the innermost open (non-quiet) container, and key strings
+    /// kept from popped steps for the next ones.
     path: Vec<Step>,
+    spare: Vec<String>,
     expect: Expect,
     /// The step of the member or element whose value comes next (a key's
     /// name is in `name`): a `String` is made only for a container.
@@ -168,6 +177,7 @@ impl<P: Plan> Transformer<P> {
             plan,
             stack: Vec::new(),
             path: Vec::new(),
+            spare: Vec::new(),
             expect: Expect::Value,
             next: Next::Root,
             key: Vec::new(),
@@ -433,7 +443,12 @@ impl<P: Plan> Transformer<P> {
         if !quiet {
             match std::mem::replace(&mut self.next, Next::Root) {
                 Next::Root => {}
-                Next::Key => self.path.push(Step::Key(self.name.clone())),
+                Next::Key => {
+                    let mut key = self.spare.pop().unwrap_or_default();
+                    key.clear();
+                    key.push_str(&self.name);
+                    self.path.push(Step::Key(key));
+                }
                 Next::Index(i) => self.path.push(Step::Index(i)),
             }
         }
@@ -461,7 +476,7 @@ impl<P: Plan> Transformer<P> {
             return Ok(());
         };
         if !frame.quiet && !self.stack.is_empty() {
-            self.path.pop();
+            self.pop_step();
         }
         self.value_done(out)
     }
@@ -487,33 +502,67 @@ impl<P: Plan> Transformer<P> {
         if held.action == Action::Remove {
             return Ok(());
         }
+        // Written in place, then taken back if the plan leaves it out.
+        let mark = out.len();
+        let first = self.stack.last().is_none_or(|top| top.written == 0);
+        if first {
+            out.extend(held.prefix.iter().filter(|b| **b != b','));
+        } else {
+            out.extend_from_slice(&held.prefix);
+        }
+        if let Some(key) = &held.key {
+            out.extend_from_slice(key);
+            out.push(b':');
+        }
         let value = std::mem::take(&mut self.captured);
-        let mut path = self.path.clone();
-        path.push(held.step);
-        match self
-            .plan
-            .captured(&path, &value)
-            .map_err(StreamError::Plan)?
-        {
-            Captured::Remove => {}
-            Captured::Replace(bytes) => {
-                let Some(top) = self.stack.last_mut() else {
-                    return Ok(());
-                };
-                if top.written > 0 {
-                    out.extend_from_slice(&held.prefix);
-                } else {
-                    out.extend(held.prefix.iter().filter(|b| **b != b','));
+        self.path.push(held.step);
+        let decided = self.plan.captured(&self.path, &value, out);
+        self.pop_step();
+        self.captured = value;
+        self.captured.clear();
+        match decided.map_err(StreamError::Plan)? {
+            Captured::Remove => out.truncate(mark),
+            Captured::Written => {
+                if let Some(top) = self.stack.last_mut() {
+                    top.written += 1;
                 }
-                top.written += 1;
-                if let Some(key) = held.key {
-                    out.extend_from_slice(&key);
-                    out.push(b':');
-                }
-                out.extend_from_slice(&bytes);
             }
         }
         Ok(())
+    }
+
+    fn pop_step(&mut self) {
+        if let Some(Step::Key(key)) = self.path.pop() {
+            self.spare.push(key);
+        }
+    }
+
+    /// Makes this transformer ready for another body, keeping its buffers.
+    pub fn reset(&mut self) {
+        self.stack.clear();
+        while !self.path.is_empty() {
+            self.pop_step();
+        }
+        self.expect = Expect::Value;
+        self.next = Next::Root;
+        self.key.clear();
+        self.in_key = false;
+        self.pending.clear();
+        self.sink = Sink::Out;
+        self.value_sink = None;
+        self.held = None;
+        self.captured.clear();
+        self.in_string = false;
+        self.in_bare = false;
+        self.bare.clear();
+        self.escaped = false;
+        self.offset = 0;
+        self.failed = None;
+    }
+
+    /// The plan, to change between bodies.
+    pub fn plan_mut(&mut self) -> &mut P {
+        &mut self.plan
     }
 
     fn read_key(
@@ -685,22 +734,27 @@ mod tests {
             }
         }
 
-        fn captured(&mut self, _path: &[Step], value: &[u8]) -> Result<Captured, String> {
+        fn captured(
+            &mut self,
+            _path: &[Step],
+            value: &[u8],
+            out: &mut Vec<u8>,
+        ) -> Result<Captured, String> {
             let v: Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+            // Something written before a removal is taken back.
+            out.extend_from_slice(b"garbage");
             if v.get("drop") == Some(&Value::Bool(true)) {
                 return Ok(Captured::Remove);
             }
+            out.truncate(out.len() - 7);
             let mut inner = Transformer::new(
                 TestPlan {
                     remove: self.remove,
                 },
                 usize::MAX,
             );
-            let mut out = Vec::new();
-            inner
-                .feed(value, true, &mut out)
-                .map_err(|e| e.to_string())?;
-            Ok(Captured::Replace(out))
+            inner.feed(value, true, out).map_err(|e| e.to_string())?;
+            Ok(Captured::Written)
         }
     }
 
@@ -816,6 +870,23 @@ mod tests {
         let mut out = Vec::new();
         assert!(t.feed(b"{,", false, &mut out).is_err());
         assert!(t.feed(b"}", true, &mut out).is_err());
+    }
+
+    #[test]
+    fn a_reset_transformer_answers_as_a_new_one() {
+        let mut t = Transformer::new(TestPlan { remove: REMOVE }, 1 << 20);
+        let body = br#"{"entry":[{"telecom":1,"a":{"b":[1]}}],"x":{"y":{"z":2}}}"#;
+        let mut first = Vec::new();
+        t.feed(body, true, &mut first).unwrap();
+        // Even after a failure mid-way.
+        t.reset();
+        let mut broken = Vec::new();
+        assert!(t.feed(br#"{"a":{"b":["#, true, &mut broken).is_err());
+        t.reset();
+        let mut again = Vec::new();
+        t.feed(body, true, &mut again).unwrap();
+        assert_eq!(first, again);
+        assert_eq!(first, run(body, REMOVE, &[]).unwrap());
     }
 
     #[test]
