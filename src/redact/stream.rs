@@ -165,6 +165,8 @@ pub struct Transformer<P> {
     in_bare: bool,
     bare: Vec<u8>,
     escaped: bool,
+    /// Hex digits still due in a `\u` escape.
+    hex_left: u8,
     offset: u64,
     failed: Option<StreamError>,
 }
@@ -193,6 +195,7 @@ impl<P: Plan> Transformer<P> {
             in_bare: false,
             bare: Vec::new(),
             escaped: false,
+            hex_left: 0,
             offset: 0,
             failed: None,
         }
@@ -556,6 +559,7 @@ impl<P: Plan> Transformer<P> {
         self.in_bare = false;
         self.bare.clear();
         self.escaped = false;
+        self.hex_left = 0;
         self.offset = 0;
         self.failed = None;
     }
@@ -572,12 +576,12 @@ impl<P: Plan> Transformer<P> {
         out: &mut Vec<u8>,
     ) -> Result<usize, StreamError> {
         loop {
-            if self.escaped {
+            while self.escaped {
                 let Some(&b) = chunk.get(i) else {
                     return Ok(i);
                 };
+                self.escape_byte(b).map_err(|()| self.malformed(i))?;
                 self.key.push(b);
-                self.escaped = false;
                 i += 1;
             }
             let rest = chunk.get(i..).unwrap_or_default();
@@ -633,12 +637,12 @@ impl<P: Plan> Transformer<P> {
         out: &mut Vec<u8>,
     ) -> Result<usize, StreamError> {
         loop {
-            if self.escaped {
+            while self.escaped {
                 let Some(&b) = chunk.get(i) else {
                     return Ok(i);
                 };
+                self.escape_byte(b).map_err(|()| self.malformed(i))?;
                 self.emit(&[b], out)?;
-                self.escaped = false;
                 i += 1;
             }
             let rest = chunk.get(i..).unwrap_or_default();
@@ -656,6 +660,26 @@ impl<P: Plan> Transformer<P> {
             self.value_done(out)?;
             return Ok(i);
         }
+    }
+
+    /// One byte of an escape sequence after a backslash: one of `"\/bfnrt`, or
+    /// `u` and four hex digits. Anything else is not JSON (a lenient client
+    /// parser could read the string's end differently from here).
+    fn escape_byte(&mut self, b: u8) -> Result<(), ()> {
+        if self.hex_left > 0 {
+            if !b.is_ascii_hexdigit() {
+                return Err(());
+            }
+            self.hex_left -= 1;
+            self.escaped = self.hex_left > 0;
+            return Ok(());
+        }
+        match b {
+            b'u' => self.hex_left = 4,
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.escaped = false,
+            _ => return Err(()),
+        }
+        Ok(())
     }
 
     /// A number or literal ended (at a delimiter, or the body's end).
@@ -859,6 +883,13 @@ mod tests {
             r#"{]"#,
             r#""#,
             r#"{"a\x":1}"#,
+            r#"{"a":"\q"}"#,
+            r#"{"a":"\u12"}"#,
+            r#"["\u00zz"]"#,
+            // Inside a dropped member too: the body is one JSON value or
+            // nothing.
+            r#"{"telecom":{"\q":1}}"#,
+            r#"{"telecom":"\u12"}"#,
             r#"{"a":nul"#,
         ] {
             assert!(run(bad.as_bytes(), REMOVE, &[]).is_err(), "{bad}");
@@ -870,6 +901,21 @@ mod tests {
         let mut out = Vec::new();
         assert!(t.feed(b"{,", false, &mut out).is_err());
         assert!(t.feed(b"}", true, &mut out).is_err());
+    }
+
+    #[test]
+    fn escapes_are_followed_across_any_split() {
+        let body = br#"{"a":"\u00e9\"\\\/\b\f\n\r\t","tele\u0063om":"\u0041","b":["\"]"]}"#;
+        let want = run(body, REMOVE, &[]).unwrap();
+        assert_eq!(
+            String::from_utf8(want.clone()).unwrap(),
+            r#"{"a":"\u00e9\"\\\/\b\f\n\r\t","b":["\"]"]}"#
+        );
+        for at in 0..=body.len() {
+            assert_eq!(run(body, REMOVE, &[at]).unwrap(), want, "split at {at}");
+        }
+        let every: Vec<usize> = (1..body.len()).collect();
+        assert_eq!(run(body, REMOVE, &every).unwrap(), want);
     }
 
     #[test]
