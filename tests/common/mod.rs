@@ -38,13 +38,22 @@ pub fn require(bin: &str) -> PathBuf {
 
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_port(addr: SocketAddr, what: &str, child: &mut Child) {
+    wait_for_port_or_log(addr, what, child, None);
+}
+
+/// The same, quoting the process's log when it exits early (a port taken
+/// between choosing it and binding it says so there).
+pub fn wait_for_port_or_log(addr: SocketAddr, what: &str, child: &mut Child, log: Option<&Path>) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
+            let said = log
+                .and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default();
+            panic!("{what} exited early with {status}\n{said}");
         }
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -258,8 +267,8 @@ impl Phigate {
             .expect("start phigate");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-        wait_for_port(admin, "phigate admin", &mut child);
-        wait_for_port(addr, "phigate", &mut child);
+        wait_for_port_or_log(admin, "phigate admin", &mut child, Some(&log));
+        wait_for_port_or_log(addr, "phigate", &mut child, Some(&log));
         let p = Phigate {
             addr,
             admin,
