@@ -564,102 +564,88 @@ impl<P: Plan> Transformer<P> {
         self.failed = None;
     }
 
-    /// The plan, to change between bodies.
-    pub fn plan_mut(&mut self) -> &mut P {
-        &mut self.plan
+    /// Scans string bytes from `i`: the end of the run that belongs to the
+    /// string (exclusive), and whether the closing quote was in it.
+    /// Escapes are checked as they pass, across chunks.
+    fn scan_string(&mut self, chunk: &[u8], mut i: usize) -> Result<(usize, bool), StreamError> {
+        loop {
+            while self.escaped {
+                let Some(&b) = chunk.get(i) else {
+                    return Ok((i, false));
+                };
+                self.escape_byte(b).map_err(|()| self.malformed(i))?;
+                i += 1;
+            }
+            let rest = chunk.get(i..).unwrap_or_default();
+            let Some(at) = memchr2(b'"', b'\\', rest) else {
+                return Ok((chunk.len(), false));
+            };
+            i += at + 1;
+            if rest[at] == b'"' {
+                return Ok((i, true));
+            }
+            self.escaped = true;
+        }
     }
 
     fn read_key(
         &mut self,
         chunk: &[u8],
-        mut i: usize,
+        i: usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, StreamError> {
-        loop {
-            while self.escaped {
-                let Some(&b) = chunk.get(i) else {
-                    return Ok(i);
-                };
-                self.escape_byte(b).map_err(|()| self.malformed(i))?;
-                self.key.push(b);
-                i += 1;
-            }
-            let rest = chunk.get(i..).unwrap_or_default();
-            let Some(at) = memchr2(b'"', b'\\', rest) else {
-                self.key.extend_from_slice(rest);
-                if self.key.len() > 4096 {
-                    return Err(self.malformed(i));
-                }
-                return Ok(chunk.len());
-            };
-            self.key.extend_from_slice(&rest[..=at]);
-            i += at + 1;
-            if rest[at] == b'\\' {
-                self.escaped = true;
-                continue;
-            }
-            self.in_key = false;
-            self.expect = Expect::Colon;
-            if self.quiet() {
-                let key = std::mem::take(&mut self.key);
-                self.emit(&key, out)?;
-                self.key = key;
-                return Ok(i);
-            }
-            // The name as a server reads it: escapes decoded.
-            let raw = &self.key[1..self.key.len() - 1];
-            self.name.clear();
-            if raw.contains(&b'\\') {
-                let Ok(name) = serde_json::from_slice::<String>(&self.key) else {
-                    return Err(self.malformed(i));
-                };
-                self.name = name;
-            } else {
-                let Ok(name) = std::str::from_utf8(raw) else {
-                    return Err(self.malformed(i));
-                };
-                self.name.push_str(name);
-            }
-            if let Some(top) = self.stack.last_mut() {
-                top.seen += 1;
-            }
-            let action = self.plan.member(&self.path, &self.name);
-            self.next = Next::Key;
-            self.decided(action, true, out)?;
-            return Ok(i);
+        let (end, closed) = self.scan_string(chunk, i)?;
+        self.key.extend_from_slice(&chunk[i..end]);
+        if self.key.len() > 4096 {
+            return Err(self.malformed(end));
         }
+        if !closed {
+            return Ok(end);
+        }
+        self.in_key = false;
+        self.expect = Expect::Colon;
+        if self.quiet() {
+            let key = std::mem::take(&mut self.key);
+            self.emit(&key, out)?;
+            self.key = key;
+            return Ok(end);
+        }
+        // The name as a server reads it: escapes decoded.
+        let raw = &self.key[1..self.key.len() - 1];
+        self.name.clear();
+        if raw.contains(&b'\\') {
+            let Ok(name) = serde_json::from_slice::<String>(&self.key) else {
+                return Err(self.malformed(end));
+            };
+            self.name = name;
+        } else {
+            let Ok(name) = std::str::from_utf8(raw) else {
+                return Err(self.malformed(end));
+            };
+            self.name.push_str(name);
+        }
+        if let Some(top) = self.stack.last_mut() {
+            top.seen += 1;
+        }
+        let action = self.plan.member(&self.path, &self.name);
+        self.next = Next::Key;
+        self.decided(action, true, out)?;
+        Ok(end)
     }
 
     fn read_string(
         &mut self,
         chunk: &[u8],
-        mut i: usize,
+        i: usize,
         out: &mut Vec<u8>,
     ) -> Result<usize, StreamError> {
-        loop {
-            while self.escaped {
-                let Some(&b) = chunk.get(i) else {
-                    return Ok(i);
-                };
-                self.escape_byte(b).map_err(|()| self.malformed(i))?;
-                self.emit(&[b], out)?;
-                i += 1;
-            }
-            let rest = chunk.get(i..).unwrap_or_default();
-            let Some(at) = memchr2(b'"', b'\\', rest) else {
-                self.emit(rest, out)?;
-                return Ok(chunk.len());
-            };
-            self.emit(&rest[..=at], out)?;
-            i += at + 1;
-            if rest[at] == b'\\' {
-                self.escaped = true;
-                continue;
-            }
+        let (end, closed) = self.scan_string(chunk, i)?;
+        self.emit(&chunk[i..end], out)?;
+        if closed {
             self.in_string = false;
             self.value_done(out)?;
-            return Ok(i);
         }
+        Ok(end)
     }
 
     /// One byte of an escape sequence after a backslash: one of `"\/bfnrt`, or

@@ -46,14 +46,6 @@ impl StoredRecords {
             .get(&(resource_type.to_owned(), id.to_owned()))
             .map(Option::as_ref)
     }
-
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
 }
 
 /// What a write by id does to the stored record.
@@ -98,15 +90,16 @@ pub(super) fn stored_patients(
     }
     read_patients(record, bases, scope, "stored-record-unreadable");
     if let Change::Patch(payload) = change {
-        match patch_document(payload)? {
-            PatchDoc::Json(ops) => match apply(record, &ops) {
+        let doc = patch_document(payload)?;
+        match &doc {
+            PatchDoc::Json(ops) => match apply(record, ops) {
                 Some(patched) if check_identity(&patched, ty, id).is_ok() => {
                     read_patients(&patched, bases, scope, "patch-unapplied");
                 }
                 _ => scope.fan("patch-unapplied"),
             },
             PatchDoc::FhirPath(_) => {
-                if patch_touches_compartment(ty, payload)? {
+                if touches_compartment(&doc, ty) {
                     scope.fan("patch-compartment");
                 }
             }
@@ -190,8 +183,12 @@ pub(super) fn patch_touches_compartment(
     ty: &str,
     payload: Payload<'_>,
 ) -> Result<bool, MappingError> {
+    Ok(touches_compartment(&patch_document(payload)?, ty))
+}
+
+fn touches_compartment(doc: &PatchDoc, ty: &str) -> bool {
     let roots = compartment_roots(ty);
-    Ok(match patch_document(payload)? {
+    match doc {
         PatchDoc::Json(ops) => ops.iter().any(|op| {
             let writes = |path: &json_patch::jsonptr::Pointer| match path.first() {
                 None => true,
@@ -204,7 +201,7 @@ pub(super) fn patch_touches_compartment(
             }
         }),
         PatchDoc::FhirPath(paths) => paths.iter().any(|p| touches(p, ty, &roots)),
-    })
+    }
 }
 
 /// Whether `record` is `ty/id`.
