@@ -4,6 +4,12 @@
 //! and works chunk by chunk with memory bounded by the largest record.
 //! Record decisions and masking build on it.
 
+pub mod body;
+pub mod classes;
+pub mod links;
+pub mod mask;
+pub mod record;
+pub mod rules;
 pub mod stream;
 
 pub use stream::{Action, Captured, Plan, Step, StreamError, Transformer, MAX_DEPTH};

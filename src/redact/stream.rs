@@ -206,6 +206,15 @@ impl<P: Plan> Transformer<P> {
         &self.plan
     }
 
+    pub fn plan_mut(&mut self) -> &mut P {
+        &mut self.plan
+    }
+
+    /// The plan, once the body is done.
+    pub fn into_plan(self) -> P {
+        self.plan
+    }
+
     /// Feeds the next chunk (`end`: it is the last) and appends what may be
     /// sent to `out`. After an error, every call fails the same way.
     pub fn feed(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), StreamError> {

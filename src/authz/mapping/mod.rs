@@ -10,6 +10,7 @@
 mod bundle;
 mod fhir;
 mod json;
+mod record;
 mod reference;
 mod resource_types;
 mod search;
@@ -27,6 +28,7 @@ use serde::Serialize;
 use std::fmt;
 
 pub use fhir::{FhirMapper, DEFAULT_MAX_BUNDLE_ENTRIES, SYSTEM_RESOURCE};
+pub use record::{record_accesses, record_members, RESPONSE_RECORD};
 pub use reference::{is_fhir_id, parse_reference, Reference, ReferenceError};
 pub use resource_types::{resource_type, RESOURCE_TYPES};
 pub use stored::{StoredRecords, MAX_STORED_RECORD, STORED_UNREAD};

@@ -1,0 +1,431 @@
+//! A whole response body under a request's redaction plan: Bundles
+//! streamed entry by entry, single resources held and decided whole (their
+//! status depends on it), legacy JSON documents streamed through the
+//! classes' JSON paths.
+//!
+//! In a Bundle every entry is held, its resource decided and redacted,
+//! and the entry written or left out; `total` goes unless counts are
+//! disclosed (it arrives before the entries, so it cannot be recomputed);
+//! a signature no longer holds and goes; links point back at phigate.
+//! Memory is bounded by the largest entry.
+
+use super::links::Links;
+use super::record::{Disclosure, Judge, RecordSettings, Records, Shown};
+use super::rules::{FieldPlan, Rules};
+use super::stream::{Action, Captured, Plan, Step, StreamError, Transformer};
+use serde_json::value::RawValue;
+use std::sync::Arc;
+
+/// What a body is read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// FHIR resources and Bundles: records decided, classes by FHIR path.
+    Fhir,
+    /// Any JSON document: classes by JSON path, no records.
+    Json,
+}
+
+/// Whether the response head may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// More body is needed before anything can be said.
+    Undecided,
+    /// Output may flow.
+    Show,
+    /// The one record in the body may not be shown: answer with a denial.
+    Denied,
+}
+
+/// Nested Bundles (a batch-response holding searchsets) are followed this
+/// deep; deeper ones are refused.
+const MAX_BUNDLE_NESTING: usize = 3;
+
+/// The redactor of one response body.
+pub struct BodyRedactor<J: Judge> {
+    state: State<J>,
+    progress: Progress,
+}
+
+enum State<J: Judge> {
+    Sniff(Vec<u8>, Context<J>),
+    Bundle(Box<Transformer<BundlePlan<J>>>),
+    Single(Vec<u8>, Context<J>),
+    Json(Box<Transformer<FieldPlan<'static>>>),
+    Done(Option<Disclosure>),
+}
+
+/// What every record decision needs.
+pub struct Context<J> {
+    pub judge: J,
+    pub settings: RecordSettings,
+    pub links: Links,
+    /// `Bundle.total` may stay.
+    pub counts: bool,
+    pub disclosure: Disclosure,
+}
+
+impl<J: Judge> BodyRedactor<J> {
+    /// A FHIR body.
+    pub fn fhir(cx: Context<J>) -> Self {
+        BodyRedactor {
+            state: State::Sniff(Vec::new(), cx),
+            progress: Progress::Undecided,
+        }
+    }
+
+    /// A legacy JSON body under `rules` (from [`Rules::for_json`]).
+    pub fn json(rules: Arc<Rules>, mask: super::mask::MaskContext, max_record: usize) -> Self {
+        let plan = FieldPlan::new(rules, mask, None);
+        BodyRedactor {
+            state: State::Json(Box::new(Transformer::new(plan, max_record))),
+            progress: Progress::Show,
+        }
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// Feeds a chunk (`end`: the last) and appends what may be sent to
+    /// `out`. Any error is final: the response must be aborted.
+    pub fn feed(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, StreamError> {
+        loop {
+            match &mut self.state {
+                State::Sniff(buf, _) => {
+                    buf.extend_from_slice(chunk);
+                    let verdict = sniff(buf);
+                    if verdict.is_none() && !end {
+                        if buf.len() > 64 * 1024 {
+                            // Whitespace this long before the first key
+                            // is no FHIR server's: read the whole body.
+                            self.become_single();
+                            continue;
+                        }
+                        return Ok(Progress::Undecided);
+                    }
+                    let held = std::mem::take(buf);
+                    match verdict {
+                        Some(true) => self.become_bundle(),
+                        _ => self.become_single(),
+                    }
+                    // Feed what was held, as one chunk.
+                    return self.feed_state(&held, end, out);
+                }
+                _ => return self.feed_state(chunk, end, out),
+            }
+        }
+    }
+
+    fn feed_state(
+        &mut self,
+        chunk: &[u8],
+        end: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Progress, StreamError> {
+        match &mut self.state {
+            State::Sniff(..) => unreachable!("sniffing is over before any state is fed"),
+            State::Bundle(t) => {
+                self.progress = Progress::Show;
+                t.feed(chunk, end, out)?;
+                if end {
+                    let cx = &mut t.plan_mut().cx;
+                    let d = std::mem::take(&mut cx.disclosure);
+                    self.state = State::Done(Some(d));
+                }
+            }
+            State::Single(buf, cx) => {
+                if buf.len() + chunk.len() > cx.settings.max_record {
+                    return Err(StreamError::TooLarge(cx.settings.max_record));
+                }
+                buf.extend_from_slice(chunk);
+                if end {
+                    let body = std::mem::take(buf);
+                    let cx = self.take_cx();
+                    let (progress, d) = single(&body, cx, out)?;
+                    self.progress = progress;
+                    self.state = State::Done(Some(d));
+                }
+            }
+            State::Json(t) => {
+                t.feed(chunk, end, out)?;
+            }
+            State::Done(_) => {
+                if !chunk.iter().all(u8::is_ascii_whitespace) {
+                    return Err(StreamError::Malformed(0));
+                }
+            }
+        }
+        Ok(self.progress)
+    }
+
+    fn take_cx(&mut self) -> Context<J> {
+        match std::mem::replace(&mut self.state, State::Done(None)) {
+            State::Sniff(_, cx) | State::Single(_, cx) => cx,
+            _ => unreachable!("only a sniffing redactor changes state"),
+        }
+    }
+
+    fn become_bundle(&mut self) {
+        let cx = self.take_cx();
+        let max = cx.settings.max_record;
+        self.state = State::Bundle(Box::new(Transformer::new(BundlePlan::new(cx, 0), max)));
+    }
+
+    fn become_single(&mut self) {
+        let cx = self.take_cx();
+        self.state = State::Single(Vec::new(), cx);
+    }
+
+    /// What the response disclosed, once the body has ended.
+    pub fn disclosure(&self) -> Option<&Disclosure> {
+        match &self.state {
+            State::Done(d) => d.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the body is a Bundle, from its first member: `Some(true)` when
+/// it starts `{"resourceType":"Bundle"`, `Some(false)` when it starts any
+/// other way, `None` when too little has arrived to say.
+fn sniff(buf: &[u8]) -> Option<bool> {
+    let mut i = 0;
+    let skip = |i: &mut usize| {
+        while buf.get(*i).is_some_and(u8::is_ascii_whitespace) {
+            *i += 1;
+        }
+    };
+    let expect = |i: &mut usize, lit: &[u8]| -> Option<bool> {
+        skip(i);
+        let rest = &buf[(*i).min(buf.len())..];
+        let n = rest.len().min(lit.len());
+        if rest[..n] != lit[..n] {
+            return Some(false);
+        }
+        if n < lit.len() {
+            return None;
+        }
+        *i += lit.len();
+        Some(true)
+    };
+    for lit in [&b"{"[..], b"\"resourceType\"", b":", b"\"Bundle\""] {
+        match expect(&mut i, lit) {
+            Some(true) => {}
+            other => return other,
+        }
+    }
+    Some(true)
+}
+
+/// A body that is one resource (or a Bundle whose type came late).
+fn single<J: Judge>(
+    body: &[u8],
+    mut cx: Context<J>,
+    out: &mut Vec<u8>,
+) -> Result<(Progress, Disclosure), StreamError> {
+    let start = out.len();
+    if RecordHeadType::of(body) == Some(true) {
+        let max = cx.settings.max_record;
+        let mut t = Transformer::new(BundlePlan::new(cx, 0), max);
+        t.feed(body, true, out)?;
+        return Ok((Progress::Show, t.into_plan().cx.disclosure));
+    }
+    let shown = Records::new(&mut cx.judge, &cx.settings)
+        .record_into(body, &[], out, &mut cx.disclosure)
+        .map_err(StreamError::Plan)?;
+    let progress = match shown {
+        Shown::Yes => {
+            cx.links.rewrite_json(out, start);
+            Progress::Show
+        }
+        Shown::No => Progress::Denied,
+    };
+    Ok((progress, cx.disclosure))
+}
+
+/// Whether a whole body is a Bundle (`resourceType` anywhere at the top).
+struct RecordHeadType;
+
+impl RecordHeadType {
+    fn of(body: &[u8]) -> Option<bool> {
+        #[derive(serde::Deserialize)]
+        struct Ty<'a> {
+            #[serde(rename = "resourceType", borrow)]
+            resource_type: Option<std::borrow::Cow<'a, str>>,
+        }
+        let t: Ty<'_> = serde_json::from_slice(body).ok()?;
+        Some(t.resource_type.as_deref() == Some("Bundle"))
+    }
+}
+
+/// The [`Plan`] of a Bundle: entries held and decided one at a time.
+pub struct BundlePlan<J> {
+    pub cx: Context<J>,
+    nesting: usize,
+    /// `Bundle.type`, when it came before the entries.
+    bundle_type: Option<String>,
+    scratch: Vec<u8>,
+}
+
+impl<J: Judge> BundlePlan<J> {
+    fn new(cx: Context<J>, nesting: usize) -> Self {
+        BundlePlan {
+            cx,
+            nesting,
+            bundle_type: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Entries without a resource report on the client's own batch or
+    /// transaction entries; anywhere else they are not shown (a deleted
+    /// record's history entry names a record no one decided).
+    fn keeps_resourceless(&self) -> bool {
+        matches!(
+            self.bundle_type.as_deref(),
+            Some("batch-response" | "transaction-response")
+        )
+    }
+
+    fn entry(&mut self, value: &[u8], out: &mut Vec<u8>) -> Result<Captured, String> {
+        let members: EntryMembers<'_> =
+            serde_json::from_slice(value).map_err(|_| "a Bundle entry is not a JSON object")?;
+        let Some(resource) = members.resource else {
+            if !self.keeps_resourceless() {
+                return Ok(Captured::Remove);
+            }
+            let start = out.len();
+            out.extend_from_slice(value);
+            self.cx.links.rewrite_json(out, start);
+            return Ok(Captured::Written);
+        };
+        // Where the resource sits in the entry (a slice of it).
+        let at = resource.get().as_ptr() as usize - value.as_ptr() as usize;
+        let end = at + resource.get().len();
+        let bytes = &value[at..end];
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let shown = if RecordHeadType::of(bytes) == Some(true) {
+            if self.nesting + 1 >= MAX_BUNDLE_NESTING {
+                return Err("Bundles nest too deep".into());
+            }
+            self.nested_bundle(bytes, &mut scratch)?;
+            Shown::Yes
+        } else {
+            Records::new(&mut self.cx.judge, &self.cx.settings).record_into(
+                bytes,
+                &[],
+                &mut scratch,
+                &mut self.cx.disclosure,
+            )?
+        };
+        let result = match shown {
+            Shown::No => Captured::Remove,
+            Shown::Yes => {
+                let start = out.len();
+                out.extend_from_slice(&value[..at]);
+                out.extend_from_slice(&scratch);
+                out.extend_from_slice(&value[end..]);
+                self.cx.links.rewrite_json(out, start);
+                Captured::Written
+            }
+        };
+        self.scratch = scratch;
+        Ok(result)
+    }
+
+    fn nested_bundle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
+        // The nested plan borrows this one's context for the while.
+        let cx = Context {
+            judge: &mut self.cx.judge as &mut (dyn Judge + '_),
+            settings: RecordSettings {
+                bases: self.cx.settings.bases.clone(),
+                key: self.cx.settings.key.clone(),
+                today: self.cx.settings.today,
+                max_record: self.cx.settings.max_record,
+            },
+            links: self.cx.links.clone(),
+            counts: self.cx.counts,
+            disclosure: Disclosure::default(),
+        };
+        let mut t = Transformer::new(
+            BundlePlan::new(cx, self.nesting + 1),
+            self.cx.settings.max_record,
+        );
+        t.feed(bytes, true, out).map_err(|e| e.to_string())?;
+        let d = t.into_plan().cx.disclosure;
+        self.cx.disclosure.absorb(&d);
+        Ok(())
+    }
+}
+
+impl<'a> Judge for &mut (dyn Judge + 'a) {
+    fn may_read(
+        &mut self,
+        accesses: &[crate::authz::mapping::AccessRequest],
+        labels: &[String],
+    ) -> bool {
+        (**self).may_read(accesses, labels)
+    }
+    fn rules(&mut self, resource_type: &str) -> Arc<Rules> {
+        (**self).rules(resource_type)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct EntryMembers<'a> {
+    #[serde(borrow, default)]
+    resource: Option<&'a RawValue>,
+}
+
+impl<J: Judge> Plan for BundlePlan<J> {
+    fn member(&mut self, path: &[Step], key: &str) -> Action {
+        if !path.is_empty() {
+            return Action::Keep;
+        }
+        match key {
+            "total" if !self.cx.counts => Action::Remove,
+            "signature" => Action::Remove,
+            "link" | "type" => Action::Capture,
+            _ => Action::Keep,
+        }
+    }
+
+    fn element(&mut self, path: &[Step], _index: usize) -> Action {
+        match path {
+            [Step::Key(k)] if k == "entry" => Action::Capture,
+            _ => Action::Keep,
+        }
+    }
+
+    fn captured(
+        &mut self,
+        path: &[Step],
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Captured, String> {
+        match path {
+            [Step::Key(k)] if k == "type" => {
+                self.bundle_type = serde_json::from_slice(value).ok();
+                out.extend_from_slice(value);
+            }
+            [Step::Key(k)] if k == "link" => {
+                let start = out.len();
+                out.extend_from_slice(value);
+                self.cx.links.rewrite_json(out, start);
+            }
+            [Step::Key(_), Step::Index(_)] => return self.entry(value, out),
+            _ => out.extend_from_slice(value),
+        }
+        Ok(Captured::Written)
+    }
+}
+
+#[cfg(test)]
+#[path = "body_tests.rs"]
+mod tests;
