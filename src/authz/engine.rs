@@ -380,6 +380,84 @@ impl Engine {
         self.decide_labelled(bundle, store, subject, accesses, facts, categories, &[])
     }
 
+    /// Whether every access in `accesses` is allowed — records of a
+    /// response, with their security labels — without asking what a
+    /// stronger sign-in would change.
+    #[allow(clippy::too_many_arguments)]
+    pub fn allows_all(
+        &self,
+        bundle: &PolicyBundle,
+        store: &dyn EntityLookup,
+        subject: &Subject<'_>,
+        accesses: &[AccessRequest],
+        facts: &RequestFacts,
+        categories: &Categories,
+        labels: &[String],
+    ) -> bool {
+        let base = BaseContext::new(subject.principal, facts, &self.time_zone, labels);
+        !accesses.is_empty()
+            && accesses.iter().all(|access| {
+                self.decide_one(bundle, store, subject, access, facts, categories, &base)
+                    .0
+                    .allowed
+            })
+    }
+
+    /// Whether `class` may be shown in records of `resource_type`: the
+    /// action `disclose` on a Record of that type (no patient), with
+    /// `context.data_class`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn discloses(
+        &self,
+        bundle: &PolicyBundle,
+        store: &dyn EntityLookup,
+        subject: &Subject<'_>,
+        class: &str,
+        resource_type: &str,
+        facts: &RequestFacts,
+        categories: &Categories,
+    ) -> bool {
+        self.disclose_decision(
+            bundle,
+            store,
+            subject,
+            class,
+            resource_type,
+            facts,
+            categories,
+        )
+        .allowed
+    }
+
+    /// The `disclose` decision behind [`Engine::discloses`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn disclose_decision(
+        &self,
+        bundle: &PolicyBundle,
+        store: &dyn EntityLookup,
+        subject: &Subject<'_>,
+        class: &str,
+        resource_type: &str,
+        facts: &RequestFacts,
+        categories: &Categories,
+    ) -> AccessDecision {
+        let mut base = BaseContext::new(subject.principal, facts, &self.time_zone, &[]);
+        base.data_class = Some(uid(types::DATA_CLASS, class));
+        let access = AccessRequest {
+            action: Action::Disclose,
+            resource: super::mapping::Resource {
+                resource_type: resource_type.to_string(),
+                id: None,
+            },
+            patient: None,
+            fan_out: None,
+            interaction: super::mapping::RESPONSE_RECORD.to_string(),
+            operation: None,
+        };
+        self.decide_one(bundle, store, subject, &access, facts, categories, &base)
+            .0
+    }
+
     /// As [`Engine::decide`], for records whose security labels are known
     /// (policy tests; the response phase).
     #[allow(clippy::too_many_arguments)]
@@ -474,7 +552,12 @@ impl Engine {
             resource_ancestors.iter(),
         );
         let policies = bundle.index.policies_for(&key);
-        let values = base.values(access, elevation.as_ref(), None, &policies.reads);
+        let values = base.values(
+            access,
+            elevation.as_ref(),
+            base.data_class.as_ref(),
+            &policies.reads,
+        );
 
         // The decision is a pure function of the policies, the entities and
         // the context values the policies can read: memoize it on exactly
@@ -667,6 +750,8 @@ struct BaseContext<'a> {
     time_zone: &'a jiff::tz::TimeZone,
     /// The record's security labels, when known.
     labels: &'a [String],
+    /// For `disclose`: the data class asked about.
+    data_class: Option<EntityUid>,
 }
 
 impl<'a> BaseContext<'a> {
@@ -688,6 +773,7 @@ impl<'a> BaseContext<'a> {
             facts,
             time_zone,
             labels,
+            data_class: None,
         }
     }
 

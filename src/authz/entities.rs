@@ -25,6 +25,7 @@ pub mod types {
     pub const RECORD: &str = "Phigate::Record";
     pub const ELEVATION: &str = "Phigate::Elevation";
     pub const ACTION: &str = "Phigate::Action";
+    pub const DATA_CLASS: &str = "Phigate::DataClass";
 }
 
 #[derive(Debug, thiserror::Error)]

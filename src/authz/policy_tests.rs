@@ -91,6 +91,8 @@ struct Case {
     stored: Option<serde_json::Value>,
     action: Option<String>,
     resource: Option<TestResource>,
+    /// With `action: disclose`: the data class asked about.
+    data_class: Option<String>,
     #[serde(default)]
     context: TestContext,
     expect: Expect,
@@ -199,6 +201,10 @@ pub const EMBEDDED_SUITES: &[(&str, &str)] = &[
     (
         "tests/fan-out.yaml",
         include_str!("../../policies/tests/fan-out.yaml"),
+    ),
+    (
+        "tests/disclose.yaml",
+        include_str!("../../policies/tests/disclose.yaml"),
     ),
 ];
 
@@ -320,7 +326,12 @@ fn run_case(
         None => jiff::Timestamp::from_second(1_772_463_600).map_err(|e| e.to_string())?,
     };
     let principal = to_principal(&test_principal, &context, now)?;
-    let accesses = accesses_of(case, mapper)?;
+    let disclose = case.action.as_deref() == Some("disclose");
+    let accesses = if disclose {
+        Vec::new()
+    } else {
+        accesses_of(case, mapper)?
+    };
     let facts = RequestFacts {
         client_ip: context
             .client_ip
@@ -340,6 +351,39 @@ fn run_case(
         principal: &principal,
         entity: &entity,
     };
+    if disclose {
+        let class = case
+            .data_class
+            .as_deref()
+            .ok_or("an `action: disclose` case needs a `data_class`")?;
+        if bundle.classes.get(class).is_none() {
+            return Err(format!("data class `{class}` is not in data-classes.toml"));
+        }
+        let resource = case
+            .resource
+            .as_ref()
+            .ok_or("an `action: disclose` case needs a `resource` (its type)")?;
+        let d = engine.disclose_decision(
+            bundle,
+            store,
+            &subject,
+            class,
+            &resource.resource_type,
+            &facts,
+            categories,
+        );
+        let decision = Decision {
+            allowed: d.allowed,
+            version: bundle.version.clone(),
+            accesses: vec![d],
+            break_glass: false,
+            step_up: None,
+        };
+        return check(case, &decision);
+    }
+    if case.data_class.is_some() {
+        return Err("`data_class` goes with `action: disclose`".into());
+    }
     let labels = case
         .resource
         .as_ref()

@@ -399,6 +399,55 @@ impl Authorization {
         )
     }
 
+    /// Whether every access may be shown, for a record of a response with
+    /// `labels`, over what the request loaded.
+    pub fn shows_record(
+        &self,
+        loaded: &Loaded,
+        requests: &[AccessRequest],
+        labels: &[String],
+    ) -> bool {
+        let lookup = Layered {
+            first: loaded.snapshot.entities.as_ref(),
+            then: &loaded.fetched,
+        };
+        let subject = Subject {
+            principal: &loaded.principal.principal,
+            entity: &loaded.principal.entity,
+        };
+        self.engine.allows_all(
+            &loaded.snapshot.policies,
+            &lookup,
+            &subject,
+            requests,
+            &loaded.facts,
+            &self.categories,
+            labels,
+        )
+    }
+
+    /// Whether data class `class` may be shown in records of
+    /// `resource_type`, over what the request loaded.
+    pub fn discloses(&self, loaded: &Loaded, class: &str, resource_type: &str) -> bool {
+        let lookup = Layered {
+            first: loaded.snapshot.entities.as_ref(),
+            then: &loaded.fetched,
+        };
+        let subject = Subject {
+            principal: &loaded.principal.principal,
+            entity: &loaded.principal.entity,
+        };
+        self.engine.discloses(
+            &loaded.snapshot.policies,
+            &lookup,
+            &subject,
+            class,
+            resource_type,
+            &loaded.facts,
+            &self.categories,
+        )
+    }
+
     async fn principal_entity(
         &self,
         principal: &Arc<Principal>,

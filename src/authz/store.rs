@@ -56,6 +56,14 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         "ccm/guardrails.cedar",
         include_str!("../../policies/ccm/guardrails.cedar"),
     ),
+    (
+        "ccm/disclose.cedar",
+        include_str!("../../policies/ccm/disclose.cedar"),
+    ),
+    (
+        crate::redact::classes::CLASSES_FILE,
+        crate::redact::classes::EXAMPLE,
+    ),
 ];
 
 /// One problem found while loading policies.
@@ -157,7 +165,11 @@ fn read_dir(dir: &Path) -> Result<Vec<(String, String)>, PolicyLoadError> {
             }
             let is_policy = path.extension().is_some_and(|e| e == "cedar");
             let is_schema = path.file_name().is_some_and(|n| n == SCHEMA_FILE);
-            if !(is_policy || is_schema) {
+            let is_classes = path.parent() == Some(dir)
+                && path
+                    .file_name()
+                    .is_some_and(|n| n == crate::redact::classes::CLASSES_FILE);
+            if !(is_policy || is_schema || is_classes) {
                 continue;
             }
             let name = path
@@ -195,6 +207,9 @@ pub struct PolicyBundle {
     /// no sign-in could change a decision and step-up is never probed.
     pub mentions_mfa: bool,
     pub mentions_auth_age: bool,
+    /// The data classes (`data-classes.toml` beside the schema; none
+    /// without one) that `disclose` decides.
+    pub classes: std::sync::Arc<crate::redact::classes::DataClasses>,
 }
 
 impl PolicyBundle {
@@ -318,6 +333,27 @@ impl PolicyBundle {
             }
         }
 
+        let classes = match files
+            .iter()
+            .find(|(name, _)| name == crate::redact::classes::CLASSES_FILE)
+        {
+            None => crate::redact::classes::DataClasses::default(),
+            Some((name, text)) => match crate::redact::classes::DataClasses::parse(text) {
+                Ok(c) => c,
+                Err(list) => {
+                    for message in list {
+                        problems.push(PolicyProblem {
+                            file: name.clone(),
+                            line: None,
+                            policy: None,
+                            message,
+                        });
+                    }
+                    crate::redact::classes::DataClasses::default()
+                }
+            },
+        };
+
         if let Some(schema) = &schema {
             let result = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
             for error in result.validation_errors() {
@@ -338,6 +374,7 @@ impl PolicyBundle {
                     index: super::index::ScopeIndex::new(&policies),
                     mentions_mfa: text.contains("context.mfa"),
                     mentions_auth_age: text.contains("context.auth_age"),
+                    classes: std::sync::Arc::new(classes),
                     policies,
                     schema,
                     version,

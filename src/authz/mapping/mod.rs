@@ -46,10 +46,13 @@ pub enum Action {
     Export,
     Everything,
     Operation,
+    /// May a data class of a returned record be shown (response
+    /// redaction; never a request's action).
+    Disclose,
 }
 
 impl Action {
-    /// Every action, in declaration order.
+    /// Every action a request maps to, in declaration order.
     pub const ALL: [Action; 8] = [
         Action::Read,
         Action::Search,
@@ -72,6 +75,7 @@ impl Action {
             Action::Export => "export",
             Action::Everything => "everything",
             Action::Operation => "operation",
+            Action::Disclose => "disclose",
         }
     }
 
