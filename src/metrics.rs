@@ -42,6 +42,13 @@ pub struct Metrics {
     /// Connection-level events: refused by a limit, timed out, closed by
     /// the HTTP parser, accept errors (labels are fixed names).
     pub connection_events: IntCounterVec,
+    /// Records left out of responses, by route and resource type.
+    pub redacted_records: IntCounterVec,
+    /// Values removed or masked, by route and data class.
+    pub redacted_values: IntCounterVec,
+    /// Responses the response phase refused or aborted, by route and
+    /// reason.
+    pub redaction_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -152,8 +159,35 @@ impl Metrics {
             &["event"],
         )
         .expect("static metric definition");
+        let redacted_records = IntCounterVec::new(
+            Opts::new(
+                "phigate_redacted_records_total",
+                "Records left out of responses (per-record decisions), by route and resource type",
+            ),
+            &["route", "resource_type"],
+        )
+        .expect("static metric definition");
+        let redacted_values = IntCounterVec::new(
+            Opts::new(
+                "phigate_redacted_values_total",
+                "Values removed or masked in responses, by route and data class",
+            ),
+            &["route", "class"],
+        )
+        .expect("static metric definition");
+        let redaction_failures = IntCounterVec::new(
+            Opts::new(
+                "phigate_redaction_failures_total",
+                "Responses refused (before the head) or aborted (mid-body) by the response phase, by route and reason",
+            ),
+            &["route", "reason"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(connections_open.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(redacted_records.clone()),
+            Box::new(redacted_values.clone()),
+            Box::new(redaction_failures.clone()),
             Box::new(connection_events.clone()),
             Box::new(requests.clone()),
             Box::new(authz_decisions.clone()),
@@ -186,6 +220,9 @@ impl Metrics {
             policy_version,
             connections_open,
             connection_events,
+            redacted_records,
+            redacted_values,
+            redaction_failures,
         }
     }
 

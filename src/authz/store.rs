@@ -57,6 +57,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../policies/ccm/guardrails.cedar"),
     ),
     (
+        "ccm/research.cedar",
+        include_str!("../../policies/ccm/research.cedar"),
+    ),
+    (
         "ccm/disclose.cedar",
         include_str!("../../policies/ccm/disclose.cedar"),
     ),

@@ -244,6 +244,7 @@ fn demo_config_template_is_valid() {
         "{api_key_id}",
         "{api_key_hash}",
         "{entities}",
+        "{pseudonym_key}",
     ] {
         assert!(
             !text.contains(placeholder),

@@ -57,6 +57,13 @@ pub fn personas() -> Vec<Persona> {
                 "roles": ["support_engineer"], "org": "org-vendor", "amr": ["pwd"]}),
         },
         Persona {
+            var: "RESEARCHER",
+            description: "researcher (de-identified data), MFA",
+            sub: "rita",
+            claims: json!({"name": "Rita Okonkwo (synthetic)", "email": "rita@demo.invalid",
+                "roles": ["researcher"], "org": "org-0001", "amr": ["pwd", "otp"]}),
+        },
+        Persona {
             var: "PATIENT",
             description: "patient pat-0001 (SMART patient context)",
             sub: "pat-0001",

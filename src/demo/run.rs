@@ -93,6 +93,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         super::entities::cedar_entities(&data_for_entities, jiff::Timestamp::now()).to_string(),
     )
     .context("writing the demo entities")?;
+    // Beside the entities file, where the config names it.
+    let pseudonym_key: String = {
+        use rand::Rng;
+        let bytes: [u8; 32] = rand::rng().random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    };
+    crate::server::tls::write_private(
+        &entities.with_file_name("pseudonym.key"),
+        pseudonym_key.as_bytes(),
+    )
+    .context("writing the demo pseudonym key")?;
     let config_path = dir.join("phigate-demo.toml");
     let text = render_config(
         &args,
@@ -145,6 +156,13 @@ pub fn render_config(
         .replace("{api_key_id}", api_key.0)
         .replace("{api_key_hash}", api_key.1)
         .replace("{entities}", &entities.display().to_string())
+        .replace(
+            "{pseudonym_key}",
+            &entities
+                .with_file_name("pseudonym.key")
+                .display()
+                .to_string(),
+        )
 }
 
 /// Mints a token per persona and writes them, with the device gateway's

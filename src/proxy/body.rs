@@ -224,6 +224,9 @@ pub enum ResponseBody {
     /// The upstream's body, cut (the response aborted, never completed)
     /// when the upstream stalls longer than its read timeout.
     Upstream(Box<UpstreamResponse>),
+    /// The upstream's body through the response phase's redactor (cut
+    /// when it cannot be redacted).
+    Redacted(Box<super::redaction::RedactedBody>),
 }
 
 /// An upstream's response body under an idle deadline between frames.
@@ -278,6 +281,7 @@ impl Body for ResponseBody {
                     Poll::Pending
                 }
             },
+            ResponseBody::Redacted(r) => Pin::new(&mut **r).poll_frame(cx),
         }
     }
 
@@ -285,6 +289,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => b.is_none(),
             ResponseBody::Upstream(u) => u.body.is_end_stream(),
+            ResponseBody::Redacted(r) => r.is_end_stream(),
         }
     }
 
@@ -292,6 +297,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ResponseBody::Upstream(u) => u.body.size_hint(),
+            ResponseBody::Redacted(_) => SizeHint::default(),
         }
     }
 }

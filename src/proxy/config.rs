@@ -61,10 +61,58 @@ pub struct RouteConfig {
     /// until mapped.
     #[serde(default)]
     pub authorization: crate::authz::RouteAuthzConfig,
+    /// Response redaction (docs/redaction.md): every record in an answer
+    /// decided as a `read`, data classes removed or masked as `disclose`
+    /// decides, links pointed back at phigate. FHIR routes read records;
+    /// template routes redact JSON documents by the classes' JSON paths.
+    /// Default: none (answers pass as the upstream sent them).
+    pub redaction: Option<RouteRedactionConfig>,
 }
 
 fn default_max_body() -> ByteSize {
     ByteSize::mib(10)
+}
+
+/// A route's `redaction` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRedactionConfig {
+    /// What a client gets for a single record it may not see:
+    /// `"not_found"` (404, the default: a record's existence is itself
+    /// information) or `"forbidden"` (403).
+    #[serde(default)]
+    pub denied_record: DeniedRecord,
+    /// Largest record (a single resource, or one Bundle entry) held to
+    /// decide it; a larger one aborts the response. Default `"16MiB"`.
+    #[serde(default = "default_max_record")]
+    pub max_record: ByteSize,
+    /// Absolute base URLs the upstream writes into its answers besides its
+    /// origins (a server configured with its own public name), rewritten
+    /// to the base the client used.
+    #[serde(default)]
+    pub upstream_base_urls: Vec<String>,
+    /// Content types the route declares carry no PHI (`"text/css"`,
+    /// `"image/png"`): passed as they are. Any other non-JSON answer is
+    /// refused with 502.
+    #[serde(default)]
+    pub phi_free_content_types: Vec<String>,
+    /// Key for keyed masks (`pseudonym`, `date_shift`, the Safe Harbor
+    /// profile's ids), as `env:NAME` or `file:PATH`; at least 32 bytes.
+    /// Without one those masks remove instead. Use the same key on every
+    /// route whose pseudonyms should match.
+    pub pseudonym_key: Option<crate::secret::SecretRef>,
+}
+
+fn default_max_record() -> ByteSize {
+    ByteSize::mib(16)
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeniedRecord {
+    #[default]
+    NotFound,
+    Forbidden,
 }
 
 /// A pool of equivalent origins.
@@ -166,6 +214,45 @@ impl RouteConfig {
                         r.path_prefix
                     ),
                 ));
+            }
+        }
+        if let Some(red) = &r.redaction {
+            if matches!(r.auth.kind, crate::authn::config::AuthKind::Public) {
+                out.push((
+                    format!("{key}.redaction"),
+                    "a public route has no principal to redact for; redaction needs authentication and authorization".into(),
+                ));
+            }
+            if r.websocket {
+                out.push((
+                    format!("{key}.redaction"),
+                    "WebSocket messages cannot be redacted; turn `websocket` off on a redacting route".into(),
+                ));
+            }
+            if red.max_record.bytes() < 1024 {
+                out.push((
+                    format!("{key}.redaction.max_record"),
+                    "must be at least 1KiB".into(),
+                ));
+            }
+            for (i, b) in red.upstream_base_urls.iter().enumerate() {
+                if !(b.starts_with("http://") || b.starts_with("https://")) {
+                    out.push((
+                        format!("{key}.redaction.upstream_base_urls[{i}]"),
+                        format!("{b:?} must be an absolute http:// or https:// URL"),
+                    ));
+                }
+            }
+            for (i, t) in red.phi_free_content_types.iter().enumerate() {
+                let json = t.contains("json");
+                if json || !t.contains('/') {
+                    out.push((
+                        format!("{key}.redaction.phi_free_content_types[{i}]"),
+                        format!(
+                            "{t:?}: list media types like \"text/css\" (JSON is always redacted)"
+                        ),
+                    ));
+                }
             }
         }
         if r.preserve_host && r.hosts.is_empty() {

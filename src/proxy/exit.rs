@@ -32,6 +32,9 @@ pub struct RequestCtx {
     pub decision: Option<DecisionCtx>,
     /// Why phigate answered itself, when it did.
     pub rejection: Option<&'static str>,
+    /// On a redacting route: what the response disclosed, filled in when
+    /// its body ends (for the audit record).
+    pub disclosure: Option<super::redaction::DisclosureSlot>,
     /// Set once the exit recorded the request.
     recorded: bool,
 }
@@ -48,6 +51,7 @@ impl RequestCtx {
             principal: None,
             decision: None,
             rejection: None,
+            disclosure: None,
             recorded: false,
         }
     }

@@ -21,6 +21,7 @@ pub mod exit;
 pub mod identify;
 mod identity;
 pub mod pool;
+pub mod redaction;
 pub mod respond;
 pub mod router;
 pub mod routes;
@@ -119,13 +120,7 @@ where
     pub async fn handle(&self, req: Request<B>, conn: &ConnInfo) -> Response<ResponseBody> {
         let mut ctx = RequestCtx::start(&req, conn);
         let resp = match self.journey(req, conn, &mut ctx).await {
-            Ok(resp) => {
-                let idle = ctx
-                    .route
-                    .as_ref()
-                    .map_or(std::time::Duration::from_secs(30), |r| r.pool.read_timeout);
-                resp.map(|b| ResponseBody::upstream(b, idle))
-            }
+            Ok(resp) => resp,
             Err(stop) => {
                 ctx.rejection = Some(stop.reason);
                 *stop.response
@@ -139,7 +134,7 @@ where
         req: Request<B>,
         conn: &ConnInfo,
         ctx: &mut RequestCtx,
-    ) -> Result<Response<hyper::body::Incoming>, Stop> {
+    ) -> Result<Response<ResponseBody>, Stop> {
         let s = &*self.stages;
         let (mut head, mut body) = req.into_parts();
 
@@ -296,6 +291,24 @@ where
             head.headers.insert(http::header::IF_MATCH, etag);
         }
 
+        // The response phase: what the upstream is asked for on a
+        // redacting route, and the judge of what may leave.
+        let phase = match self.response_phase(&route, &admission, ctx) {
+            Some((red, judge, resource_type)) => {
+                redaction::prepare_request(
+                    red,
+                    &mut head,
+                    admission.path.query(),
+                    &judge,
+                    &resource_type,
+                    route.denial_style,
+                )?;
+                Some((red, judge, resource_type))
+            }
+            None => None,
+        };
+        let head_request = head.method == http::Method::HEAD;
+
         // Upstream: what it sees of the request.
         self.outbound_headers(&mut head, &admission, identity.as_ref(), ctx)?;
         let upgrade = wants_upgrade
@@ -333,7 +346,63 @@ where
         if let Some(name) = s.authn.browser.as_ref().map(|b| b.cookie_name()) {
             identity::strip_set_cookie(resp.headers_mut(), name);
         }
-        Ok(resp)
+        let idle = route.pool.read_timeout;
+        let Some((red, judge, resource_type)) = phase else {
+            return Ok(resp.map(|b| ResponseBody::upstream(b, idle)));
+        };
+        let counts = judge.discloses(crate::redact::classes::COUNT, &resource_type);
+        let public_base = admission
+            .forwarded
+            .host
+            .as_deref()
+            .map(|host| format!("{}://{host}{}", admission.forwarded.proto, red.base_path()));
+        let slot = redaction::DisclosureSlot::default();
+        ctx.disclosure = Some(slot.clone());
+        redaction::respond(
+            redaction::ResponsePhase {
+                redaction: red,
+                judge,
+                counts,
+                public_base,
+                route: &route.name,
+                style: route.denial_style,
+                idle,
+                head_request,
+                slot,
+                resource_type,
+            },
+            resp,
+        )
+        .await
+    }
+
+    /// The redaction and judge for this request's answer: on a redacting
+    /// route in enforce mode, for a principal whose request was decided.
+    fn response_phase<'r>(
+        &self,
+        route: &'r Route,
+        _admission: &Admission,
+        ctx: &RequestCtx,
+    ) -> Option<(&'r redaction::RouteRedaction, redaction::CedarJudge, String)> {
+        let red = route.redaction.as_ref()?;
+        let decision = ctx.decision.as_ref()?;
+        if decision.mode != crate::authz::EnforcementMode::Enforce {
+            return None;
+        }
+        let loaded = decision.loaded.clone()?;
+        let resource_type = decision
+            .decision
+            .as_ref()
+            .and_then(|d| d.accesses.first())
+            .map(|a| {
+                a.resource
+                    .split_once('/')
+                    .map_or(a.resource.as_str(), |(t, _)| t)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let judge = redaction::CedarJudge::new(self.stages.authz.clone(), loaded);
+        Some((red, judge, resource_type))
     }
 
     /// phigate's forwarding headers, the request id, and the principal's

@@ -29,6 +29,8 @@ pub struct Route {
     /// How requests are authorized; `None` on public routes.
     pub authz: Option<RouteAuthz>,
     pub denial_style: DenialStyle,
+    /// The response phase's redaction, when the route has one.
+    pub redaction: Option<super::redaction::RouteRedaction>,
     /// Its request counters and latency histogram.
     pub metrics: super::exit::RouteMetrics,
 }
@@ -135,6 +137,21 @@ pub fn build(config: &PipelineConfig<'_>) -> Result<Table, PoolError> {
                                 reason,
                             },
                         )?,
+                    ),
+                },
+                redaction: match &r.redaction {
+                    None => None,
+                    Some(c) => Some(
+                        super::redaction::RouteRedaction::from_config(
+                            c,
+                            &r.authorization,
+                            &r.path_prefix,
+                            config.upstreams.get(&r.upstream),
+                        )
+                        .map_err(|reason| PoolError {
+                            pool: r.name.clone(),
+                            reason: format!("redaction: {reason}"),
+                        })?,
                     ),
                 },
                 denial_style: match r.authorization.mapping {

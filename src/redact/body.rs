@@ -305,8 +305,7 @@ impl<J: Judge> BundlePlan<J> {
             return Ok(Captured::Written);
         };
         // Where the resource sits in the entry (a slice of it).
-        let at = resource.get().as_ptr() as usize - value.as_ptr() as usize;
-        let end = at + resource.get().len();
+        let (at, end) = span(value, resource);
         let bytes = &value[at..end];
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
@@ -327,16 +326,49 @@ impl<J: Judge> BundlePlan<J> {
         let result = match shown {
             Shown::No => Captured::Remove,
             Shown::Yes => {
+                let mut edits = vec![(at, end, std::mem::take(&mut scratch))];
+                if let Some(url) = members.full_url {
+                    if let Some(replaced) = self.full_url(bytes, url) {
+                        let (s, e) = span(value, url);
+                        edits.push((s, e, replaced));
+                    }
+                }
+                edits.sort_by_key(|(s, _, _)| *s);
                 let start = out.len();
-                out.extend_from_slice(&value[..at]);
-                out.extend_from_slice(&scratch);
-                out.extend_from_slice(&value[end..]);
+                let mut last = 0;
+                for (s, e, bytes) in &edits {
+                    out.extend_from_slice(&value[last..*s]);
+                    out.extend_from_slice(bytes);
+                    last = *e;
+                }
+                out.extend_from_slice(&value[last..]);
                 self.cx.links.rewrite_json(out, start);
+                scratch = edits.swap_remove(0).2;
                 Captured::Written
             }
         };
         self.scratch = scratch;
         Ok(result)
+    }
+
+    /// The entry's `fullUrl` when its record's ids are pseudonymized (the
+    /// Safe Harbor profile): the same pseudonym, or nothing without a key.
+    fn full_url(&mut self, resource: &[u8], url: &RawValue) -> Option<Vec<u8>> {
+        let ty = serde_json::from_slice::<TypeOnly>(resource)
+            .ok()?
+            .resource_type?;
+        if !self.cx.judge.rules(&ty).pseudonymizes_ids() {
+            return None;
+        }
+        let url: String = serde_json::from_str(url.get()).ok()?;
+        let replaced = self
+            .cx
+            .settings
+            .key
+            .as_deref()
+            .and_then(|k| super::safe_harbor::pseudonymize_reference(k, &url))
+            .unwrap_or_default();
+        serde_json::to_vec(&replaced).ok()
     }
 
     fn nested_bundle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
@@ -381,6 +413,20 @@ impl<'a> Judge for &mut (dyn Judge + 'a) {
 struct EntryMembers<'a> {
     #[serde(borrow, default)]
     resource: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "fullUrl")]
+    full_url: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypeOnly {
+    #[serde(rename = "resourceType")]
+    resource_type: Option<String>,
+}
+
+/// Where `part` (a slice of `whole`) starts and ends in it.
+fn span(whole: &[u8], part: &RawValue) -> (usize, usize) {
+    let at = part.get().as_ptr() as usize - whole.as_ptr() as usize;
+    (at, at + part.get().len())
 }
 
 impl<J: Judge> Plan for BundlePlan<J> {

@@ -95,6 +95,16 @@ pub fn apply(mask: &Mask, value: &mut Value, cx: &MaskContext) -> bool {
             items.retain_mut(|v| apply(mask, v, cx));
             !items.is_empty()
         }
+        // A datatype with a `value` (Identifier, ContactPoint): the value
+        // is what is masked; its type and period say what it is.
+        Value::Object(members) if members.contains_key("value") => {
+            let kept = members.get_mut("value").is_some_and(|v| apply(mask, v, cx));
+            members.remove("_value");
+            if !kept {
+                members.remove("value");
+            }
+            kept
+        }
         Value::Object(members) => {
             members.retain(|k, v| DESCRIPTORS.contains(&k.as_str()) || apply(mask, v, cx));
             members.keys().any(|k| !DESCRIPTORS.contains(&k.as_str()))

@@ -10,6 +10,7 @@ pub mod links;
 pub mod mask;
 pub mod record;
 pub mod rules;
+pub mod safe_harbor;
 pub mod stream;
 
 pub use stream::{Action, Captured, Plan, Step, StreamError, Transformer, MAX_DEPTH};

@@ -24,7 +24,7 @@ pub const OBSERVATION_VALUE: &str = "http://terminology.hl7.org/CodeSystem/v3-Ob
 pub const DEFAULT_MAX_RECORD: usize = 16 * 1024 * 1024;
 
 /// Decides records and their classes for one request.
-pub trait Judge {
+pub trait Judge: Send {
     /// Whether every access may be shown (the record's security labels
     /// are given alongside).
     fn may_read(&mut self, accesses: &[AccessRequest], labels: &[String]) -> bool;

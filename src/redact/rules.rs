@@ -86,6 +86,8 @@ pub struct Rules {
     /// Class names, indexed by rule.
     names: Vec<String>,
     masks: Vec<Mask>,
+    /// The Safe Harbor profile applies: ids and references pseudonymized.
+    pseudonymize_ids: bool,
 }
 
 impl Rules {
@@ -126,7 +128,32 @@ impl Rules {
             fhir,
             names: Vec::new(),
             masks: Vec::new(),
+            pseudonymize_ids: false,
         }
+    }
+
+    /// Adds every class of `classes` that names `resource_type`, withheld,
+    /// and pseudonymizes ids and references (the Safe Harbor profile).
+    pub fn add_withheld(&mut self, classes: &DataClasses, resource_type: &str) {
+        for class in classes.for_type(resource_type) {
+            let steps: Vec<&[PathStep]> = class
+                .fhir
+                .iter()
+                .filter(|p| {
+                    p.resource_type
+                        .as_deref()
+                        .is_none_or(|t| t == resource_type)
+                })
+                .map(|p| p.steps.as_slice())
+                .collect();
+            self.add(&class.name, &class.mask, &steps, true);
+        }
+        self.pseudonymize_ids = true;
+    }
+
+    /// Whether ids and references are pseudonymized.
+    pub fn pseudonymizes_ids(&self) -> bool {
+        self.pseudonymize_ids
     }
 
     fn add(&mut self, name: &str, mask: &Mask, paths: &[&[PathStep]], withheld: bool) {
@@ -155,7 +182,7 @@ impl Rules {
         fn clean(n: &Node) -> bool {
             n.withheld.is_empty() && n.children.iter().all(|(_, c)| clean(c))
         }
-        !self.unclassified_withheld && clean(&self.root)
+        !self.unclassified_withheld && !self.pseudonymize_ids && clean(&self.root)
     }
 
     /// Names of the classes withheld anywhere in these rules.
@@ -220,7 +247,7 @@ impl Redacted {
 }
 
 /// Contained resources are records of their own: the plan hands them back.
-pub type ContainedFn<'a> = dyn FnMut(&[u8], &mut Vec<u8>) -> Result<Captured, String> + 'a;
+pub type ContainedFn<'a> = dyn FnMut(&[u8], &mut Vec<u8>) -> Result<Captured, String> + Send + 'a;
 
 /// The [`Plan`] for one record (or JSON document) under [`Rules`].
 pub struct FieldPlan<'a> {
@@ -299,9 +326,51 @@ impl<'a> FieldPlan<'a> {
     }
 }
 
+impl FieldPlan<'_> {
+    /// A resource id or reference under the Safe Harbor profile: its id
+    /// pseudonymized with the key, or removed without one.
+    fn pseudonymize(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Captured, String> {
+        let v: Value = serde_json::from_slice(value).map_err(|_| "malformed captured value")?;
+        let Value::String(s) = v else {
+            // Not a string: not an id this profile knows how to keep.
+            self.redacted.add(super::classes::IDENTIFIABLE, 1);
+            return Ok(Captured::Remove);
+        };
+        let replaced = match (self.mask.key.as_deref(), key) {
+            (None, _) => None,
+            (Some(k), "id") => Some(super::mask::pseudonym(k, &s)),
+            (Some(k), _) => match super::safe_harbor::pseudonymize_reference(k, &s) {
+                Some(r) => Some(r),
+                // Contained and bundle-internal references name no one.
+                None if s.starts_with('#') || s.starts_with("urn:uuid:") => {
+                    out.extend_from_slice(value);
+                    return Ok(Captured::Written);
+                }
+                None => None,
+            },
+        };
+        self.redacted.add(super::classes::IDENTIFIABLE, 1);
+        match replaced {
+            Some(r) => {
+                serde_json::to_writer(&mut *out, &r).map_err(|e| e.to_string())?;
+                Ok(Captured::Written)
+            }
+            None => Ok(Captured::Remove),
+        }
+    }
+}
+
 impl Plan for FieldPlan<'_> {
     fn member(&mut self, path: &[Step], key: &str) -> Action {
         let rules = self.rules.clone();
+        if rules.pseudonymize_ids && ((path.is_empty() && key == "id") || key == "reference") {
+            return Action::Capture;
+        }
         if rules.fhir && path.is_empty() {
             if STRUCTURAL.contains(&key) {
                 return Action::Keep;
@@ -365,6 +434,10 @@ impl Plan for FieldPlan<'_> {
         let (Some(Step::Key(key)), parent) = (path.last(), &path[..path.len() - 1]) else {
             return Err("a captured value outside an object".into());
         };
+        if self.rules.pseudonymize_ids && (key == "reference" || (parent.is_empty() && key == "id"))
+        {
+            return self.pseudonymize(key, value, out);
+        }
         let rules = self.rules.clone();
         let (node, covered) = rules.at(parent).ok_or("no rule for a captured value")?;
         let node = node.child(key).ok_or("no rule for a captured value")?;

@@ -59,6 +59,7 @@ const ACCOUNTS = {
   bob: { name: 'Bob Nguyen', email: 'bob@hospital.test', roles: ['physician'], org: 'org-0001', npi: '1000000002', care_teams: ['ct-0001'], fhirUser: 'Practitioner/prac-0003' },
   carol: { name: 'Carol Diaz', email: 'carol@hospital.test', roles: ['billing'], org: 'org-0001' },
   sam: { name: 'Sam Okafor', email: 'sam@vendor.test', roles: ['support_engineer'], org: 'org-vendor' },
+  rita: { name: 'Rita Okonkwo', email: 'rita@hospital.test', roles: ['researcher'], org: 'org-0001' },
   pat: { name: 'Pat Synthetic', email: 'pat@example.test', roles: ['patient'], patient: 'pat-0001', fhirUser: 'Patient/pat-0001' },
 };
 
