@@ -44,8 +44,55 @@ enum Command {
     /// Validate, test and explain Cedar policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Redact a response body offline: what a person would receive. The
+    /// redacted body goes to stdout; with --explain, the plan and every
+    /// record's decision go to stderr.
+    Redact(RedactArgs),
 }
 
+#[derive(clap::Args)]
+struct RedactArgs {
+    /// Policy directory (default: the example set compiled into phigate).
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    #[arg(long)]
+    entities: Option<PathBuf>,
+    /// The principal's claims as JSON (see `policy explain`).
+    #[arg(long, conflicts_with = "token")]
+    claims: Option<String>,
+    /// An access token; its claims are read WITHOUT verifying it.
+    #[arg(long)]
+    token: Option<String>,
+    /// A declaration header, e.g. 'X-Phigate-Purpose-Of-Use: HRESCH'.
+    #[arg(long = "header", short = 'H')]
+    headers: Vec<String>,
+    /// A plan by hand instead of the policies: withhold these classes
+    /// (comma-separated); every record is shown.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["claims", "token"])]
+    withhold: Vec<String>,
+    /// The data-classes.toml for --withhold (default: the policy
+    /// directory's, else the example classes).
+    #[arg(long)]
+    classes: Option<PathBuf>,
+    /// A legacy JSON document (classes by JSON path), not FHIR.
+    #[arg(long)]
+    json_paths: bool,
+    /// For --json-paths: the resource type the classes are decided on (a
+    /// template's `resource_type`).
+    #[arg(long, default_value = "")]
+    resource_type: String,
+    /// The redaction key for keyed masks (a file, as `pseudonym_key`).
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// Print the plan and every record's decision to stderr.
+    #[arg(long)]
+    explain: bool,
+    /// The response body to redact.
+    file: PathBuf,
+}
+
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate policies against the schema (and an entities file); exit
@@ -95,6 +142,13 @@ enum PolicyCommand {
         /// A file with the request body (FHIR create/update/batch).
         #[arg(long)]
         body: Option<PathBuf>,
+        /// An upstream answer to the request: shows every record's decision
+        /// and the classes withheld, as the response phase would.
+        #[arg(long)]
+        response: Option<PathBuf>,
+        /// The redaction key for keyed masks (a file, as `pseudonym_key`).
+        #[arg(long)]
+        key_file: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -189,6 +243,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Policy(cmd) => policy(cmd),
+        Command::Redact(args) => redact(args),
         Command::Demo(args) => match phigate::demo::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -224,6 +279,8 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
             token,
             headers,
             body,
+            response,
+            key_file,
             json,
             method,
             target,
@@ -291,6 +348,14 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                     fhir_base,
                 ),
             };
+            let response = match response.map(std::fs::read).transpose() {
+                Ok(r) => r,
+                Err(e) => return fail(format!("--response: {e}")),
+            };
+            let key = match key_file.as_deref().map(read_key).transpose() {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
             let args = cli::ExplainArgs {
                 policies: policies.as_deref(),
                 entities: entities.as_deref(),
@@ -301,6 +366,8 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 body,
                 route,
                 route_prefix: prefix,
+                response,
+                key,
             };
             match cli::explain(&args) {
                 Ok(e) if json => {
@@ -313,6 +380,128 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+    }
+}
+
+/// A redaction key file, as `pseudonym_key = "file:…"` reads it.
+fn read_key(path: &std::path::Path) -> Result<std::sync::Arc<[u8]>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let key = text.trim_end_matches(['\n', '\r']);
+    if key.len() < 32 {
+        return Err(format!("{}: a key has at least 32 bytes", path.display()));
+    }
+    Ok(std::sync::Arc::from(key.as_bytes()))
+}
+
+fn redact(a: RedactArgs) -> ExitCode {
+    use phigate::redact::body::BodyKind;
+    use phigate::redact::offline::{self, Decider, OfflineJudge};
+    let fail = |m: String| {
+        eprintln!("phigate redact: {m}");
+        ExitCode::FAILURE
+    };
+    let input = match std::fs::read(&a.file) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("{}: {e}", a.file.display())),
+    };
+    let key = match a.key_file.as_deref().map(read_key).transpose() {
+        Ok(k) => k,
+        Err(e) => return fail(e),
+    };
+    let kind = if a.json_paths {
+        BodyKind::Json
+    } else {
+        BodyKind::Fhir
+    };
+    let headers: Vec<(String, String)> = a
+        .headers
+        .iter()
+        .filter_map(|h| h.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    // Either the policies decide, or a plan given by hand.
+    let claims = match (&a.claims, &a.token) {
+        (Some(c), _) => match serde_json::from_str(c) {
+            Ok(v) => Some(v),
+            Err(e) => return fail(format!("--claims: {e}")),
+        },
+        (None, Some(t)) => match phigate::authz::cli::unverified_claims(t) {
+            Ok(v) => Some(v),
+            Err(e) => return fail(format!("--token: {e}")),
+        },
+        (None, None) => None,
+    };
+    let classes;
+    let off;
+    let mut judge: OfflineJudge<'_> = match claims {
+        Some(claims) => {
+            off = match phigate::authz::cli::Offline::load(
+                a.policies.as_deref(),
+                a.entities.as_deref(),
+                &claims,
+                &headers,
+            ) {
+                Ok(o) => o,
+                Err(e) => return fail(e),
+            };
+            off.judge()
+        }
+        None if a.withhold.is_empty() => {
+            return fail(
+                "give --claims or --token (the policies decide), or --withhold (a plan)".into(),
+            )
+        }
+        None => {
+            let text = match (&a.classes, &a.policies) {
+                (Some(p), _) => std::fs::read_to_string(p),
+                (None, Some(dir)) => {
+                    std::fs::read_to_string(dir.join(phigate::redact::classes::CLASSES_FILE))
+                }
+                (None, None) => Ok(phigate::redact::classes::EXAMPLE.to_string()),
+            };
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => return fail(format!("data classes: {e}")),
+            };
+            classes = match phigate::redact::classes::DataClasses::parse(&text) {
+                Ok(c) => c,
+                Err(problems) => return fail(problems.join("; ")),
+            };
+            for w in &a.withhold {
+                if classes.get(w).is_none() {
+                    return fail(format!("--withhold: no data class `{w}`"));
+                }
+            }
+            OfflineJudge::new(Decider::Plan {
+                classes: &classes,
+                withheld: a.withhold.clone(),
+            })
+        }
+    };
+    let result = offline::redact(&mut judge, kind, &a.resource_type, key, &input);
+    let redacted = match result {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(format!(
+                "the body cannot be redacted ({e}); the proxy would refuse or cut it"
+            ))
+        }
+    };
+    if a.explain {
+        eprint!("{}", offline::render(&judge, Some(&redacted)));
+    }
+    match &redacted.body {
+        Some(body) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(body);
+            let _ = out.write_all(b"\n");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("phigate redact: the record is withheld (the client would get 404 or 403)");
+            ExitCode::from(3)
         }
     }
 }

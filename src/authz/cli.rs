@@ -99,6 +99,101 @@ pub struct ExplainArgs<'a> {
     /// The route's authorization settings and path prefix.
     pub route: RouteAuthzConfig,
     pub route_prefix: String,
+    /// An upstream answer to run through the response phase.
+    pub response: Option<Vec<u8>>,
+    /// The redaction key (`pseudonym_key`), for keyed masks.
+    pub key: Option<std::sync::Arc<[u8]>>,
+}
+
+/// What an offline decision is made over: the policies, entities, the
+/// principal and the request's circumstances.
+pub struct Offline {
+    pub bundle: PolicyBundle,
+    pub store: EntityStore,
+    pub principal: Principal,
+    pub entity: PrincipalEntity,
+    pub facts: RequestFacts,
+    pub engine: Engine,
+}
+
+impl Offline {
+    /// Loads what `explain` and `redact` decide with.
+    pub fn load(
+        policies: Option<&Path>,
+        entities: Option<&Path>,
+        claims: &serde_json::Value,
+        headers: &[(String, String)],
+    ) -> Result<Offline, String> {
+        let bundle = PolicyBundle::load(&source(policies)).map_err(|e| e.to_string())?;
+        let store = match entities {
+            Some(p) => {
+                let text =
+                    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| e.to_string())?
+            }
+            None if policies.is_none() => {
+                EntityStore::from_json(policy_tests::EMBEDDED_ENTITIES, Some(&bundle.schema))
+                    .map_err(|e| e.to_string())?
+            }
+            None => match policies
+                .map(|d| d.join("entities.json"))
+                .filter(|p| p.exists())
+            {
+                Some(p) => {
+                    let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
+                    EntityStore::from_json(&text, Some(&bundle.schema))
+                        .map_err(|e| e.to_string())?
+                }
+                None => EntityStore::empty(),
+            },
+        };
+        let is_service = claims.get("kind").and_then(|k| k.as_str()) == Some("service");
+        let mut principal = ClaimMapping::default()
+            .principal(claims, "explain", AuthMethod::Bearer, &MfaRules::default())
+            .ok_or("the claims have no `sub`")?;
+        if is_service {
+            principal.kind = PrincipalKind::Service;
+            principal.method = AuthMethod::ApiKey;
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let facts = RequestFacts {
+            client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            device_trusted: false,
+            purpose_of_use: header("x-phigate-purpose-of-use"),
+            break_glass: header("x-phigate-break-glass"),
+            ticket: header("x-phigate-ticket"),
+            route: "explain".into(),
+            now: jiff::Timestamp::now(),
+        };
+        let entity = PrincipalEntity::build(&principal, &store, None).map_err(|e| e.to_string())?;
+        let mut engine = Engine::new(jiff::tz::TimeZone::UTC);
+        engine.record_entities = true;
+        Ok(Offline {
+            bundle,
+            store,
+            principal,
+            entity,
+            facts,
+            engine,
+        })
+    }
+
+    /// A judge of records and classes over this.
+    pub fn judge(&self) -> crate::redact::offline::OfflineJudge<'_> {
+        crate::redact::offline::OfflineJudge::new(crate::redact::offline::Decider::Cedar {
+            bundle: &self.bundle,
+            store: &self.store,
+            principal: &self.principal,
+            entity: &self.entity,
+            facts: &self.facts,
+            engine: &self.engine,
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -109,6 +204,13 @@ pub struct Explanation {
     pub principal: Principal,
     pub decision: Option<Decision>,
     pub policy_version: String,
+    /// The response phase: the plan for the request's type and, with a
+    /// response, every record's decision (rendered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redaction: Option<String>,
+    /// The redacted response body (with a response).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<serde_json::Value>,
 }
 
 /// Decodes a JWT's payload without verifying it (explain is offline
@@ -119,57 +221,8 @@ pub fn unverified_claims(token: &str) -> Result<serde_json::Value, String> {
 }
 
 pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
-    let bundle = PolicyBundle::load(&source(args.policies)).map_err(|e| e.to_string())?;
-    let store = match args.entities {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
-            EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| e.to_string())?
-        }
-        None if args.policies.is_none() => {
-            EntityStore::from_json(policy_tests::EMBEDDED_ENTITIES, Some(&bundle.schema))
-                .map_err(|e| e.to_string())?
-        }
-        None => match args
-            .policies
-            .map(|d| d.join("entities.json"))
-            .filter(|p| p.exists())
-        {
-            Some(p) => {
-                let text = std::fs::read_to_string(&p).map_err(|e| e.to_string())?;
-                EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| e.to_string())?
-            }
-            None => EntityStore::empty(),
-        },
-    };
-    let is_service = args.claims.get("kind").and_then(|k| k.as_str()) == Some("service");
-    let mut principal = ClaimMapping::default()
-        .principal(
-            &args.claims,
-            "explain",
-            AuthMethod::Bearer,
-            &MfaRules::default(),
-        )
-        .ok_or("the claims have no `sub`")?;
-    if is_service {
-        principal.kind = PrincipalKind::Service;
-        principal.method = AuthMethod::ApiKey;
-    }
-    let now = jiff::Timestamp::now();
-    let header = |name: &str| {
-        args.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let facts = RequestFacts {
-        client_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
-        device_trusted: false,
-        purpose_of_use: header("x-phigate-purpose-of-use"),
-        break_glass: header("x-phigate-break-glass"),
-        ticket: header("x-phigate-ticket"),
-        route: "explain".into(),
-        now,
-    };
+    let off = Offline::load(args.policies, args.entities, &args.claims, &args.headers)?;
+    let (bundle, principal) = (&off.bundle, &off.principal);
     let route = RouteAuthz::from_config(&args.route, &args.route_prefix)?;
     let (path, query) = match args.target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -191,6 +244,8 @@ pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
         principal: principal.clone(),
         decision: None,
         policy_version: bundle.version.clone(),
+        redaction: None,
+        redacted: None,
     };
     let mapping = match route.map(&view) {
         Ok(m) => m,
@@ -199,22 +254,46 @@ pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
             return Ok(explanation);
         }
     };
-    let entity = PrincipalEntity::build(&principal, &store, None).map_err(|e| e.to_string())?;
-    let mut engine = Engine::new(jiff::tz::TimeZone::UTC);
-    engine.record_entities = true;
-    let decision = engine.decide(
-        &bundle,
-        &store,
+    let decision = off.engine.decide(
+        bundle,
+        &off.store,
         &Subject {
-            principal: &principal,
-            entity: &entity,
+            principal,
+            entity: &off.entity,
         },
         &mapping.requests,
-        &facts,
+        &off.facts,
         &Categories::default(),
     );
+    // The response phase: the plan for the request's type, and every
+    // record of a given response.
+    let resource_type = mapping
+        .requests
+        .first()
+        .map(|r| r.resource.resource_type.clone())
+        .unwrap_or_default();
     explanation.mapping = Some(mapping);
     explanation.decision = Some(decision);
+    let mut judge = off.judge();
+    judge.plan_for(&resource_type);
+    let kind = match args.route.mapping {
+        super::config::MappingKind::Fhir => crate::redact::body::BodyKind::Fhir,
+        super::config::MappingKind::Templates => crate::redact::body::BodyKind::Json,
+    };
+    let redacted = match &args.response {
+        Some(body) => Some(crate::redact::offline::redact(
+            &mut judge,
+            kind,
+            &resource_type,
+            args.key.clone(),
+            body,
+        )?),
+        None => None,
+    };
+    explanation.redaction = Some(crate::redact::offline::render(&judge, redacted.as_ref()));
+    explanation.redacted = redacted
+        .and_then(|r| r.body)
+        .and_then(|b| serde_json::from_slice(&b).ok());
     Ok(explanation)
 }
 
@@ -285,6 +364,9 @@ pub fn render(e: &Explanation) -> String {
             e.policy_version
         ));
     }
+    if let Some(r) = &e.redaction {
+        out.push_str(r);
+    }
     out
 }
 
@@ -307,6 +389,8 @@ mod tests {
                 ..RouteAuthzConfig::default()
             },
             route_prefix: "/fhir".into(),
+            response: None,
+            key: None,
         };
         let e = explain(&args).unwrap();
         let text = render(&e);
@@ -319,6 +403,44 @@ mod tests {
         assert!(text.contains("care-team-clinical-access"), "{text}");
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["decision"]["allowed"], true);
+        // The plan for the request's type, always.
+        assert!(text.contains("classes    Observation: shown ["), "{text}");
+        assert!(text.contains("withheld [count, notes]"), "{text}");
+
+        // With an answer: every record's decision and the redacted body.
+        let response = serde_json::json!({"resourceType": "Bundle", "type": "searchset", "total": 3, "entry": [
+            {"resource": {"resourceType": "Observation", "id": "a", "subject": {"reference": "Patient/pat-0001"},
+                          "note": [{"text": "private"}], "status": "final"}},
+            {"resource": {"resourceType": "Observation", "id": "b", "subject": {"reference": "Patient/pat-0001"},
+                          "meta": {"security": [{"code": "PSY"}]}}},
+            {"resource": {"resourceType": "Observation", "id": "c", "subject": {"reference": "Patient/pat-0008"}}}
+        ]});
+        let args = ExplainArgs {
+            response: Some(serde_json::to_vec(&response).unwrap()),
+            ..args
+        };
+        let e = explain(&args).unwrap();
+        let text = render(&e);
+        assert!(
+            text.contains("record     Observation/a of patient pat-0001  shown"),
+            "{text}"
+        );
+        assert!(
+            text.contains("record     Observation/b of patient pat-0001 [labels PSY]  REMOVED (forbidden by sensitive-labels-need-break-glass)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Observation/c of patient pat-0008  REMOVED"),
+            "{text}"
+        );
+        assert!(
+            text.contains("removed [2 Observation], redacted [notes ×1]"),
+            "{text}"
+        );
+        let redacted = e.redacted.unwrap();
+        assert_eq!(redacted["entry"].as_array().unwrap().len(), 1);
+        assert!(redacted["entry"][0]["resource"].get("note").is_none());
+        assert!(redacted.get("total").is_none());
     }
 
     #[test]

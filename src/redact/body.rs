@@ -361,6 +361,10 @@ impl<J: Judge> BundlePlan<J> {
             return None;
         }
         let url: String = serde_json::from_str(url.get()).ok()?;
+        if url.starts_with("urn:") {
+            // A Bundle-internal name, not the record's id.
+            return None;
+        }
         let replaced = self
             .cx
             .settings

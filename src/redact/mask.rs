@@ -54,6 +54,21 @@ impl Mask {
         }
     }
 
+    /// What the mask does, in a few words.
+    pub fn describe(&self) -> String {
+        match self {
+            Mask::Remove => "remove".into(),
+            Mask::Fixed(_) => "fixed text".into(),
+            Mask::KeepLast(n) => format!("last {n} kept"),
+            Mask::Pseudonym => "pseudonym".into(),
+            Mask::Generalize(Precision::Year) => "year only".into(),
+            Mask::Generalize(Precision::Month) => "month only".into(),
+            Mask::DateShift => "date shift".into(),
+            Mask::Zip3 => "ZIP3".into(),
+            Mask::Age => "90+ ages".into(),
+        }
+    }
+
     /// Whether the mask needs the pseudonym key.
     pub fn keyed(&self) -> bool {
         matches!(self, Mask::Pseudonym | Mask::DateShift)

@@ -8,9 +8,15 @@ pub mod body;
 pub mod classes;
 pub mod links;
 pub mod mask;
+pub mod offline;
 pub mod record;
 pub mod rules;
 pub mod safe_harbor;
 pub mod stream;
+
+#[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
+mod property_tests;
 
 pub use stream::{Action, Captured, Plan, Step, StreamError, Transformer, MAX_DEPTH};

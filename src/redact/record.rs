@@ -149,7 +149,18 @@ impl<'j> Records<'j> {
             return Ok(Shown::Yes);
         }
         let start = out.len();
-        let (redacted, inner) = self.redact_fields(&rules, bytes, &patients, out)?;
+        let (mut redacted, inner) = self.redact_fields(&rules, bytes, &patients, out)?;
+        if rules.pseudonymizes_ids() {
+            // Safe Harbor: every date of the record but its metadata's
+            // keeps its year only, wherever it is.
+            let record = out.split_off(start);
+            let mut v: Value = serde_json::from_slice(&record).map_err(|e| e.to_string())?;
+            let n = generalize_dates(&mut v, true);
+            if n > 0 {
+                redacted.add("identifiable-dates", n);
+            }
+            serde_json::to_writer(&mut *out, &v).map_err(|e| e.to_string())?;
+        }
         self.disclosure.redacted.absorb(&redacted);
         if !redacted.is_empty() || inner {
             let record = out.split_off(start);
@@ -198,6 +209,33 @@ impl<'j> Records<'j> {
         t.feed(bytes, true, out).map_err(|e| e.to_string())?;
         let redacted = t.into_plan().redacted;
         Ok((redacted, inner_changed))
+    }
+}
+
+/// Every date or dateTime string in `v` (outside `meta` at the top) cut to
+/// its year; how many were.
+fn generalize_dates(v: &mut Value, top: bool) -> u32 {
+    match v {
+        Value::String(s) => {
+            let b = s.as_bytes();
+            let digits = |r: std::ops::Range<usize>| {
+                b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+            };
+            let dated = b.len() >= 7 && digits(0..4) && b[4] == b'-' && digits(5..7);
+            if dated {
+                s.truncate(4);
+                1
+            } else {
+                0
+            }
+        }
+        Value::Array(items) => items.iter_mut().map(|i| generalize_dates(i, false)).sum(),
+        Value::Object(m) => m
+            .iter_mut()
+            .filter(|(k, _)| !(top && k.as_str() == "meta"))
+            .map(|(_, v)| generalize_dates(v, false))
+            .sum(),
+        _ => 0,
     }
 }
 

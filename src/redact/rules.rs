@@ -451,6 +451,7 @@ impl Plan for FieldPlan<'_> {
         } else {
             let covered = covered || node.covers_all();
             v = match v {
+                Value::Array(items) if items.is_empty() => Value::Array(items),
                 Value::Array(items) => {
                     let kept: Vec<Value> = items
                         .into_iter()
