@@ -2,9 +2,11 @@
 //! issue names: `serde_json::Value` parse + edit + serialize of the same
 //! body, measured in the same run. Run: `cargo bench --bench redact`.
 //!
-//! The plan here is the engine's own work only (drop `telecom`, `address`
-//! and `text` everywhere; hold each Bundle entry whole and transform it),
-//! not yet the CCM plans, which build on it.
+//! Two groups: `redact/*` is the engine's own work (drop `telecom`,
+//! `address` and `text` everywhere, holding each Bundle entry whole);
+//! `ccm/*` is the whole response phase with the example CCM policies and
+//! data classes — every record decided by Cedar, classes withheld as each
+//! persona's `disclose` policies say — exactly as the proxy runs it.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use phigate::demo::data::DemoData;
@@ -125,5 +127,79 @@ fn redact(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, redact);
+/// The response phase for one persona, over the example policies and the
+/// demo data's entities.
+fn ccm_run(off: &phigate::authz::cli::Offline, body: &[u8]) -> (usize, u32) {
+    use phigate::redact::body::{BodyRedactor, Context};
+    use phigate::redact::record::{Disclosure, RecordSettings};
+    let mut judge = off.judge();
+    let mut r = BodyRedactor::fhir(Context {
+        judge: &mut judge as &mut (dyn phigate::redact::record::Judge + '_),
+        settings: RecordSettings {
+            bases: vec!["https://ehr.example/fhir".into()],
+            key: Some(std::sync::Arc::from(&[7u8; 32][..])),
+            today: jiff::civil::date(2026, 12, 5),
+            max_record: 16 << 20,
+        },
+        links: phigate::redact::links::Links::new(
+            &["https://ehr.example/fhir".into()],
+            "https://gw.example/fhir",
+        ),
+        counts: false,
+        disclosure: Disclosure::default(),
+    });
+    let mut out = Vec::with_capacity(body.len());
+    let mut chunks = body.chunks(16 * 1024).peekable();
+    while let Some(chunk) = chunks.next() {
+        r.feed(chunk, chunks.peek().is_none(), &mut out).unwrap();
+    }
+    let d = r.disclosure().cloned().unwrap_or_default();
+    (out.len(), d.records)
+}
+
+fn ccm(c: &mut Criterion) {
+    let data = DemoData::generate(7, 200);
+    let dir = tempfile::tempdir().unwrap();
+    let entities = dir.path().join("entities.json");
+    let now = jiff::Timestamp::now();
+    std::fs::write(
+        &entities,
+        phigate::demo::entities::cedar_entities(&data, now).to_string(),
+    )
+    .unwrap();
+    let personas = [
+        ("billing", serde_json::json!({"sub": "carol", "roles": ["billing"]})),
+        (
+            "care_manager",
+            serde_json::json!({"sub": "alice", "roles": ["care_manager", "nurse"], "care_teams": ["team-01"], "amr": ["otp"]}),
+        ),
+        (
+            "research",
+            serde_json::json!({"sub": "rita", "roles": ["researcher"], "amr": ["otp"]}),
+        ),
+    ];
+    let patient = serde_json::to_vec(data.get("Patient", "pat-0001").unwrap()).unwrap();
+    let cases = [
+        ("patient_2k", patient),
+        ("searchset_100k", searchset(&data, 100 * 1024)),
+        ("searchset_5m", searchset(&data, 5 * 1024 * 1024)),
+    ];
+    for (name, body) in &cases {
+        let mut g = c.benchmark_group(format!("ccm/{name}"));
+        g.throughput(Throughput::Bytes(body.len() as u64));
+        if body.len() > 1 << 20 {
+            g.sample_size(10);
+        }
+        for (persona, claims) in &personas {
+            let off = phigate::authz::cli::Offline::load(None, Some(&entities), claims, &[]).unwrap();
+            let (len, records) = ccm_run(&off, body);
+            eprintln!("ccm/{name}/{persona}: {} -> {len} bytes, {records} record(s) shown", body.len());
+            g.bench_function(*persona, |b| b.iter(|| ccm_run(&off, black_box(body))));
+        }
+        g.bench_function("serde_value", |b| b.iter(|| baseline(black_box(body))));
+        g.finish();
+    }
+}
+
+criterion_group!(benches, redact, ccm);
 criterion_main!(benches);

@@ -62,6 +62,8 @@ pub struct OfflineJudge<'a> {
     decider: Decider<'a>,
     pub records: Vec<RecordVerdict>,
     pub classes: Vec<ClassVerdict>,
+    /// Keep every record's verdict (for the explanation).
+    keep: bool,
 }
 
 impl<'a> OfflineJudge<'a> {
@@ -70,7 +72,14 @@ impl<'a> OfflineJudge<'a> {
             decider,
             records: Vec::new(),
             classes: Vec::new(),
+            keep: true,
         }
+    }
+
+    /// A judge that keeps no verdicts (for long streams).
+    pub fn quiet(mut self) -> Self {
+        self.keep = false;
+        self
     }
 
     fn data_classes(&self) -> &DataClasses {
@@ -192,14 +201,16 @@ impl Judge for OfflineJudge<'_> {
             }
             Decider::Plan { .. } => (true, Vec::new(), None),
         };
-        self.records.push(RecordVerdict {
-            resource,
-            patients,
-            labels: labels.to_vec(),
-            shown,
-            determining,
-            reason,
-        });
+        if self.keep {
+            self.records.push(RecordVerdict {
+                resource,
+                patients,
+                labels: labels.to_vec(),
+                shown,
+                determining,
+                reason,
+            });
+        }
         shown
     }
 
