@@ -323,6 +323,28 @@ impl PolicyBundle {
                 if let Some(text) = policy.annotation("refusal") {
                     refusals.insert(id.clone(), text.to_string());
                 }
+                // `disclose` is decided once per class and type, without a
+                // patient: a condition on the record's patient never holds
+                // there, so a rule that reads one would silently not apply.
+                let discloses = match policy.action_constraint() {
+                    cedar_policy::ActionConstraint::Eq(a) => a.id().unescaped() == "disclose",
+                    cedar_policy::ActionConstraint::In(list) => {
+                        list.iter().any(|a| a.id().unescaped() == "disclose")
+                    }
+                    cedar_policy::ActionConstraint::Any => false,
+                };
+                let text = policy.to_string();
+                if discloses
+                    && (text.contains("resource.patient") || text.contains("resource has patient"))
+                {
+                    problems.push(PolicyProblem {
+                        file: name.clone(),
+                        line: Some(line),
+                        policy: Some(id.clone()),
+                        message: "`disclose` is decided per data class and resource type, without a patient (docs/redaction.md §4): a condition on `resource.patient` never holds there; decide patients with `read`".into(),
+                    });
+                    continue;
+                }
                 let renamed: Policy = policy.new_id(policy_id);
                 if let Err(e) = policies.add(renamed) {
                     problems.push(PolicyProblem {
@@ -572,6 +594,20 @@ mod tests {
                 .contains("action groups are not supported (Phigate::Action::\"writes\")"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_disclose_rule_on_the_records_patient_is_refused() {
+        let mut files = embedded_with(&[]);
+        files.push((
+            "ccm/vip-disclose.cedar".into(),
+            r#"@id("vip-contact")
+forbid (principal, action == Phigate::Action::"disclose", resource)
+when { resource has patient && resource.patient.flags.contains("vip") };"#
+                .into(),
+        ));
+        let err = PolicyBundle::from_files(&files).unwrap_err().to_string();
+        assert!(err.contains("vip-contact") && err.contains("without a patient"), "{err}");
     }
 
     #[test]

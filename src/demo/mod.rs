@@ -11,4 +11,5 @@ pub use data::DemoData;
 pub use fhir::serve;
 
 mod run;
+pub mod side_by_side;
 pub use run::{render_config, run, DemoArgs, DEMO_CONFIG};

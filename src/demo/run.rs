@@ -119,6 +119,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server = crate::server::build(&config)?;
     let tokens = write_tokens(&dir, &issuer, &api_key.key)?;
     print_banner(&args, &cert, &config_path, &tokens);
+    // The same request as three personas, once the proxy answers.
+    let columns = ["CARE_MANAGER", "BILLING", "RESEARCHER"]
+        .iter()
+        .filter_map(|var| {
+            let p = super::issuer::personas().into_iter().find(|p| p.var == *var)?;
+            let token = issuer.token(&p, 600)?;
+            let label = match *var {
+                "CARE_MANAGER" => "care manager",
+                "BILLING" => "billing",
+                _ => "researcher",
+            };
+            Some(super::side_by_side::Column { label, token })
+        })
+        .collect();
+    super::side_by_side::spawn(args.listen, cert.clone(), "/fhir/Patient/pat-0001", columns);
     server.run(crate::server::stop_signal())?;
     Ok(())
 }

@@ -291,23 +291,26 @@ where
             head.headers.insert(http::header::IF_MATCH, etag);
         }
 
+        let read = matches!(head.method, http::Method::GET | http::Method::HEAD);
         // The response phase: what the upstream is asked for on a
         // redacting route, and the judge of what may leave.
         let phase = match self.response_phase(&route, &admission, ctx) {
-            Some((red, judge, resource_type)) => {
+            Some((red, judge, resource_type, action)) => {
                 redaction::prepare_request(
                     red,
                     &mut head,
                     admission.path.query(),
                     &judge,
-                    &resource_type,
+                    &redaction::Asked {
+                        action,
+                        resource_type: &resource_type,
+                    },
                     route.denial_style,
                 )?;
                 Some((red, judge, resource_type))
             }
             None => None,
         };
-        let head_request = head.method == http::Method::HEAD;
 
         // Upstream: what it sees of the request.
         self.outbound_headers(&mut head, &admission, identity.as_ref(), ctx)?;
@@ -367,7 +370,7 @@ where
                 route: &route.name,
                 style: route.denial_style,
                 idle,
-                head_request,
+                read,
                 slot,
                 resource_type,
             },
@@ -383,7 +386,12 @@ where
         route: &'r Route,
         _admission: &Admission,
         ctx: &RequestCtx,
-    ) -> Option<(&'r redaction::RouteRedaction, redaction::CedarJudge, String)> {
+    ) -> Option<(
+        &'r redaction::RouteRedaction,
+        redaction::CedarJudge,
+        String,
+        &'static str,
+    )> {
         let red = route.redaction.as_ref()?;
         let decision = ctx.decision.as_ref()?;
         if decision.mode != crate::authz::EnforcementMode::Enforce {
@@ -401,8 +409,13 @@ where
                     .to_string()
             })
             .unwrap_or_default();
+        let action = decision
+            .decision
+            .as_ref()
+            .and_then(|d| d.accesses.first())
+            .map_or("", |a| a.action);
         let judge = redaction::CedarJudge::new(self.stages.authz.clone(), loaded);
-        Some((red, judge, resource_type))
+        Some((red, judge, resource_type, action))
     }
 
     /// phigate's forwarding headers, the request id, and the principal's

@@ -37,6 +37,9 @@ const MIN_KEY: usize = 32;
 /// Most decoded bytes one compressed answer may grow to.
 const MAX_DECODED: u64 = 1 << 30;
 
+/// Compressed input is decoded this many bytes at a time.
+const COMPRESSED_PIECE: usize = 1024;
+
 /// A route's redaction, resolved at start.
 #[derive(Debug)]
 pub struct RouteRedaction {
@@ -175,9 +178,15 @@ pub fn prepare_request(
     head: &mut http::request::Parts,
     query: Option<&str>,
     judge: &CedarJudge,
-    resource_type: &str,
+    asked: &Asked<'_>,
     style: DenialStyle,
 ) -> Result<(), Stop> {
+    let resource_type = asked.resource_type;
+    // HEAD is asked as GET: its head must be the head of the redacted
+    // answer (a withheld record's 404, no upstream length or date).
+    if head.method == http::Method::HEAD {
+        head.method = http::Method::GET;
+    }
     let h = &mut head.headers;
     h.insert(
         header::ACCEPT_ENCODING,
@@ -190,6 +199,31 @@ pub fn prepare_request(
         header::IF_MODIFIED_SINCE,
     ] {
         h.remove(name);
+    }
+    // De-identified answers are for searches over non-identifying
+    // criteria only: a read by id, or a search by name, birth date,
+    // identifier or address, would tie a pseudonym to a known person.
+    if !judge.discloses(IDENTIFIABLE, resource_type) {
+        let refuse = |detail: &'static str| {
+            Err(Stop::new(
+                respond::denial(style, 403, detail),
+                "deidentified_request_refused",
+            ))
+        };
+        if r.kind != BodyKind::Fhir {
+            return refuse("de-identified access is not available on this route");
+        }
+        if asked.action != "search" {
+            return refuse("de-identified access is by search only");
+        }
+        let identifying = query_params(query)
+            .iter()
+            .any(|(name, _)| !DEIDENTIFIED_PARAMS.contains(&name.as_str()));
+        if identifying {
+            return refuse(
+                "a de-identified search may filter by code, category, status and gender only",
+            );
+        }
     }
     if r.kind != BodyKind::Fhir {
         return Ok(());
@@ -233,6 +267,32 @@ pub fn prepare_request(
     Ok(())
 }
 
+/// What a request asked, from its decision: the first access's action and
+/// resource type.
+pub struct Asked<'a> {
+    pub action: &'a str,
+    pub resource_type: &'a str,
+}
+
+/// Parameters a de-identified search may carry: paging and shape, and
+/// criteria that name no one.
+const DEIDENTIFIED_PARAMS: [&str; 14] = [
+    "_count",
+    "_offset",
+    "_getpagesoffset",
+    "_page",
+    "_elements",
+    "_summary",
+    "_format",
+    "_total",
+    "code",
+    "category",
+    "status",
+    "clinical-status",
+    "verification-status",
+    "gender",
+];
+
 /// Decoded query parameters (undecodable ones as they are: the mapper has
 /// already refused those).
 fn query_params(query: Option<&str>) -> Vec<(String, String)> {
@@ -266,7 +326,8 @@ pub struct ResponsePhase<'a> {
     pub route: &'a str,
     pub style: DenialStyle,
     pub idle: std::time::Duration,
-    pub head_request: bool,
+    /// The client asked to read (GET or HEAD), not to write.
+    pub read: bool,
     pub slot: DisclosureSlot,
     /// The request's resource type (what a JSON document's classes are
     /// decided on).
@@ -294,16 +355,15 @@ pub async fn respond(
     );
     rewrite_headers(&mut parts.headers, &links);
     let status = parts.status.as_u16();
-    let bodiless = phase.head_request
-        || status < 200
-        || status == 204
-        || status == 304
-        || body.is_end_stream();
+    // (HEAD was asked upstream as GET: its answer is decided like one.)
+    let bodiless = status < 200 || status == 204 || status == 304 || body.is_end_stream();
     if bodiless {
-        return Ok(http::Response::from_parts(
-            parts,
-            ResponseBody::upstream(body, phase.idle),
-        ));
+        scrub(&mut parts.headers);
+        return Ok(http::Response::from_parts(parts, ResponseBody::empty()));
+    }
+    // Two content types: which one a client believes is its choice.
+    if parts.headers.get_all(header::CONTENT_TYPE).iter().count() > 1 {
+        return Err(fail(502, "response_not_redactable"));
     }
     let content_type = parts
         .headers
@@ -339,23 +399,8 @@ pub async fn respond(
         Ok(d) => d,
         Err(()) => return Err(fail(502, "response_encoding_unsupported")),
     };
-    for name in [
-        header::CONTENT_LENGTH,
-        header::CONTENT_ENCODING,
-        header::ETAG,
-        header::ACCEPT_RANGES,
-        header::CONTENT_RANGE,
-        HeaderName::from_static("content-md5"),
-        HeaderName::from_static("digest"),
-        HeaderName::from_static("repr-digest"),
-        HeaderName::from_static("content-digest"),
-    ] {
-        parts.headers.remove(name);
-    }
-    // An answer shaped for one person is nobody else's to cache.
-    parts
-        .headers
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    scrub(&mut parts.headers);
+    parts.headers.remove(header::CONTENT_ENCODING);
     // The request's one clock reading.
     let today = phase
         .judge
@@ -401,6 +446,7 @@ pub async fn respond(
         out: Vec::new(),
         finished: false,
         failed: false,
+        decoded_total: 0,
         route: phase.route.to_string(),
         slot: phase.slot,
     };
@@ -410,11 +456,7 @@ pub async fn respond(
         match std::future::poll_fn(|cx| body.poll_output(cx)).await {
             Some(Ok(out)) => match body.redactor.progress() {
                 Progress::Undecided => continue,
-                Progress::Denied => {
-                    let detail = "the record is not available to you";
-                    let resp = respond::denial(phase.style, r.denied_status, detail);
-                    return Err(Stop::new(resp, "record_withheld"));
-                }
+                Progress::Denied => break Bytes::new(),
                 Progress::Show => break out,
             },
             Some(Err(reason)) => return Err(fail(502, reason)),
@@ -422,6 +464,12 @@ pub async fn respond(
         }
     };
     if body.redactor.progress() == Progress::Denied {
+        if !phase.read {
+            // A write's answer (the record as stored): the write happened,
+            // so its status stands — without the record.
+            parts.headers.remove(header::CONTENT_TYPE);
+            return Ok(http::Response::from_parts(parts, ResponseBody::empty()));
+        }
         let resp = respond::denial(
             phase.style,
             r.denied_status,
@@ -434,6 +482,25 @@ pub async fn respond(
         parts,
         ResponseBody::Redacted(Box::new(body)),
     ))
+}
+
+/// Headers that describe the upstream's body (its length, version, digest,
+/// date and ranges) go; the answer is nobody else's to cache.
+fn scrub(h: &mut http::HeaderMap) {
+    for name in [
+        header::CONTENT_LENGTH,
+        header::ETAG,
+        header::LAST_MODIFIED,
+        header::ACCEPT_RANGES,
+        header::CONTENT_RANGE,
+        HeaderName::from_static("content-md5"),
+        HeaderName::from_static("digest"),
+        HeaderName::from_static("repr-digest"),
+        HeaderName::from_static("content-digest"),
+    ] {
+        h.remove(name);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 fn rewrite_headers(h: &mut http::HeaderMap, links: &Links) {
@@ -486,6 +553,10 @@ impl Decoder {
         })
     }
 
+    fn is_identity(&self) -> bool {
+        matches!(self, Decoder::Identity)
+    }
+
     /// Decodes `chunk` (`end`: the last) into `out`.
     fn decode(&mut self, chunk: &[u8], end: bool, out: &mut Vec<u8>) -> std::io::Result<()> {
         fn drain(buf: &mut Vec<u8>, out: &mut Vec<u8>) {
@@ -528,6 +599,8 @@ pub struct RedactedBody {
     out: Vec<u8>,
     finished: bool,
     failed: bool,
+    /// Bytes decoded so far (bounded by [`MAX_DECODED`]).
+    decoded_total: u64,
     route: String,
     slot: DisclosureSlot,
 }
@@ -544,7 +617,6 @@ impl RedactedBody {
         cx: &mut TaskContext<'_>,
     ) -> Poll<Option<Result<Bytes, &'static str>>> {
         let mut decoded: Vec<u8> = Vec::new();
-        let mut total_decoded: u64 = 0;
         loop {
             if self.failed {
                 return Poll::Ready(None);
@@ -567,24 +639,41 @@ impl RedactedBody {
                 }
                 Poll::Ready(None) => (Bytes::new(), true),
             };
-            decoded.clear();
-            if self.decoder.decode(&chunk, end, &mut decoded).is_err() {
-                return Poll::Ready(Some(Err(self.fail("response_encoding_corrupt"))));
-            }
-            total_decoded += decoded.len() as u64;
-            if total_decoded > MAX_DECODED {
-                return Poll::Ready(Some(Err(self.fail("response_too_large"))));
-            }
-            let mut out = std::mem::take(&mut self.out);
-            match self.redactor.feed(&decoded, end, &mut out) {
-                Ok(_) => self.out = out,
-                Err(e) => {
-                    let reason = match e {
-                        crate::redact::StreamError::TooLarge(_) => "record_too_large",
-                        crate::redact::StreamError::TooDeep => "response_too_deep",
-                        _ => "response_malformed",
-                    };
-                    return Poll::Ready(Some(Err(self.fail(reason))));
+            // Compressed input goes in small pieces, each piece's output
+            // redacted before the next is decoded: what one piece can grow
+            // to is all the memory a compression bomb gets.
+            let pieces = if self.decoder.is_identity() {
+                chunk.len().max(1)
+            } else {
+                COMPRESSED_PIECE
+            };
+            let parts: Vec<&[u8]> = if chunk.is_empty() {
+                vec![&[]]
+            } else {
+                chunk.chunks(pieces).collect()
+            };
+            let count = parts.len();
+            for (i, piece) in parts.into_iter().enumerate() {
+                let last = end && i + 1 == count;
+                decoded.clear();
+                if self.decoder.decode(piece, last, &mut decoded).is_err() {
+                    return Poll::Ready(Some(Err(self.fail("response_encoding_corrupt"))));
+                }
+                self.decoded_total += decoded.len() as u64;
+                if self.decoded_total > MAX_DECODED {
+                    return Poll::Ready(Some(Err(self.fail("response_too_large"))));
+                }
+                let mut out = std::mem::take(&mut self.out);
+                match self.redactor.feed(&decoded, last, &mut out) {
+                    Ok(_) => self.out = out,
+                    Err(e) => {
+                        let reason = match e {
+                            crate::redact::StreamError::TooLarge(_) => "record_too_large",
+                            crate::redact::StreamError::TooDeep => "response_too_deep",
+                            _ => "response_malformed",
+                        };
+                        return Poll::Ready(Some(Err(self.fail(reason))));
+                    }
                 }
             }
             if end {

@@ -269,8 +269,32 @@ pub struct BundlePlan<J> {
     nesting: usize,
     /// `Bundle.type`, when it came before the entries.
     bundle_type: Option<String>,
+    /// Security labels of this Bundle and the ones holding it: every entry
+    /// is decided with them.
+    labels: Vec<String>,
+    /// Top-level members seen (a repeated one is refused).
+    seen: Vec<String>,
+    /// A member came twice, or in a shape no Bundle has: refused when its
+    /// value is captured.
+    refuse: Option<&'static str>,
     scratch: Vec<u8>,
 }
+
+/// A Bundle's own members; any other is not passed on.
+const BUNDLE_MEMBERS: [&str; 12] = [
+    "resourceType",
+    "id",
+    "meta",
+    "implicitRules",
+    "language",
+    "identifier",
+    "type",
+    "timestamp",
+    "total",
+    "link",
+    "entry",
+    "signature",
+];
 
 impl<J: Judge> BundlePlan<J> {
     fn new(cx: Context<J>, nesting: usize) -> Self {
@@ -278,6 +302,9 @@ impl<J: Judge> BundlePlan<J> {
             cx,
             nesting,
             bundle_type: None,
+            labels: Vec::new(),
+            seen: Vec::new(),
+            refuse: None,
             scratch: Vec::new(),
         }
     }
@@ -293,9 +320,9 @@ impl<J: Judge> BundlePlan<J> {
     }
 
     fn entry(&mut self, value: &[u8], out: &mut Vec<u8>) -> Result<Captured, String> {
-        let members: EntryMembers<'_> =
-            serde_json::from_slice(value).map_err(|_| "a Bundle entry is not a JSON object")?;
-        let Some(resource) = members.resource else {
+        let members: super::record::Members<'_> = serde_json::from_slice(value)
+            .map_err(|e| format!("a Bundle entry is not a JSON object with distinct members ({e})"))?;
+        let Some(resource) = members.get("resource") else {
             if !self.keeps_resourceless() {
                 return Ok(Captured::Remove);
             }
@@ -316,34 +343,47 @@ impl<J: Judge> BundlePlan<J> {
             self.nested_bundle(bytes, &mut scratch)?;
             Shown::Yes
         } else {
-            Records::new(&mut self.cx.judge, &self.cx.settings).record_into(
-                bytes,
-                &[],
-                &mut scratch,
-                &mut self.cx.disclosure,
-            )?
+            Records::new(&mut self.cx.judge, &self.cx.settings)
+                .within(&self.labels)
+                .record_into(bytes, &[], &mut scratch, &mut self.cx.disclosure)?
         };
         let result = match shown {
             Shown::No => Captured::Remove,
-            Shown::Yes => {
-                let mut edits = vec![(at, end, std::mem::take(&mut scratch))];
-                if let Some(url) = members.full_url {
-                    if let Some(replaced) = self.full_url(bytes, url) {
-                        let (s, e) = span(value, url);
-                        edits.push((s, e, replaced));
+            Shown::Yes if self.pseudonymized(bytes) => {
+                // Safe Harbor: the entry is rebuilt around the record — its
+                // fullUrl pseudonymized like the record's id, its request
+                // and response (real ids and dates) left out.
+                let mut entry: serde_json::Value =
+                    serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                let resource: serde_json::Value =
+                    serde_json::from_slice(&scratch).map_err(|e| e.to_string())?;
+                if let Some(m) = entry.as_object_mut() {
+                    m.insert("resource".into(), resource);
+                    m.remove("request");
+                    m.remove("response");
+                    let url = m.remove("fullUrl");
+                    let url = url.as_ref().and_then(|u| u.as_str()).and_then(|u| {
+                        if u.starts_with("urn:") {
+                            return Some(u.to_string());
+                        }
+                        let k = self.cx.settings.key.as_deref()?;
+                        super::safe_harbor::pseudonymize_reference(k, u)
+                    });
+                    if let Some(u) = url {
+                        m.insert("fullUrl".into(), u.into());
                     }
                 }
-                edits.sort_by_key(|(s, _, _)| *s);
                 let start = out.len();
-                let mut last = 0;
-                for (s, e, bytes) in &edits {
-                    out.extend_from_slice(&value[last..*s]);
-                    out.extend_from_slice(bytes);
-                    last = *e;
-                }
-                out.extend_from_slice(&value[last..]);
+                serde_json::to_writer(&mut *out, &entry).map_err(|e| e.to_string())?;
                 self.cx.links.rewrite_json(out, start);
-                scratch = edits.swap_remove(0).2;
+                Captured::Written
+            }
+            Shown::Yes => {
+                let start = out.len();
+                out.extend_from_slice(&value[..at]);
+                out.extend_from_slice(&scratch);
+                out.extend_from_slice(&value[end..]);
+                self.cx.links.rewrite_json(out, start);
                 Captured::Written
             }
         };
@@ -351,28 +391,13 @@ impl<J: Judge> BundlePlan<J> {
         Ok(result)
     }
 
-    /// The entry's `fullUrl` when its record's ids are pseudonymized (the
-    /// Safe Harbor profile): the same pseudonym, or nothing without a key.
-    fn full_url(&mut self, resource: &[u8], url: &RawValue) -> Option<Vec<u8>> {
-        let ty = serde_json::from_slice::<TypeOnly>(resource)
-            .ok()?
-            .resource_type?;
-        if !self.cx.judge.rules(&ty).pseudonymizes_ids() {
-            return None;
-        }
-        let url: String = serde_json::from_str(url.get()).ok()?;
-        if url.starts_with("urn:") {
-            // A Bundle-internal name, not the record's id.
-            return None;
-        }
-        let replaced = self
-            .cx
-            .settings
-            .key
-            .as_deref()
-            .and_then(|k| super::safe_harbor::pseudonymize_reference(k, &url))
-            .unwrap_or_default();
-        serde_json::to_vec(&replaced).ok()
+    /// Whether the record's ids are pseudonymized (the Safe Harbor
+    /// profile applies to its type).
+    fn pseudonymized(&mut self, resource: &[u8]) -> bool {
+        serde_json::from_slice::<TypeOnly>(resource)
+            .ok()
+            .and_then(|t| t.resource_type)
+            .is_some_and(|ty| self.cx.judge.rules(&ty).pseudonymizes_ids())
     }
 
     fn nested_bundle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
@@ -389,10 +414,9 @@ impl<J: Judge> BundlePlan<J> {
             counts: self.cx.counts,
             disclosure: Disclosure::default(),
         };
-        let mut t = Transformer::new(
-            BundlePlan::new(cx, self.nesting + 1),
-            self.cx.settings.max_record,
-        );
+        let mut plan = BundlePlan::new(cx, self.nesting + 1);
+        plan.labels = self.labels.clone();
+        let mut t = Transformer::new(plan, self.cx.settings.max_record);
         t.feed(bytes, true, out).map_err(|e| e.to_string())?;
         let d = t.into_plan().cx.disclosure;
         self.cx.disclosure.absorb(&d);
@@ -413,13 +437,6 @@ impl<'a> Judge for &mut (dyn Judge + 'a) {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct EntryMembers<'a> {
-    #[serde(borrow, default)]
-    resource: Option<&'a RawValue>,
-    #[serde(borrow, default, rename = "fullUrl")]
-    full_url: Option<&'a RawValue>,
-}
 
 #[derive(serde::Deserialize)]
 struct TypeOnly {
@@ -435,14 +452,37 @@ fn span(whole: &[u8], part: &RawValue) -> (usize, usize) {
 
 impl<J: Judge> Plan for BundlePlan<J> {
     fn member(&mut self, path: &[Step], key: &str) -> Action {
-        if !path.is_empty() {
-            return Action::Keep;
+        match path {
+            [] => {}
+            // An `entry` that is an object (not an array): no Bundle has
+            // that shape.
+            [Step::Key(k)] if k == "entry" => {
+                self.refuse = Some("Bundle.entry is not an array");
+                return Action::Capture;
+            }
+            // Inside a Bundle's own members (`identifier`): as they are.
+            _ => return Action::Keep,
         }
+        if self.seen.iter().any(|k| k == key) {
+            self.refuse = Some("a Bundle member appears twice");
+            return Action::Capture;
+        }
+        self.seen.push(key.to_string());
         match key {
             "total" if !self.cx.counts => Action::Remove,
             "signature" => Action::Remove,
-            "link" | "type" => Action::Capture,
-            _ => Action::Keep,
+            // Labels apply to every entry: they must come before the first.
+            "meta" if self.seen.iter().any(|k| k == "entry") => {
+                self.refuse = Some("Bundle.meta comes after its entries");
+                Action::Capture
+            }
+            // The Bundle's own id, identifier and time: pseudonymized and
+            // generalized under Safe Harbor (a document's identifier is
+            // one more unique number).
+            "link" | "type" | "meta" | "id" | "identifier" | "timestamp" => Action::Capture,
+            k if BUNDLE_MEMBERS.contains(&k) => Action::Keep,
+            // Not a Bundle's: not passed on.
+            _ => Action::Remove,
         }
     }
 
@@ -459,14 +499,57 @@ impl<J: Judge> Plan for BundlePlan<J> {
         value: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Captured, String> {
+        if let Some(why) = self.refuse {
+            return Err(why.into());
+        }
         match path {
             [Step::Key(k)] if k == "type" => {
                 self.bundle_type = serde_json::from_slice(value).ok();
                 out.extend_from_slice(value);
             }
-            [Step::Key(k)] if k == "link" => {
-                let start = out.len();
+            [Step::Key(k)] if matches!(k.as_str(), "id" | "identifier" | "timestamp") => {
+                if !self.cx.judge.rules("Bundle").pseudonymizes_ids() {
+                    out.extend_from_slice(value);
+                    return Ok(Captured::Written);
+                }
+                let Some(key) = self.cx.settings.key.clone() else {
+                    return Ok(Captured::Remove);
+                };
+                let mut v: serde_json::Value =
+                    serde_json::from_slice(value).map_err(|e| e.to_string())?;
+                match (k.as_str(), &mut v) {
+                    ("id", serde_json::Value::String(s)) => *s = super::mask::pseudonym(&key, s),
+                    ("timestamp", serde_json::Value::String(s)) => s.truncate(4),
+                    ("identifier", serde_json::Value::Object(m)) => {
+                        if let Some(serde_json::Value::String(s)) = m.get_mut("value") {
+                            *s = super::mask::pseudonym(&key, s);
+                        }
+                    }
+                    _ => return Ok(Captured::Remove),
+                }
+                serde_json::to_writer(&mut *out, &v).map_err(|e| e.to_string())?;
+            }
+            [Step::Key(k)] if k == "meta" => {
+                for l in super::record::labels_of(value)? {
+                    if !self.labels.contains(&l) {
+                        self.labels.push(l);
+                    }
+                }
                 out.extend_from_slice(value);
+            }
+            [Step::Key(k)] if k == "link" => {
+                // A `last` link's page number or offset tells the total.
+                let mut links: serde_json::Value =
+                    serde_json::from_slice(value).map_err(|_| "Bundle.link is malformed")?;
+                if !self.cx.counts {
+                    if let Some(items) = links.as_array_mut() {
+                        items.retain(|l| {
+                            l.get("relation").and_then(|r| r.as_str()) != Some("last")
+                        });
+                    }
+                }
+                let start = out.len();
+                serde_json::to_writer(&mut *out, &links).map_err(|e| e.to_string())?;
                 self.cx.links.rewrite_json(out, start);
             }
             [Step::Key(_), Step::Index(_)] => return self.entry(value, out),

@@ -212,3 +212,120 @@ fn legacy_json_is_redacted_by_json_path() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v, json!({"patient": {"ssn": "***6789", "name": "Ann"}}));
 }
+
+#[test]
+fn members_named_twice_and_shapes_no_bundle_has_are_refused() {
+    for bad in [
+        // Decided as one thing, read by a client as another.
+        &br#"{"resourceType":"OperationOutcome","resourceType":"Patient","id":"vip","telecom":[{"value":"1"}]}"#[..],
+        br#"{"resourceType":"Bundle","resourceType":"Patient","id":"vip"}"#,
+        br#"{"resourceType":"Observation","subject":{"reference":"Patient/a"},"subject":{"reference":"Patient/vip"}}"#,
+        br#"{"resourceType":"Bundle","entry":[{"resource":{"resourceType":"OperationOutcome","resourceType":"Patient","id":"vip"}}]}"#,
+        br#"{"resourceType":"Bundle","entry":[{"fullUrl":"x","fullUrl":"y","resource":{"resourceType":"Patient","id":"a"}}]}"#,
+        // An entry that is an object, contained that is an object.
+        br#"{"resourceType":"Bundle","entry":{"resource":{"resourceType":"Patient","id":"vip"}}}"#,
+        br#"{"resourceType":"Observation","subject":{"reference":"Patient/a"},"contained":{"resourceType":"Patient","id":"vip"}}"#,
+        // Labels after the entries they would have applied to.
+        br#"{"resourceType":"Bundle","entry":[],"meta":{"security":[{"code":"R"}]}}"#,
+    ] {
+        let mut c = cx(&["vip"], &["narrative"]);
+        c.judge.withheld.push("contact");
+        let r = run(c, bad, &[]);
+        assert!(r.is_err(), "{} passed: {:?}", String::from_utf8_lossy(bad), r.map(|x| String::from_utf8_lossy(&x.1).into_owned()));
+    }
+}
+
+#[test]
+fn bundle_labels_reach_every_entry_and_counts_leave_no_last_link() {
+    // Only records of patient `a`, and no record labelled PSY.
+    struct Labelled;
+    impl Judge for Labelled {
+        fn may_read(&mut self, _: &[AccessRequest], labels: &[String]) -> bool {
+            !labels.iter().any(|l| l == "PSY")
+        }
+        fn rules(&mut self, ty: &str) -> Arc<Rules> {
+            let classes = DataClasses::parse(EXAMPLE).unwrap();
+            Arc::new(Rules::for_type(&classes, ty, &mut |_| false))
+        }
+    }
+    let c = |judge| Context {
+        judge,
+        settings: RecordSettings {
+            bases: vec![],
+            key: None,
+            today: jiff::civil::date(2026, 12, 5),
+            max_record: 1 << 20,
+        },
+        links: Links::default(),
+        counts: false,
+        disclosure: Disclosure::default(),
+    };
+    let labelled = br#"{"resourceType":"Bundle","meta":{"security":[{"code":"PSY"}]},"type":"document","entry":[{"resource":{"resourceType":"Observation","subject":{"reference":"Patient/a"}}}]}"#;
+    let mut r = BodyRedactor::fhir(c(Labelled));
+    let mut out = Vec::new();
+    r.feed(labelled, true, &mut out).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["entry"], json!([]), "{v}");
+    let paged = br#"{"resourceType":"Bundle","type":"searchset","link":[{"relation":"self","url":"a"},{"relation":"last","url":"b?page=41"}],"extra":{"x":1},"entry":[]}"#;
+    let mut r = BodyRedactor::fhir(c(Labelled));
+    let mut out = Vec::new();
+    r.feed(paged, true, &mut out).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["link"], json!([{"relation": "self", "url": "a"}]));
+    assert!(v.get("extra").is_none(), "a member no Bundle has is not passed on");
+}
+
+#[test]
+fn safe_harbor_leaves_no_name_identifier_date_or_free_text() {
+    struct Research;
+    impl Judge for Research {
+        fn may_read(&mut self, _: &[AccessRequest], _: &[String]) -> bool {
+            true
+        }
+        fn rules(&mut self, ty: &str) -> Arc<Rules> {
+            let classes = DataClasses::parse(EXAMPLE).unwrap();
+            let mut rules = Rules::for_type(&classes, ty, &mut |c| c == "identifiable");
+            rules.add_withheld(crate::redact::safe_harbor::classes(), ty);
+            Arc::new(rules)
+        }
+    }
+    let body = json!({"resourceType": "Bundle", "type": "history", "entry": [
+        {"fullUrl": "http://up:8080/fhir/DiagnosticReport/r1",
+         "resource": {"resourceType": "DiagnosticReport", "id": "r1",
+            "meta": {"lastUpdated": "2024-03-04T09:00:00Z"},
+            "identifier": [{"system": "http://acme.com/lab/reports", "value": "5234342"}],
+            "subject": {"reference": "Patient/pat-0001", "display": "Eve Everywoman"},
+            "effectiveDateTime": "2024-03-01T08:00:00Z",
+            "result": [{"reference": "Observation/o1", "display": "Hemoglobin"}],
+            "contained": [{"resourceType": "Specimen", "id": "s1",
+                "accessionIdentifier": {"value": "X1"}, "note": [{"text": "drawn by Dr Who"}]}],
+            "specimen": [{"reference": "#s1"}],
+            "conclusion": "Eve is anaemic"},
+         "request": {"method": "PUT", "url": "DiagnosticReport/r1"}}
+    ]});
+    let mut c = cx(&[], &[]);
+    c.settings.key = Some(Arc::from(&b"0123456789abcdef0123456789abcdef"[..]));
+    let ctx = Context {
+        judge: Research,
+        settings: c.settings,
+        links: c.links,
+        counts: false,
+        disclosure: Disclosure::default(),
+    };
+    let mut r = BodyRedactor::fhir(ctx);
+    let mut out = Vec::new();
+    r.feed(&serde_json::to_vec(&body).unwrap(), true, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    for secret in ["5234342", "Eve", "pat-0001", "2024-03-01", "2024-03-04", "Dr Who", "\"r1\"", "DiagnosticReport/r1"] {
+        assert!(!text.contains(secret), "{secret} in {text}");
+    }
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let e = &v["entry"][0];
+    assert!(e.get("request").is_none());
+    let id = e["resource"]["id"].as_str().unwrap();
+    assert!(e["fullUrl"].as_str().unwrap().ends_with(&format!("/DiagnosticReport/{id}")), "{e}");
+    // A contained resource keeps its local id, so `#s1` still resolves.
+    assert_eq!(e["resource"]["contained"][0]["id"], "s1");
+    assert_eq!(e["resource"]["specimen"][0]["reference"], "#s1");
+    assert_eq!(e["resource"]["effectiveDateTime"], "2024");
+}

@@ -118,6 +118,110 @@ fn fixtures_redact_to_their_golden_outputs() {
     assert!(checked >= 18, "only {checked} golden outputs");
 }
 
+/// Identifier values of every record, and the names and birth dates of
+/// the people records are about (patients, relatives; not the staff).
+fn identifying(v: &Value, out: &mut Vec<String>) {
+    identifying_in(v, false, out)
+}
+
+fn identifying_in(v: &Value, person: bool, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            let person = match m.get("resourceType").and_then(Value::as_str) {
+                Some(t) => matches!(t, "Patient" | "RelatedPerson" | "Person"),
+                None => person,
+            };
+            for (k, x) in m {
+                match (k.as_str(), x) {
+                    ("family", Value::String(s)) if person => out.push(s.clone()),
+                    ("given", Value::Array(a)) if person => {
+                        out.extend(a.iter().filter_map(|g| g.as_str().map(str::to_string)))
+                    }
+                    ("identifier", _) => {
+                        let mut values = Vec::new();
+                        collect_values(x, &mut values);
+                        out.extend(values);
+                    }
+                    ("birthDate", Value::String(s)) => out.push(s.clone()),
+                    _ => identifying_in(x, person, out),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| identifying_in(x, person, out)),
+        _ => {}
+    }
+}
+
+fn collect_values(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(Value::String(s)) = m.get("value") {
+                out.push(s.clone());
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_values(x, out)),
+        _ => {}
+    }
+}
+
+fn exposed(v: &Value, person: bool, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            let person = match m.get("resourceType").and_then(Value::as_str) {
+                Some(t) => matches!(t, "Patient" | "RelatedPerson" | "Person"),
+                None => person,
+            };
+            for (k, x) in m {
+                if person
+                    || matches!(
+                        k.as_str(),
+                        "identifier" | "display" | "text" | "div" | "note" | "valueString"
+                    )
+                {
+                    all_strings(x, out);
+                }
+                exposed(x, person, out);
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| exposed(x, person, out)),
+        Value::String(s) if person => out.push(s.clone()),
+        _ => {}
+    }
+}
+
+fn all_strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| all_strings(x, out)),
+        Value::Object(m) => m.values().for_each(|x| all_strings(x, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn research_output_holds_no_name_identifier_or_birth_date_of_the_input() {
+    for (name, input) in inputs() {
+        let original: Value = serde_json::from_slice(&input).unwrap();
+        let mut secrets = Vec::new();
+        identifying(&original, &mut secrets);
+        secrets.retain(|s| s.len() >= 3);
+        let out: Value = serde_json::from_slice(&run(PLANS[2].1, &input)).unwrap();
+        // Where a person's identity could be: the people's own records,
+        // every identifier, references' names, narrative and notes.
+        let mut seen = Vec::new();
+        exposed(&out, false, &mut seen);
+        for s in &secrets {
+            assert!(!seen.contains(s), "{name}: `{s}` survives de-identification");
+            if s.chars().all(char::is_alphabetic) && s.len() >= 4 {
+                assert!(
+                    !seen.iter().any(|x| x.contains(s.as_str())),
+                    "{name}: `{s}` appears in the output's text"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn what_each_plan_promises_holds_on_the_hl7_patient() {
     let input = std::fs::read(dir().join("Patient-example.json")).unwrap();

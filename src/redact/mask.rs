@@ -86,8 +86,9 @@ pub struct MaskContext {
     pub today: jiff::civil::Date,
 }
 
-/// Members that say what a value is, left as they are.
-const DESCRIPTORS: [&str; 3] = ["system", "use", "url"];
+/// Members that say what a value is, left as they are (and an extension's
+/// `url`).
+const DESCRIPTORS: [&str; 2] = ["system", "use"];
 
 /// Applies `mask` to `value` in place; `false` when nothing usable
 /// remains (the element is then removed).
@@ -121,8 +122,12 @@ pub fn apply(mask: &Mask, value: &mut Value, cx: &MaskContext) -> bool {
             kept
         }
         Value::Object(members) => {
-            members.retain(|k, v| DESCRIPTORS.contains(&k.as_str()) || apply(mask, v, cx));
-            members.keys().any(|k| !DESCRIPTORS.contains(&k.as_str()))
+            // An extension's `url` says what it is; any other (an
+            // Attachment's) is a value like the rest.
+            let extension = members.contains_key("url") && members.keys().any(|k| k.starts_with("value"));
+            let describes = |k: &str| DESCRIPTORS.contains(&k) || (extension && k == "url");
+            members.retain(|k, v| describes(k) || apply(mask, v, cx));
+            members.keys().any(|k| !describes(k))
         }
         // Booleans, nulls and (other than for ages) numbers carry no text
         // a mask could keep: they go.
@@ -162,10 +167,13 @@ fn one(mask: &Mask, s: &str, cx: &MaskContext) -> Option<String> {
             let today = cx.today;
             // Over 89 unless born after this day 90 years ago.
             let ninety_ago = today.year() - 90;
-            let over_89 = match jiff::civil::Date::strptime("%Y-%m-%d", s.get(..10)?) {
-                Ok(born) => born.checked_add(jiff::Span::new().years(90)).ok()? <= today,
+            let full = s
+                .get(..10)
+                .and_then(|d| jiff::civil::Date::strptime("%Y-%m-%d", d).ok());
+            let over_89 = match full {
+                Some(born) => born.checked_add(jiff::Span::new().years(90)).ok()? <= today,
                 // Year (or year-month) only: judged on the year.
-                Err(_) => year < ninety_ago,
+                None => year < ninety_ago,
             };
             Some(if over_89 {
                 ninety_ago.to_string()
@@ -354,6 +362,8 @@ mod tests {
             masked(Mask::Age, json!("1935-12-06"), None),
             Some(json!("1936"))
         );
+        assert_eq!(masked(Mask::Age, json!("1930"), None), Some(json!("1936")));
+        assert_eq!(masked(Mask::Age, json!("1960-05"), None), Some(json!("1960")));
         assert_eq!(masked(Mask::Age, json!(93), None), Some(json!(90)));
         assert_eq!(masked(Mask::Age, json!(42), None), Some(json!(42)));
     }

@@ -92,6 +92,11 @@ pub struct RecordSettings {
 pub struct Records<'j> {
     judge: &'j mut dyn Judge,
     settings: &'j RecordSettings,
+    /// Security labels of the Bundles holding the records: each record is
+    /// decided with them as well as its own.
+    labels: &'j [String],
+    /// Inside a contained resource: its id is local to its container.
+    contained: bool,
     pub disclosure: Disclosure,
 }
 
@@ -100,8 +105,16 @@ impl<'j> Records<'j> {
         Records {
             judge,
             settings,
+            labels: &[],
+            contained: false,
             disclosure: Disclosure::default(),
         }
+    }
+
+    /// Records inside Bundles labelled `labels`.
+    pub fn within(mut self, labels: &'j [String]) -> Self {
+        self.labels = labels;
+        self
     }
 
     /// As [`Records::record`], adding what was learned to `into`.
@@ -126,7 +139,12 @@ impl<'j> Records<'j> {
         inherited: &[String],
         out: &mut Vec<u8>,
     ) -> Result<Shown, String> {
-        let head = RecordHead::parse(bytes)?;
+        let mut head = RecordHead::parse(bytes)?;
+        for l in self.labels {
+            if !head.labels.contains(l) {
+                head.labels.push(l.clone());
+            }
+        }
         let ty = head.resource_type.clone();
         let accesses = record_accesses(&head.decisive, &self.settings.bases, inherited);
         // A server's report on the request itself is no one's record.
@@ -151,13 +169,14 @@ impl<'j> Records<'j> {
         let start = out.len();
         let (mut redacted, inner) = self.redact_fields(&rules, bytes, &patients, out)?;
         if rules.pseudonymizes_ids() {
-            // Safe Harbor: every date of the record but its metadata's
-            // keeps its year only, wherever it is.
+            // Safe Harbor, wherever in the record: dates to their year,
+            // identifiers pseudonymized, free text and names of references
+            // gone.
             let record = out.split_off(start);
             let mut v: Value = serde_json::from_slice(&record).map_err(|e| e.to_string())?;
-            let n = generalize_dates(&mut v, true);
+            let n = safe_harbor_scrub(&mut v, self.settings.key.as_deref(), true);
             if n > 0 {
-                redacted.add("identifiable-dates", n);
+                redacted.add(super::classes::IDENTIFIABLE, n);
             }
             serde_json::to_writer(&mut *out, &v).map_err(|e| e.to_string())?;
         }
@@ -185,6 +204,7 @@ impl<'j> Records<'j> {
             today: self.settings.today,
         };
         let mut inner_changed = false;
+        let local_id = self.contained;
         let max = self.settings.max_record;
         let mut contained = |value: &[u8], out: &mut Vec<u8>| -> Result<Captured, String> {
             let before = self.disclosure.clone();
@@ -195,7 +215,10 @@ impl<'j> Records<'j> {
                 inner_changed = true;
                 return Ok(Captured::Remove);
             }
-            let shown = self.record(value, patients, out)?;
+            let outer = std::mem::replace(&mut self.contained, true);
+            let shown = self.record(value, patients, out);
+            self.contained = outer;
+            let shown = shown?;
             if shown == Shown::No || self.disclosure.redacted != before.redacted {
                 inner_changed = true;
             }
@@ -204,7 +227,7 @@ impl<'j> Records<'j> {
                 Shown::No => Captured::Remove,
             })
         };
-        let plan = FieldPlan::new(rules.clone(), mask, Some(&mut contained));
+        let plan = FieldPlan::new(rules.clone(), mask, Some(&mut contained)).local_id(local_id);
         let mut t = Transformer::new(plan, max);
         t.feed(bytes, true, out).map_err(|e| e.to_string())?;
         let redacted = t.into_plan().redacted;
@@ -212,9 +235,25 @@ impl<'j> Records<'j> {
     }
 }
 
-/// Every date or dateTime string in `v` (outside `meta` at the top) cut to
-/// its year; how many were.
-fn generalize_dates(v: &mut Value, top: bool) -> u32 {
+/// Free-text members Safe Harbor removes wherever they are (they can
+/// repeat any identifier).
+const FREE_TEXT: [&str; 7] = [
+    "valueString",
+    "description",
+    "comment",
+    "note",
+    "conclusion",
+    "presentedForm",
+    "div",
+];
+
+/// The Safe Harbor profile's pass over a whole record, beyond its
+/// classes: every date or dateTime (including `meta.lastUpdated`) cut to
+/// its year; every `identifier`'s values pseudonymized (the identifier
+/// removed without a key); references' `display` names, free text and
+/// address extensions (geolocation) removed. Returns how many values it
+/// changed.
+fn safe_harbor_scrub(v: &mut Value, key: Option<&[u8]>, top: bool) -> u32 {
     match v {
         Value::String(s) => {
             let b = s.as_bytes();
@@ -229,12 +268,69 @@ fn generalize_dates(v: &mut Value, top: bool) -> u32 {
                 0
             }
         }
-        Value::Array(items) => items.iter_mut().map(|i| generalize_dates(i, false)).sum(),
-        Value::Object(m) => m
+        Value::Array(items) => items
             .iter_mut()
-            .filter(|(k, _)| !(top && k.as_str() == "meta"))
-            .map(|(_, v)| generalize_dates(v, false))
+            .map(|i| safe_harbor_scrub(i, key, false))
             .sum(),
+        Value::Object(m) => {
+            let mut n = 0;
+            let before = m.len();
+            m.retain(|k, _| !FREE_TEXT.contains(&k.as_str()));
+            if m.contains_key("reference") {
+                m.remove("display");
+            }
+            if m.contains_key("city") || m.contains_key("postalCode") || m.contains_key("line") {
+                m.remove("extension");
+            }
+            n += (before - m.len()) as u32;
+            for name in ["identifier", "masterIdentifier"] {
+                let Some(ids) = m.get_mut(name) else {
+                    continue;
+                };
+                match key {
+                    Some(k) => n += pseudonymize_values(ids, k),
+                    None => {
+                        m.remove(name);
+                        n += 1;
+                    }
+                }
+            }
+            for (k, child) in m.iter_mut() {
+                if top && k == "meta" {
+                    // What the record is and its labels stay; its date
+                    // goes to the year.
+                    if let Some(Value::String(s)) = child.get_mut("lastUpdated") {
+                        s.truncate(4);
+                        n += 1;
+                    }
+                    continue;
+                }
+                if k == "identifier" || k == "masterIdentifier" {
+                    continue;
+                }
+                n += safe_harbor_scrub(child, key, false);
+            }
+            n
+        }
+        _ => 0,
+    }
+}
+
+/// Pseudonymizes every `value` in an Identifier or a list of them.
+fn pseudonymize_values(ids: &mut Value, key: &[u8]) -> u32 {
+    match ids {
+        Value::Array(items) => items.iter_mut().map(|i| pseudonymize_values(i, key)).sum(),
+        Value::Object(m) => match m.get_mut("value") {
+            Some(Value::String(s)) => {
+                *s = super::mask::pseudonym(key, s);
+                1
+            }
+            Some(_) => {
+                m.remove("value");
+                1
+            }
+            None => 0,
+        },
         _ => 0,
     }
 }
@@ -250,9 +346,9 @@ struct RecordHead {
 
 impl RecordHead {
     fn parse(bytes: &[u8]) -> Result<RecordHead, String> {
-        let members: Members<'_> =
-            serde_json::from_slice(bytes).map_err(|_| "a record is not a JSON object")?;
-        let get = |name: &str| members.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        let members: Members<'_> = serde_json::from_slice(bytes)
+            .map_err(|e| format!("a record is not a JSON object with distinct members ({e})"))?;
+        let get = |name: &str| members.get(name);
         let resource_type: String = get("resourceType")
             .and_then(|v| serde_json::from_str(v.get()).ok())
             .ok_or("a record without a resourceType")?;
@@ -281,6 +377,12 @@ impl RecordHead {
     }
 }
 
+/// `meta.security` codes of a `meta` object's text.
+pub(crate) fn labels_of(meta: &[u8]) -> Result<Vec<String>, String> {
+    let raw: &RawValue = serde_json::from_slice(meta).map_err(|_| "a meta is malformed")?;
+    labels(raw)
+}
+
 /// `meta.security` codes.
 fn labels(meta: &RawValue) -> Result<Vec<String>, String> {
     #[derive(serde::Deserialize)]
@@ -297,8 +399,14 @@ fn labels(meta: &RawValue) -> Result<Vec<String>, String> {
     Ok(meta.security.into_iter().filter_map(|c| c.code).collect())
 }
 
-/// An object's members, unparsed.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+/// An object's members, unparsed; a member named twice is an error.
+pub(crate) struct Members<'a>(pub(crate) Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Members<'a> {
+    pub(crate) fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
 
 impl<'de> serde::Deserialize<'de> for Members<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -309,8 +417,13 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::new();
+                let mut out: Vec<(Cow<'de, str>, &'de RawValue)> = Vec::new();
                 while let Some((k, v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    // Which of two members counts is the reader's choice:
+                    // decide on one and a client reads the other. Refused.
+                    if out.iter().any(|(seen, _)| *seen == k.0) {
+                        return Err(serde::de::Error::custom("a member appears twice"));
+                    }
                     out.push((k.0, v));
                 }
                 Ok(Members(out))

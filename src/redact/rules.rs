@@ -254,6 +254,9 @@ pub struct FieldPlan<'a> {
     rules: Arc<Rules>,
     mask: MaskContext,
     contained: Option<&'a mut ContainedFn<'a>>,
+    /// The record is contained: its id is a local anchor (`#med1`), not
+    /// pseudonymized.
+    local_id: bool,
     pub redacted: Redacted,
 }
 
@@ -267,8 +270,15 @@ impl<'a> FieldPlan<'a> {
             rules,
             mask,
             contained,
+            local_id: false,
             redacted: Redacted::default(),
         }
+    }
+
+    /// For a contained resource.
+    pub fn local_id(mut self, local: bool) -> Self {
+        self.local_id = local;
+        self
     }
 
     fn withheld_mask(rules: &Rules, node: &Node) -> (usize, Mask) {
@@ -368,7 +378,16 @@ impl FieldPlan<'_> {
 impl Plan for FieldPlan<'_> {
     fn member(&mut self, path: &[Step], key: &str) -> Action {
         let rules = self.rules.clone();
-        if rules.pseudonymize_ids && ((path.is_empty() && key == "id") || key == "reference") {
+        if rules.fhir
+            && self.contained.is_some()
+            && matches!(path, [Step::Key(k)] if k == "contained")
+        {
+            // `contained` is an object, not an array of resources: refused
+            // when captured (it would be neither decided nor redacted).
+            return Action::Capture;
+        }
+        let own_id = path.is_empty() && key == "id" && !self.local_id;
+        if rules.pseudonymize_ids && (own_id || key == "reference") {
             return Action::Capture;
         }
         if rules.fhir && path.is_empty() {
@@ -424,18 +443,22 @@ impl Plan for FieldPlan<'_> {
         value: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Captured, String> {
-        if let [Step::Key(k), Step::Index(_)] = path {
-            if k == "contained" {
+        match path {
+            [Step::Key(k), Step::Index(_)] if k == "contained" => {
                 if let Some(f) = self.contained.as_mut() {
                     return f(value, out);
                 }
             }
+            [Step::Key(k), Step::Key(_)] if k == "contained" && self.contained.is_some() => {
+                return Err("contained is not an array of resources".into());
+            }
+            _ => {}
         }
         let (Some(Step::Key(key)), parent) = (path.last(), &path[..path.len() - 1]) else {
             return Err("a captured value outside an object".into());
         };
-        if self.rules.pseudonymize_ids && (key == "reference" || (parent.is_empty() && key == "id"))
-        {
+        let own_id = parent.is_empty() && key == "id" && !self.local_id;
+        if self.rules.pseudonymize_ids && (key == "reference" || own_id) {
             return self.pseudonymize(key, value, out);
         }
         let rules = self.rules.clone();
