@@ -168,7 +168,10 @@ fn ccm(c: &mut Criterion) {
     )
     .unwrap();
     let personas = [
-        ("billing", serde_json::json!({"sub": "carol", "roles": ["billing"]})),
+        (
+            "billing",
+            serde_json::json!({"sub": "carol", "roles": ["billing"]}),
+        ),
         (
             "care_manager",
             serde_json::json!({"sub": "alice", "roles": ["care_manager", "nurse"], "care_teams": ["team-01"], "amr": ["otp"]}),
@@ -191,9 +194,13 @@ fn ccm(c: &mut Criterion) {
             g.sample_size(10);
         }
         for (persona, claims) in &personas {
-            let off = phigate::authz::cli::Offline::load(None, Some(&entities), claims, &[]).unwrap();
+            let off =
+                phigate::authz::cli::Offline::load(None, Some(&entities), claims, &[]).unwrap();
             let (len, records) = ccm_run(&off, body);
-            eprintln!("ccm/{name}/{persona}: {} -> {len} bytes, {records} record(s) shown", body.len());
+            eprintln!(
+                "ccm/{name}/{persona}: {} -> {len} bytes, {records} record(s) shown",
+                body.len()
+            );
             g.bench_function(*persona, |b| b.iter(|| ccm_run(&off, black_box(body))));
         }
         g.bench_function("serde_value", |b| b.iter(|| baseline(black_box(body))));

@@ -239,7 +239,10 @@ fn demo_serves_synthetic_fhir_over_tls() {
     // The response phase: the same record, three answers.
     let patient_as = |persona: &str| -> serde_json::Value {
         let auth = format!("Bearer {}", var(&format!("{persona}_TOKEN")));
-        let r = client.get_with(format!("{base}/fhir/Patient/pat-0001"), &auth).send().unwrap();
+        let r = client
+            .get_with(format!("{base}/fhir/Patient/pat-0001"), &auth)
+            .send()
+            .unwrap();
         assert_eq!(r.status(), 200, "{persona}");
         r.json().unwrap()
     };
@@ -250,7 +253,10 @@ fn demo_serves_synthetic_fhir_over_tls() {
     assert!(billing.get("name").is_some());
     let research = patient_as("RESEARCHER");
     assert!(research.get("name").is_none() && research["id"] != "pat-0001");
-    assert!(patient.get("telecom").is_some(), "the care manager sees contact details");
+    assert!(
+        patient.get("telecom").is_some(),
+        "the care manager sees contact details"
+    );
     // And the demo printed them side by side.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -260,8 +266,14 @@ fn demo_serves_synthetic_fhir_over_tls() {
                 .lines()
                 .find(|l| l.trim_start().starts_with("telecom"))
                 .unwrap_or_else(|| panic!("{out}"));
-            assert!(telecom.contains('—'), "billing's column has no telecom: {out}");
-            assert!(out.contains("billing (200)") && out.contains("researcher (200)"), "{out}");
+            assert!(
+                telecom.contains('—'),
+                "billing's column has no telecom: {out}"
+            );
+            assert!(
+                out.contains("billing (200)") && out.contains("researcher (200)"),
+                "{out}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no side-by-side printed: {out}");

@@ -383,6 +383,36 @@ fn each_persona_sees_what_policy_lets_them_see() {
         "{}",
         r.body
     );
+    // De-identified answers come from searches on criteria that name no
+    // one: a read by id or a search by name would tie a pseudonym to a
+    // person.
+    for path in [
+        "/fhir/Patient/pat-0001",
+        "/fhir/Patient?family=Mockridge",
+        "/fhir/Observation?patient=pat-0001",
+    ] {
+        let r = get(px, path, &rita, "");
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+    }
+    let r = get(px, "/fhir/Observation?_count=5", &rita, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // And never on a route that cannot de-identify.
+    let r = get(px, "/legacy/patients/pat-0001/chart", &rita, "");
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // HEAD answers as GET would: a withheld record is 404, and no upstream
+    // length or date describes what was not sent.
+    let head = |path: &str, token: &str| {
+        px.raw(
+            format!("HEAD {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let r = head("/fhir/Claim/claim-0007", &carol);
+    assert_eq!(r.status, 404);
+    let r = head("/fhir/Claim/claim-0001", &carol);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-length").is_none() && r.header("last-modified").is_none());
 }
 
 #[test]

@@ -607,7 +607,10 @@ when { resource has patient && resource.patient.flags.contains("vip") };"#
                 .into(),
         ));
         let err = PolicyBundle::from_files(&files).unwrap_err().to_string();
-        assert!(err.contains("vip-contact") && err.contains("without a patient"), "{err}");
+        assert!(
+            err.contains("vip-contact") && err.contains("without a patient"),
+            "{err}"
+        );
     }
 
     #[test]

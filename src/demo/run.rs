@@ -123,7 +123,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let columns = ["CARE_MANAGER", "BILLING", "RESEARCHER"]
         .iter()
         .filter_map(|var| {
-            let p = super::issuer::personas().into_iter().find(|p| p.var == *var)?;
+            let p = super::issuer::personas()
+                .into_iter()
+                .find(|p| p.var == *var)?;
             let token = issuer.token(&p, 600)?;
             let label = match *var {
                 "CARE_MANAGER" => "care manager",

@@ -31,7 +31,12 @@ pub fn spawn(addr: SocketAddr, ca: PathBuf, path: &'static str, columns: Vec<Col
         });
 }
 
-async fn fetch_all(addr: SocketAddr, ca: &PathBuf, path: &str, columns: &[Column]) -> Option<String> {
+async fn fetch_all(
+    addr: SocketAddr,
+    ca: &PathBuf,
+    path: &str,
+    columns: &[Column],
+) -> Option<String> {
     let pem = std::fs::read(ca).ok()?;
     let cert = reqwest::Certificate::from_pem(&pem).ok()?;
     let client = reqwest::Client::builder()
@@ -112,7 +117,8 @@ fn render(path: &str, columns: &[Column], answers: &[(u16, Value)]) -> String {
             }
         }
     }
-    let mut out = format!("\nThe same GET {path}, as each persona receives it (the response phase):\n\n");
+    let mut out =
+        format!("\nThe same GET {path}, as each persona receives it (the response phase):\n\n");
     out.push_str(&format!("  {:<22}", ""));
     for (c, (status, _)) in columns.iter().zip(answers) {
         out.push_str(&format!("{:<27}", format!("{} ({status})", c.label)));
@@ -136,17 +142,32 @@ mod tests {
     #[test]
     fn columns_show_what_each_persona_got() {
         let columns = vec![
-            Column { label: "care manager", token: String::new() },
-            Column { label: "billing", token: String::new() },
+            Column {
+                label: "care manager",
+                token: String::new(),
+            },
+            Column {
+                label: "billing",
+                token: String::new(),
+            },
         ];
         let answers = vec![
-            (200, json!({"resourceType": "Patient", "telecom": [{"value": "555-0101"}, {"value": "a@b"}]})),
-            (200, json!({"resourceType": "Patient", "meta": {"security": [{"code": "REDACTED"}]}})),
+            (
+                200,
+                json!({"resourceType": "Patient", "telecom": [{"value": "555-0101"}, {"value": "a@b"}]}),
+            ),
+            (
+                200,
+                json!({"resourceType": "Patient", "meta": {"security": [{"code": "REDACTED"}]}}),
+            ),
         ];
         let text = render("/fhir/Patient/p", &columns, &answers);
         assert!(text.contains("[2] 555-0101"), "{text}");
         assert!(text.contains("security: REDACTED"), "{text}");
-        let telecom = text.lines().find(|l| l.trim_start().starts_with("telecom")).unwrap();
+        let telecom = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("telecom"))
+            .unwrap();
         assert!(telecom.trim_end().ends_with('—'), "{text}");
     }
 }

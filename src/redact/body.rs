@@ -320,8 +320,9 @@ impl<J: Judge> BundlePlan<J> {
     }
 
     fn entry(&mut self, value: &[u8], out: &mut Vec<u8>) -> Result<Captured, String> {
-        let members: super::record::Members<'_> = serde_json::from_slice(value)
-            .map_err(|e| format!("a Bundle entry is not a JSON object with distinct members ({e})"))?;
+        let members: super::record::Members<'_> = serde_json::from_slice(value).map_err(|e| {
+            format!("a Bundle entry is not a JSON object with distinct members ({e})")
+        })?;
         let Some(resource) = members.get("resource") else {
             if !self.keeps_resourceless() {
                 return Ok(Captured::Remove);
@@ -437,7 +438,6 @@ impl<'a> Judge for &mut (dyn Judge + 'a) {
     }
 }
 
-
 #[derive(serde::Deserialize)]
 struct TypeOnly {
     #[serde(rename = "resourceType")]
@@ -543,9 +543,8 @@ impl<J: Judge> Plan for BundlePlan<J> {
                     serde_json::from_slice(value).map_err(|_| "Bundle.link is malformed")?;
                 if !self.cx.counts {
                     if let Some(items) = links.as_array_mut() {
-                        items.retain(|l| {
-                            l.get("relation").and_then(|r| r.as_str()) != Some("last")
-                        });
+                        items
+                            .retain(|l| l.get("relation").and_then(|r| r.as_str()) != Some("last"));
                     }
                 }
                 let start = out.len();

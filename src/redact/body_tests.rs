@@ -272,7 +272,10 @@ fn bundle_labels_reach_every_entry_and_counts_leave_no_last_link() {
     r.feed(paged, true, &mut out).unwrap();
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["link"], json!([{"relation": "self", "url": "a"}]));
-    assert!(v.get("extra").is_none(), "a member no Bundle has is not passed on");
+    assert!(
+        v.get("extra").is_none(),
+        "a member no Bundle has is not passed on"
+    );
 }
 
 #[test]
@@ -314,16 +317,32 @@ fn safe_harbor_leaves_no_name_identifier_date_or_free_text() {
     };
     let mut r = BodyRedactor::fhir(ctx);
     let mut out = Vec::new();
-    r.feed(&serde_json::to_vec(&body).unwrap(), true, &mut out).unwrap();
+    r.feed(&serde_json::to_vec(&body).unwrap(), true, &mut out)
+        .unwrap();
     let text = String::from_utf8(out).unwrap();
-    for secret in ["5234342", "Eve", "pat-0001", "2024-03-01", "2024-03-04", "Dr Who", "\"r1\"", "DiagnosticReport/r1"] {
+    for secret in [
+        "5234342",
+        "Eve",
+        "pat-0001",
+        "2024-03-01",
+        "2024-03-04",
+        "Dr Who",
+        "\"r1\"",
+        "DiagnosticReport/r1",
+    ] {
         assert!(!text.contains(secret), "{secret} in {text}");
     }
     let v: Value = serde_json::from_str(&text).unwrap();
     let e = &v["entry"][0];
     assert!(e.get("request").is_none());
     let id = e["resource"]["id"].as_str().unwrap();
-    assert!(e["fullUrl"].as_str().unwrap().ends_with(&format!("/DiagnosticReport/{id}")), "{e}");
+    assert!(
+        e["fullUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/DiagnosticReport/{id}")),
+        "{e}"
+    );
     // A contained resource keeps its local id, so `#s1` still resolves.
     assert_eq!(e["resource"]["contained"][0]["id"], "s1");
     assert_eq!(e["resource"]["specimen"][0]["reference"], "#s1");

@@ -211,7 +211,10 @@ fn research_output_holds_no_name_identifier_or_birth_date_of_the_input() {
         let mut seen = Vec::new();
         exposed(&out, false, &mut seen);
         for s in &secrets {
-            assert!(!seen.contains(s), "{name}: `{s}` survives de-identification");
+            assert!(
+                !seen.contains(s),
+                "{name}: `{s}` survives de-identification"
+            );
             if s.chars().all(char::is_alphabetic) && s.len() >= 4 {
                 assert!(
                     !seen.iter().any(|x| x.contains(s.as_str())),

@@ -124,7 +124,8 @@ pub fn apply(mask: &Mask, value: &mut Value, cx: &MaskContext) -> bool {
         Value::Object(members) => {
             // An extension's `url` says what it is; any other (an
             // Attachment's) is a value like the rest.
-            let extension = members.contains_key("url") && members.keys().any(|k| k.starts_with("value"));
+            let extension =
+                members.contains_key("url") && members.keys().any(|k| k.starts_with("value"));
             let describes = |k: &str| DESCRIPTORS.contains(&k) || (extension && k == "url");
             members.retain(|k, v| describes(k) || apply(mask, v, cx));
             members.keys().any(|k| !describes(k))
@@ -363,7 +364,10 @@ mod tests {
             Some(json!("1936"))
         );
         assert_eq!(masked(Mask::Age, json!("1930"), None), Some(json!("1936")));
-        assert_eq!(masked(Mask::Age, json!("1960-05"), None), Some(json!("1960")));
+        assert_eq!(
+            masked(Mask::Age, json!("1960-05"), None),
+            Some(json!("1960"))
+        );
         assert_eq!(masked(Mask::Age, json!(93), None), Some(json!(90)));
         assert_eq!(masked(Mask::Age, json!(42), None), Some(json!(42)));
     }
