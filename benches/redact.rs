@@ -127,14 +127,72 @@ fn redact(c: &mut Criterion) {
     }
 }
 
-/// The response phase for one persona, over the example policies and the
-/// demo data's entities.
-fn ccm_run(off: &phigate::authz::cli::Offline, body: &[u8]) -> (usize, u32) {
+/// One persona's authorization, as the proxy holds it for a request: the
+/// example policies and the demo's entities, the principal's entity and
+/// the request's snapshot (what `CedarJudge` decides over).
+struct Persona {
+    authz: std::sync::Arc<phigate::authz::Authorization>,
+    loaded: std::sync::Arc<phigate::authz::Loaded>,
+}
+
+fn persona(entities: &std::path::Path, claims: &serde_json::Value) -> Persona {
+    use phigate::authz::config::{AuthorizationConfig, MappingKind};
+    use phigate::authz::mapping::RequestView;
+    use phigate::authz::{Authorization, RequestFacts, RouteAuthz, RouteAuthzConfig};
+    let config = AuthorizationConfig {
+        example_policies: true,
+        entities: Some(entities.to_path_buf()),
+        ..AuthorizationConfig::default()
+    };
+    let authz = std::sync::Arc::new(Authorization::from_config(&config).unwrap());
+    let off = phigate::authz::cli::Offline::load(None, Some(entities), claims, &[]).unwrap();
+    let principal = std::sync::Arc::new(off.principal.clone());
+    let route = RouteAuthz::from_config(
+        &RouteAuthzConfig {
+            mapping: MappingKind::Fhir,
+            ..RouteAuthzConfig::default()
+        },
+        "/fhir",
+    )
+    .unwrap();
+    let view = RequestView {
+        method: "GET",
+        path: "/fhir/Patient/pat-0001",
+        query: None,
+        content_type: None,
+        body: None,
+        if_none_exist: None,
+        stored: None,
+    };
+    let facts = RequestFacts {
+        client_ip: "127.0.0.1".parse().unwrap(),
+        device_trusted: false,
+        purpose_of_use: None,
+        break_glass: None,
+        ticket: None,
+        route: "fhir".into(),
+        now: jiff::Timestamp::now(),
+    };
+    let decided = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(authz.decide_on(authz.snapshot(), &route, &principal, &view, facts));
+    Persona {
+        authz,
+        loaded: std::sync::Arc::new(decided.loaded.expect("the request was decided")),
+    }
+}
+
+/// The response phase for one persona, exactly as the proxy runs it (a
+/// fresh judge per response: class decisions cached per request only).
+fn ccm_run(p: &Persona, body: &[u8]) -> (usize, u32) {
+    use phigate::proxy::redaction::CedarJudge;
     use phigate::redact::body::{BodyRedactor, Context};
     use phigate::redact::record::{Disclosure, RecordSettings};
-    let mut judge = off.judge();
+    let judge = CedarJudge::new(p.authz.clone(), p.loaded.clone());
     let mut r = BodyRedactor::fhir(Context {
-        judge: &mut judge as &mut (dyn phigate::redact::record::Judge + '_),
+        judge,
         settings: RecordSettings {
             bases: vec!["https://ehr.example/fhir".into()],
             key: Some(std::sync::Arc::from(&[7u8; 32][..])),
@@ -181,6 +239,10 @@ fn ccm(c: &mut Criterion) {
             serde_json::json!({"sub": "rita", "roles": ["researcher"], "amr": ["otp"]}),
         ),
     ];
+    let personas: Vec<(&str, Persona)> = personas
+        .iter()
+        .map(|(name, claims)| (*name, persona(&entities, claims)))
+        .collect();
     let patient = serde_json::to_vec(data.get("Patient", "pat-0001").unwrap()).unwrap();
     let cases = [
         ("patient_2k", patient),
@@ -193,15 +255,13 @@ fn ccm(c: &mut Criterion) {
         if body.len() > 1 << 20 {
             g.sample_size(10);
         }
-        for (persona, claims) in &personas {
-            let off =
-                phigate::authz::cli::Offline::load(None, Some(&entities), claims, &[]).unwrap();
-            let (len, records) = ccm_run(&off, body);
+        for (persona, p) in &personas {
+            let (len, records) = ccm_run(p, body);
             eprintln!(
                 "ccm/{name}/{persona}: {} -> {len} bytes, {records} record(s) shown",
                 body.len()
             );
-            g.bench_function(*persona, |b| b.iter(|| ccm_run(&off, black_box(body))));
+            g.bench_function(*persona, |b| b.iter(|| ccm_run(p, black_box(body))));
         }
         g.bench_function("serde_value", |b| b.iter(|| baseline(black_box(body))));
         g.finish();

@@ -211,6 +211,10 @@ pub struct Authorization {
     /// (issuer, id) → the principal's Cedar entity, rebuilt when the
     /// principal or the entities change.
     principals: moka::sync::Cache<String, Arc<CachedPrincipal>>,
+    /// A principal's compiled field rules per resource type, for requests
+    /// alike in everything `disclose` can read (see [`Authorization::field_rules`]).
+    field_rules:
+        moka::sync::Cache<String, (Arc<CachedPrincipal>, Arc<crate::redact::rules::Rules>)>,
     pub decision_header: bool,
     test_on_reload: bool,
     reload_lock: Mutex<String>,
@@ -273,6 +277,10 @@ impl Authorization {
             principals: moka::sync::Cache::builder()
                 .max_capacity(50_000)
                 .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
+            field_rules: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(600))
                 .build(),
             decision_header: c.decision_header,
             test_on_reload: c.test_on_reload,
@@ -446,6 +454,47 @@ impl Authorization {
             &loaded.facts,
             &self.categories,
         )
+    }
+
+    /// The field rules for records of `resource_type` in this request's
+    /// answers, built by `build` (which decides `disclose` per class) or
+    /// taken from an earlier request alike in all `disclose` can read:
+    /// the snapshot, the principal's entity, and the request's declared
+    /// circumstances, client and route, to the minute. Policies that read
+    /// `context.now` or `context.auth_age` change by the second: then
+    /// nothing is shared.
+    pub fn field_rules(
+        &self,
+        loaded: &Loaded,
+        resource_type: &str,
+        build: impl FnOnce() -> crate::redact::rules::Rules,
+    ) -> Arc<crate::redact::rules::Rules> {
+        let policies = &loaded.snapshot.policies;
+        if policies.disclose_reads_time {
+            return Arc::new(build());
+        }
+        let f = &loaded.facts;
+        // The principal's entry stays alive in the value, so its address
+        // names it for as long as the key exists.
+        let key = format!(
+            "{}\0{:p}\0{resource_type}\0{:?}\0{:?}\0{:?}\0{}\0{}\0{}\0{}",
+            loaded.snapshot.generation,
+            Arc::as_ptr(&loaded.principal),
+            f.purpose_of_use,
+            f.break_glass,
+            f.ticket,
+            f.client_ip,
+            f.device_trusted,
+            f.route,
+            f.now.as_second().div_euclid(60),
+        );
+        if let Some((_, rules)) = self.field_rules.get(&key) {
+            return rules;
+        }
+        let rules = Arc::new(build());
+        self.field_rules
+            .insert(key, (loaded.principal.clone(), rules.clone()));
+        rules
     }
 
     async fn principal_entity(

@@ -211,6 +211,10 @@ pub struct PolicyBundle {
     /// no sign-in could change a decision and step-up is never probed.
     pub mentions_mfa: bool,
     pub mentions_auth_age: bool,
+    /// Whether a policy that can apply to `disclose` reads `context.now`
+    /// or `context.auth_age`: such decisions change from second to second,
+    /// so field rules are not shared across requests.
+    pub disclose_reads_time: bool,
     /// The data classes (`data-classes.toml` beside the schema; none
     /// without one) that `disclose` decides.
     pub classes: std::sync::Arc<crate::redact::classes::DataClasses>,
@@ -283,6 +287,7 @@ impl PolicyBundle {
         let mut origins = BTreeMap::new();
         let mut break_glass = HashSet::new();
         let mut refusals = BTreeMap::new();
+        let mut disclose_reads_time = false;
         // Policy ids are the `@id` annotations, so decisions, tests and
         // logs name policies the way their authors did.
         for (name, text) in files.iter().filter(|(name, _)| name.ends_with(".cedar")) {
@@ -326,14 +331,21 @@ impl PolicyBundle {
                 // `disclose` is decided once per class and type, without a
                 // patient: a condition on the record's patient never holds
                 // there, so a rule that reads one would silently not apply.
-                let discloses = match policy.action_constraint() {
-                    cedar_policy::ActionConstraint::Eq(a) => a.id().unescaped() == "disclose",
-                    cedar_policy::ActionConstraint::In(list) => {
-                        list.iter().any(|a| a.id().unescaped() == "disclose")
+                let (discloses, any_action) = match policy.action_constraint() {
+                    cedar_policy::ActionConstraint::Eq(a) => {
+                        (a.id().unescaped() == "disclose", false)
                     }
-                    cedar_policy::ActionConstraint::Any => false,
+                    cedar_policy::ActionConstraint::In(list) => {
+                        (list.iter().any(|a| a.id().unescaped() == "disclose"), false)
+                    }
+                    cedar_policy::ActionConstraint::Any => (false, true),
                 };
                 let text = policy.to_string();
+                if (discloses || any_action)
+                    && (text.contains("context.now") || text.contains("context.auth_age"))
+                {
+                    disclose_reads_time = true;
+                }
                 if discloses
                     && (text.contains("resource.patient") || text.contains("resource has patient"))
                 {
@@ -400,6 +412,7 @@ impl PolicyBundle {
                     index: super::index::ScopeIndex::new(&policies),
                     mentions_mfa: text.contains("context.mfa"),
                     mentions_auth_age: text.contains("context.auth_age"),
+                    disclose_reads_time,
                     classes: std::sync::Arc::new(classes),
                     policies,
                     schema,

@@ -155,13 +155,15 @@ impl Judge for CedarJudge {
         if let Some(r) = self.rules.get(resource_type) {
             return r.clone();
         }
-        let (authz, loaded) = (&self.authz, &self.loaded);
-        let mut withheld = |class: &str| !authz.discloses(loaded, class, resource_type);
-        let mut rules = Rules::for_type(&self.classes, resource_type, &mut withheld);
-        if withheld(IDENTIFIABLE) {
-            rules.add_withheld(crate::redact::safe_harbor::classes(), resource_type);
-        }
-        let rules = Arc::new(rules);
+        let (authz, loaded, classes) = (&self.authz, &self.loaded, &self.classes);
+        let rules = authz.field_rules(loaded, resource_type, || {
+            let mut withheld = |class: &str| !authz.discloses(loaded, class, resource_type);
+            let mut rules = Rules::for_type(classes, resource_type, &mut withheld);
+            if withheld(IDENTIFIABLE) {
+                rules.add_withheld(crate::redact::safe_harbor::classes(), resource_type);
+            }
+            rules
+        });
         // Types come from upstream data: bound what one request caches.
         if self.rules.len() < 256 {
             self.rules.insert(resource_type.to_string(), rules.clone());
