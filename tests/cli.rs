@@ -251,8 +251,24 @@ fn demo_serves_synthetic_fhir_over_tls() {
         assert!(billing.get(gone).is_none(), "billing sees {gone}");
     }
     assert!(billing.get("name").is_some());
-    let research = patient_as("RESEARCHER");
-    assert!(research.get("name").is_none() && research["id"] != "pat-0001");
+    // Research: searches only, de-identified.
+    let auth = format!("Bearer {}", var("RESEARCHER_TOKEN"));
+    let r = client
+        .get_with(format!("{base}/fhir/Patient/pat-0001"), &auth)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403, "a de-identified read by id");
+    let r = client
+        .get_with(format!("{base}/fhir/Patient?_count=3"), &auth)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let found: serde_json::Value = r.json().unwrap();
+    let research = &found["entry"][0]["resource"];
+    assert!(
+        research.get("name").is_none() && research["id"].as_str().unwrap().len() == 32,
+        "{found}"
+    );
     assert!(
         patient.get("telecom").is_some(),
         "the care manager sees contact details"

@@ -37,6 +37,9 @@ struct Setup {
     up: Upstream,
     _nginx: Upstream,
     _dir: tempfile::TempDir,
+    /// A TLS listener (HTTP/2 by ALPN) and its CA.
+    tls_port: u16,
+    ca: TestCa,
 }
 
 /// A Bundle of `n` Observations of pat-0001, each about 1 KB, as the
@@ -169,13 +172,23 @@ decision_header = true
         nginx = nginx.origin(),
         entities = entities.display(),
     );
-    let px = Phigate::start_full(&cleartext_listener(port), port, "", &body);
+    let ca = TestCa::new();
+    let (cert, cert_key) = ca.issue("localhost", &["localhost"]);
+    let tls_port = free_port();
+    let listeners = format!(
+        "{}{}",
+        cleartext_listener(port),
+        tls_listener(tls_port, &cert, &cert_key, "")
+    );
+    let px = Phigate::start_full(&listeners, port, "", &body);
     Setup {
         px,
         idp,
         up,
         _nginx: nginx,
         _dir: dir,
+        tls_port,
+        ca,
     }
 }
 
@@ -509,6 +522,38 @@ fn what_cannot_be_redacted_is_refused_or_cut() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Over HTTP/2 the stream is reset: curl reports the error.
+    let ca_file = &s.ca.ca_pem;
+    let out = Command::new(&curl)
+        .args([
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+            "--cacert",
+        ])
+        .arg(ca_file)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {bob}"))
+        .arg(format!(
+            "https://localhost:{}/bad/Observation?patient=pat-0001",
+            s.tls_port
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 2",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "an HTTP/2 answer that cannot be redacted must be reset: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The raw client sees no last chunk.
     let r = get(px, "/bad/Observation?patient=pat-0001", &bob, "");
     assert_eq!(r.status, 200);

@@ -127,15 +127,21 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
                 .into_iter()
                 .find(|p| p.var == *var)?;
             let token = issuer.token(&p, 600)?;
-            let label = match *var {
-                "CARE_MANAGER" => "care manager",
-                "BILLING" => "billing",
-                _ => "researcher",
+            // Research sees de-identified records through searches only.
+            let (label, path) = match *var {
+                "CARE_MANAGER" => ("care manager", "/fhir/Patient/pat-0001"),
+                "BILLING" => ("billing", "/fhir/Patient/pat-0001"),
+                _ => ("researcher", "/fhir/Patient?_count=1"),
             };
-            Some(super::side_by_side::Column { label, token })
+            Some(super::side_by_side::Column { label, token, path })
         })
         .collect();
-    super::side_by_side::spawn(args.listen, cert.clone(), "/fhir/Patient/pat-0001", columns);
+    super::side_by_side::spawn(
+        args.listen,
+        cert.clone(),
+        "the researcher's from GET /fhir/Patient?_count=1, the others' from GET /fhir/Patient/pat-0001",
+        columns,
+    );
     server.run(crate::server::stop_signal())?;
     Ok(())
 }

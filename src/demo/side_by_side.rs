@@ -6,14 +6,16 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// Who is asked about, and with which token.
+/// Who is asked, with which token, and what (a path; for a search, the
+/// first record of the answer is shown).
 pub struct Column {
     pub label: &'static str,
     pub token: String,
+    pub path: &'static str,
 }
 
-/// Waits for phigate on `addr`, asks `path` as each column's persona over
-/// TLS (trusting `ca`), and prints the answers side by side.
+/// Waits for phigate on `addr`, asks each column's path as its persona
+/// over TLS (trusting `ca`), and prints the answers side by side.
 pub fn spawn(addr: SocketAddr, ca: PathBuf, path: &'static str, columns: Vec<Column>) {
     let _ = std::thread::Builder::new()
         .name("demo-side-by-side".into())
@@ -45,15 +47,18 @@ async fn fetch_all(
         .timeout(std::time::Duration::from_secs(5))
         .build()
         .ok()?;
-    let url = format!("https://localhost:{}{path}", addr.port());
     let mut answers = Vec::new();
     for c in columns {
+        let url = format!("https://localhost:{}{}", addr.port(), c.path);
         let mut tries = 0;
         let answer = loop {
             match client.get(&url).bearer_auth(&c.token).send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
-                    let body: Value = r.json().await.unwrap_or(Value::Null);
+                    let mut body: Value = r.json().await.unwrap_or(Value::Null);
+                    if body["resourceType"] == "Bundle" {
+                        body = body["entry"][0]["resource"].take();
+                    }
                     break (status, body);
                 }
                 Err(_) if tries < 50 => {
@@ -117,8 +122,9 @@ fn render(path: &str, columns: &[Column], answers: &[(u16, Value)]) -> String {
             }
         }
     }
-    let mut out =
-        format!("\nThe same GET {path}, as each persona receives it (the response phase):\n\n");
+    let mut out = format!(
+        "\nA patient's record as each persona receives it (the response phase; {path}):\n\n"
+    );
     out.push_str(&format!("  {:<22}", ""));
     for (c, (status, _)) in columns.iter().zip(answers) {
         out.push_str(&format!("{:<27}", format!("{} ({status})", c.label)));
@@ -145,10 +151,12 @@ mod tests {
             Column {
                 label: "care manager",
                 token: String::new(),
+                path: "/p",
             },
             Column {
                 label: "billing",
                 token: String::new(),
+                path: "/p",
             },
         ];
         let answers = vec![
