@@ -8,7 +8,7 @@
 
 use super::mask::MaskContext;
 use super::rules::{FieldPlan, Redacted, Rules};
-use super::stream::{Action, Captured, Plan, Step, Transformer};
+use super::stream::{Captured, Transformer};
 use crate::authz::mapping::{record_accesses, record_members, AccessRequest};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
@@ -167,7 +167,7 @@ impl<'j> Records<'j> {
             return Ok(Shown::Yes);
         }
         let start = out.len();
-        let (mut redacted, inner) = self.redact_fields(&rules, bytes, &patients, out)?;
+        let (mut redacted, inner, meta_span) = self.redact_fields(&rules, bytes, &patients, out)?;
         if rules.pseudonymizes_ids() {
             // Safe Harbor, wherever in the record: dates to their year,
             // identifiers pseudonymized, free text and names of references
@@ -178,13 +178,28 @@ impl<'j> Records<'j> {
             if n > 0 {
                 redacted.add(super::classes::IDENTIFIABLE, n);
             }
+            if !redacted.is_empty() || inner {
+                let meta = v
+                    .as_object_mut()
+                    .ok_or("a record is not an object")?
+                    .entry("meta")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                add_label(meta)?;
+            }
             serde_json::to_writer(&mut *out, &v).map_err(|e| e.to_string())?;
+        } else if !redacted.is_empty() || inner {
+            match meta_span {
+                Some((s, e)) => {
+                    let mut meta: Value = serde_json::from_slice(&out[s..e])
+                        .map_err(|_| "a record's meta is malformed")?;
+                    add_label(&mut meta)?;
+                    let text = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
+                    out.splice(s..e, text);
+                }
+                None => append_meta(out, start)?,
+            }
         }
         self.disclosure.redacted.absorb(&redacted);
-        if !redacted.is_empty() || inner {
-            let record = out.split_off(start);
-            label_redacted(&record, out)?;
-        }
         Ok(Shown::Yes)
     }
 
@@ -197,7 +212,7 @@ impl<'j> Records<'j> {
         bytes: &[u8],
         patients: &[String],
         out: &mut Vec<u8>,
-    ) -> Result<(Redacted, bool), String> {
+    ) -> Result<(Redacted, bool, Option<(usize, usize)>), String> {
         let mask = MaskContext {
             key: self.settings.key.clone(),
             patient: patients.first().cloned(),
@@ -230,8 +245,9 @@ impl<'j> Records<'j> {
         let plan = FieldPlan::new(rules.clone(), mask, Some(&mut contained)).local_id(local_id);
         let mut t = Transformer::new(plan, max);
         t.feed(bytes, true, out).map_err(|e| e.to_string())?;
-        let redacted = t.into_plan().redacted;
-        Ok((redacted, inner_changed))
+        let plan = t.into_plan();
+        let (redacted, meta_span) = (plan.redacted, plan.meta_span);
+        Ok((redacted, inner_changed, meta_span))
     }
 }
 
@@ -455,82 +471,47 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// Adds the `REDACTED` label to `meta.security` of the record in `record`
-/// and appends the result to `out`.
-fn label_redacted(record: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-    let mut plan = LabelPlan { had_meta: false };
-    let start = out.len();
-    let mut t = Transformer::new(&mut plan, 1 << 20);
-    t.feed(record, true, out).map_err(|e| e.to_string())?;
-    drop(t);
-    if !plan.had_meta {
-        // Before the record's closing brace (the record is an object, so
-        // it ends with `}`, whitespace aside).
-        let end = out
-            .iter()
-            .rposition(|b| *b == b'}')
-            .filter(|at| *at > start)
-            .ok_or("a record is not an object")?;
-        let empty = out[start + 1..end].iter().all(u8::is_ascii_whitespace);
-        let member = format!(
-            "{}\"meta\":{{\"security\":[{}]}}",
-            if empty { "" } else { "," },
-            redacted_coding()
-        );
-        out.splice(end..end, member.into_bytes());
+/// Adds the `REDACTED` label to a `meta` object (once).
+fn add_label(meta: &mut Value) -> Result<(), String> {
+    let Value::Object(m) = meta else {
+        return Err("a record's meta is not an object".into());
+    };
+    let security = m
+        .entry("security")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Value::Array(codings) = security else {
+        return Err("a record's meta.security is not an array".into());
+    };
+    let present = codings.iter().any(|c| {
+        c.get("system").and_then(Value::as_str) == Some(OBSERVATION_VALUE)
+            && c.get("code").and_then(Value::as_str) == Some("REDACTED")
+    });
+    if !present {
+        codings.push(serde_json::from_str(&redacted_coding()).map_err(|e| e.to_string())?);
     }
+    Ok(())
+}
+
+/// A record without `meta` (written from `start` in `out`) gets one with
+/// the label, before its closing brace.
+fn append_meta(out: &mut Vec<u8>, start: usize) -> Result<(), String> {
+    let end = out
+        .iter()
+        .rposition(|b| *b == b'}')
+        .filter(|at| *at > start)
+        .ok_or("a record is not an object")?;
+    let empty = out[start + 1..end].iter().all(u8::is_ascii_whitespace);
+    let member = format!(
+        "{}\"meta\":{{\"security\":[{}]}}",
+        if empty { "" } else { "," },
+        redacted_coding()
+    );
+    out.splice(end..end, member.into_bytes());
     Ok(())
 }
 
 fn redacted_coding() -> String {
     format!("{{\"system\":\"{OBSERVATION_VALUE}\",\"code\":\"REDACTED\",\"display\":\"redacted\"}}")
-}
-
-struct LabelPlan {
-    had_meta: bool,
-}
-
-impl Plan for &mut LabelPlan {
-    fn member(&mut self, path: &[Step], key: &str) -> Action {
-        if path.is_empty() && key == "meta" {
-            self.had_meta = true;
-            Action::Capture
-        } else {
-            Action::Keep
-        }
-    }
-
-    fn element(&mut self, _path: &[Step], _index: usize) -> Action {
-        Action::Keep
-    }
-
-    fn captured(
-        &mut self,
-        _path: &[Step],
-        value: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<Captured, String> {
-        let mut meta: Value =
-            serde_json::from_slice(value).map_err(|_| "a record's meta is malformed")?;
-        let Value::Object(m) = &mut meta else {
-            return Err("a record's meta is not an object".into());
-        };
-        let security = m
-            .entry("security")
-            .or_insert_with(|| Value::Array(Vec::new()));
-        let Value::Array(codings) = security else {
-            return Err("a record's meta.security is not an array".into());
-        };
-        let present = codings.iter().any(|c| {
-            c.get("system").and_then(Value::as_str) == Some(OBSERVATION_VALUE)
-                && c.get("code").and_then(Value::as_str) == Some("REDACTED")
-        });
-        if !present {
-            codings.push(serde_json::from_str(&redacted_coding()).map_err(|e| e.to_string())?);
-        }
-        serde_json::to_writer(&mut *out, &meta).map_err(|e| e.to_string())?;
-        Ok(Captured::Written)
-    }
 }
 
 #[cfg(test)]

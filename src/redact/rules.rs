@@ -258,6 +258,9 @@ pub struct FieldPlan<'a> {
     /// pseudonymized.
     local_id: bool,
     pub redacted: Redacted,
+    /// Where the record's `meta` went in the output (start, end): the
+    /// `REDACTED` label is spliced in there once the record is done.
+    pub meta_span: Option<(usize, usize)>,
 }
 
 impl<'a> FieldPlan<'a> {
@@ -272,6 +275,7 @@ impl<'a> FieldPlan<'a> {
             contained,
             local_id: false,
             redacted: Redacted::default(),
+            meta_span: None,
         }
     }
 
@@ -390,6 +394,10 @@ impl Plan for FieldPlan<'_> {
         if rules.pseudonymize_ids && (own_id || key == "reference") {
             return Action::Capture;
         }
+        if rules.fhir && path.is_empty() && key == "meta" {
+            // Written as it is; where it went is remembered for the label.
+            return Action::Capture;
+        }
         if rules.fhir && path.is_empty() {
             if STRUCTURAL.contains(&key) {
                 return Action::Keep;
@@ -444,6 +452,12 @@ impl Plan for FieldPlan<'_> {
         out: &mut Vec<u8>,
     ) -> Result<Captured, String> {
         match path {
+            [Step::Key(k)] if k == "meta" && self.rules.fhir => {
+                let start = out.len();
+                out.extend_from_slice(value);
+                self.meta_span = Some((start, out.len()));
+                return Ok(Captured::Written);
+            }
             [Step::Key(k), Step::Index(_)] if k == "contained" => {
                 if let Some(f) = self.contained.as_mut() {
                     return f(value, out);
