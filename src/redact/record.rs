@@ -167,7 +167,11 @@ impl<'j> Records<'j> {
             return Ok(Shown::Yes);
         }
         let start = out.len();
-        let (mut redacted, inner, meta_span) = self.redact_fields(&rules, bytes, &patients, out)?;
+        let FieldPass {
+            mut redacted,
+            inner_changed: inner,
+            meta_span,
+        } = self.redact_fields(&rules, bytes, &patients, out)?;
         if rules.pseudonymizes_ids() {
             // Safe Harbor, wherever in the record: dates to their year,
             // identifiers pseudonymized, free text and names of references
@@ -204,15 +208,14 @@ impl<'j> Records<'j> {
     }
 
     /// One pass of the field plan; contained resources are decided as they
-    /// come. Returns what was redacted and whether a contained resource
-    /// was removed or redacted.
+    /// come.
     fn redact_fields(
         &mut self,
         rules: &Arc<Rules>,
         bytes: &[u8],
         patients: &[String],
         out: &mut Vec<u8>,
-    ) -> Result<(Redacted, bool, Option<(usize, usize)>), String> {
+    ) -> Result<FieldPass, String> {
         let mask = MaskContext {
             key: self.settings.key.clone(),
             patient: patients.first().cloned(),
@@ -247,8 +250,21 @@ impl<'j> Records<'j> {
         t.feed(bytes, true, out).map_err(|e| e.to_string())?;
         let plan = t.into_plan();
         let (redacted, meta_span) = (plan.redacted, plan.meta_span);
-        Ok((redacted, inner_changed, meta_span))
+        Ok(FieldPass {
+            redacted,
+            inner_changed,
+            meta_span,
+        })
     }
+}
+
+/// What one pass of the field plan over a record did.
+struct FieldPass {
+    redacted: Redacted,
+    /// A contained resource was removed or redacted.
+    inner_changed: bool,
+    /// Where the record's `meta` went in the output.
+    meta_span: Option<(usize, usize)>,
 }
 
 /// Free-text members Safe Harbor removes wherever they are (they can
