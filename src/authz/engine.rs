@@ -407,30 +407,6 @@ impl Engine {
     /// action `disclose` on a Record of that type (no patient), with
     /// `context.data_class`.
     #[allow(clippy::too_many_arguments)]
-    pub fn discloses(
-        &self,
-        bundle: &PolicyBundle,
-        store: &dyn EntityLookup,
-        subject: &Subject<'_>,
-        class: &str,
-        resource_type: &str,
-        facts: &RequestFacts,
-        categories: &Categories,
-    ) -> bool {
-        self.disclose_decision(
-            bundle,
-            store,
-            subject,
-            class,
-            resource_type,
-            facts,
-            categories,
-        )
-        .allowed
-    }
-
-    /// The `disclose` decision behind [`Engine::discloses`].
-    #[allow(clippy::too_many_arguments)]
     pub fn disclose_decision(
         &self,
         bundle: &PolicyBundle,

@@ -184,6 +184,23 @@ pub struct Loaded {
     fetched: EntityStore,
 }
 
+impl Loaded {
+    /// The snapshot's entities, then the patients fetched for the request.
+    fn lookup(&self) -> Layered<'_> {
+        Layered {
+            first: self.snapshot.entities.as_ref(),
+            then: &self.fetched,
+        }
+    }
+
+    fn subject(&self) -> Subject<'_> {
+        Subject {
+            principal: &self.principal.principal,
+            entity: &self.principal.entity,
+        }
+    }
+}
+
 impl std::fmt::Debug for Loaded {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Loaded")
@@ -389,14 +406,7 @@ impl Authorization {
     /// Decides `requests` synchronously over what a request already loaded:
     /// its snapshot, principal entity, fetched patients, facts and clock.
     pub fn decide_records(&self, loaded: &Loaded, requests: &[AccessRequest]) -> Decision {
-        let lookup = Layered {
-            first: loaded.snapshot.entities.as_ref(),
-            then: &loaded.fetched,
-        };
-        let subject = Subject {
-            principal: &loaded.principal.principal,
-            entity: &loaded.principal.entity,
-        };
+        let (lookup, subject) = (loaded.lookup(), loaded.subject());
         self.engine.decide(
             &loaded.snapshot.policies,
             &lookup,
@@ -415,14 +425,7 @@ impl Authorization {
         requests: &[AccessRequest],
         labels: &[String],
     ) -> bool {
-        let lookup = Layered {
-            first: loaded.snapshot.entities.as_ref(),
-            then: &loaded.fetched,
-        };
-        let subject = Subject {
-            principal: &loaded.principal.principal,
-            entity: &loaded.principal.entity,
-        };
+        let (lookup, subject) = (loaded.lookup(), loaded.subject());
         self.engine.allows_all(
             &loaded.snapshot.policies,
             &lookup,
@@ -437,23 +440,18 @@ impl Authorization {
     /// Whether data class `class` may be shown in records of
     /// `resource_type`, over what the request loaded.
     pub fn discloses(&self, loaded: &Loaded, class: &str, resource_type: &str) -> bool {
-        let lookup = Layered {
-            first: loaded.snapshot.entities.as_ref(),
-            then: &loaded.fetched,
-        };
-        let subject = Subject {
-            principal: &loaded.principal.principal,
-            entity: &loaded.principal.entity,
-        };
-        self.engine.discloses(
-            &loaded.snapshot.policies,
-            &lookup,
-            &subject,
-            class,
-            resource_type,
-            &loaded.facts,
-            &self.categories,
-        )
+        let (lookup, subject) = (loaded.lookup(), loaded.subject());
+        self.engine
+            .disclose_decision(
+                &loaded.snapshot.policies,
+                &lookup,
+                &subject,
+                class,
+                resource_type,
+                &loaded.facts,
+                &self.categories,
+            )
+            .allowed
     }
 
     /// The field rules for records of `resource_type` in this request's

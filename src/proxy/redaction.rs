@@ -657,16 +657,22 @@ impl RedactedBody {
             let count = parts.len();
             for (i, piece) in parts.into_iter().enumerate() {
                 let last = end && i + 1 == count;
-                decoded.clear();
-                if self.decoder.decode(piece, last, &mut decoded).is_err() {
-                    return Poll::Ready(Some(Err(self.fail("response_encoding_corrupt"))));
-                }
-                self.decoded_total += decoded.len() as u64;
-                if self.decoded_total > MAX_DECODED {
-                    return Poll::Ready(Some(Err(self.fail("response_too_large"))));
-                }
+                // An identity body is fed as it came, without a copy.
+                let input: &[u8] = if self.decoder.is_identity() {
+                    piece
+                } else {
+                    decoded.clear();
+                    if self.decoder.decode(piece, last, &mut decoded).is_err() {
+                        return Poll::Ready(Some(Err(self.fail("response_encoding_corrupt"))));
+                    }
+                    self.decoded_total += decoded.len() as u64;
+                    if self.decoded_total > MAX_DECODED {
+                        return Poll::Ready(Some(Err(self.fail("response_too_large"))));
+                    }
+                    &decoded
+                };
                 let mut out = std::mem::take(&mut self.out);
-                match self.redactor.feed(&decoded, last, &mut out) {
+                match self.redactor.feed(input, last, &mut out) {
                     Ok(_) => self.out = out,
                     Err(e) => {
                         let reason = match e {

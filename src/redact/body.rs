@@ -229,7 +229,7 @@ fn single<J: Judge>(
     out: &mut Vec<u8>,
 ) -> Result<(Progress, Disclosure), StreamError> {
     let start = out.len();
-    if RecordHeadType::of(body) == Some(true) {
+    if resource_type_of(body).as_deref() == Some("Bundle") {
         let max = cx.settings.max_record;
         let mut t = Transformer::new(BundlePlan::new(cx, 0), max);
         t.feed(body, true, out)?;
@@ -248,19 +248,15 @@ fn single<J: Judge>(
     Ok((progress, cx.disclosure))
 }
 
-/// Whether a whole body is a Bundle (`resourceType` anywhere at the top).
-struct RecordHeadType;
-
-impl RecordHeadType {
-    fn of(body: &[u8]) -> Option<bool> {
-        #[derive(serde::Deserialize)]
-        struct Ty<'a> {
-            #[serde(rename = "resourceType", borrow)]
-            resource_type: Option<std::borrow::Cow<'a, str>>,
-        }
-        let t: Ty<'_> = serde_json::from_slice(body).ok()?;
-        Some(t.resource_type.as_deref() == Some("Bundle"))
+/// A JSON object's `resourceType` (anywhere among its members), when it
+/// has one; `None` too for what is not one object with distinct members.
+fn resource_type_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ty {
+        #[serde(rename = "resourceType")]
+        resource_type: Option<String>,
     }
+    serde_json::from_slice::<Ty>(body).ok()?.resource_type
 }
 
 /// The [`Plan`] of a Bundle: entries held and decided one at a time.
@@ -337,7 +333,8 @@ impl<J: Judge> BundlePlan<J> {
         let bytes = &value[at..end];
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        let shown = if RecordHeadType::of(bytes) == Some(true) {
+        let ty = resource_type_of(bytes);
+        let shown = if ty.as_deref() == Some("Bundle") {
             if self.nesting + 1 >= MAX_BUNDLE_NESTING {
                 return Err("Bundles nest too deep".into());
             }
@@ -350,7 +347,7 @@ impl<J: Judge> BundlePlan<J> {
         };
         let result = match shown {
             Shown::No => Captured::Remove,
-            Shown::Yes if self.pseudonymized(bytes) => {
+            Shown::Yes if self.pseudonymized(ty.as_deref()) => {
                 // Safe Harbor: the entry is rebuilt around the record — its
                 // fullUrl pseudonymized like the record's id, its request
                 // and response (real ids and dates) left out.
@@ -394,11 +391,8 @@ impl<J: Judge> BundlePlan<J> {
 
     /// Whether the record's ids are pseudonymized (the Safe Harbor
     /// profile applies to its type).
-    fn pseudonymized(&mut self, resource: &[u8]) -> bool {
-        serde_json::from_slice::<TypeOnly>(resource)
-            .ok()
-            .and_then(|t| t.resource_type)
-            .is_some_and(|ty| self.cx.judge.rules(&ty).pseudonymizes_ids())
+    fn pseudonymized(&mut self, resource_type: Option<&str>) -> bool {
+        resource_type.is_some_and(|ty| self.cx.judge.rules(ty).pseudonymizes_ids())
     }
 
     fn nested_bundle(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
@@ -436,12 +430,6 @@ impl<'a> Judge for &mut (dyn Judge + 'a) {
     fn rules(&mut self, resource_type: &str) -> Arc<Rules> {
         (**self).rules(resource_type)
     }
-}
-
-#[derive(serde::Deserialize)]
-struct TypeOnly {
-    #[serde(rename = "resourceType")]
-    resource_type: Option<String>,
 }
 
 /// Where `part` (a slice of `whole`) starts and ends in it.

@@ -64,6 +64,8 @@ pub struct OfflineJudge<'a> {
     pub classes: Vec<ClassVerdict>,
     /// Keep every record's verdict (for the explanation).
     keep: bool,
+    /// Rules by resource type, built once.
+    rules: std::collections::HashMap<String, Arc<Rules>>,
 }
 
 impl<'a> OfflineJudge<'a> {
@@ -73,6 +75,7 @@ impl<'a> OfflineJudge<'a> {
             records: Vec::new(),
             classes: Vec::new(),
             keep: true,
+            rules: std::collections::HashMap::new(),
         }
     }
 
@@ -99,15 +102,19 @@ impl<'a> OfflineJudge<'a> {
                 entity,
                 facts,
                 engine,
-            } => engine.discloses(
-                bundle,
-                *store,
-                &Subject { principal, entity },
-                class,
-                resource_type,
-                facts,
-                &Categories::default(),
-            ),
+            } => {
+                engine
+                    .disclose_decision(
+                        bundle,
+                        *store,
+                        &Subject { principal, entity },
+                        class,
+                        resource_type,
+                        facts,
+                        &Categories::default(),
+                    )
+                    .allowed
+            }
             Decider::Plan { withheld, .. } => !withheld.iter().any(|w| w == class),
         }
     }
@@ -215,7 +222,12 @@ impl Judge for OfflineJudge<'_> {
     }
 
     fn rules(&mut self, resource_type: &str) -> Arc<Rules> {
-        Arc::new(self.plan_for(resource_type))
+        if let Some(r) = self.rules.get(resource_type) {
+            return r.clone();
+        }
+        let rules = Arc::new(self.plan_for(resource_type));
+        self.rules.insert(resource_type.to_string(), rules.clone());
+        rules
     }
 }
 
