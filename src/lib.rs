@@ -3,6 +3,7 @@
 //! core; `proxy` is the pipeline that calls them in order, on hyper.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod config;

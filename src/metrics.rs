@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Responses the response phase refused or aborted, by route and
     /// reason.
     pub redaction_failures: IntCounterVec,
+    /// The audit trail's spool and sinks.
+    pub audit: crate::audit::metrics::AuditMetrics,
 }
 
 impl Metrics {
@@ -204,7 +206,9 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric names");
         }
+        let audit = crate::audit::metrics::AuditMetrics::new(&registry);
         Metrics {
+            audit,
             registry,
             requests,
             latency,
