@@ -48,6 +48,98 @@ enum Command {
     /// redacted body goes to stdout; with --explain, the plan and every
     /// record's decision go to stderr.
     Redact(RedactArgs),
+    /// Read the audit trail: verify it, account for a patient's
+    /// disclosures, search it, follow it.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Where a spool is: `--dir`, or the `[audit] dir` of `--config`.
+#[derive(clap::Args)]
+struct SpoolArg {
+    /// The spool directory (`[audit] dir`).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// A phigate.toml whose [audit] dir to read.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the spool's hash chain, checksums and signed checkpoints;
+    /// names every modified, missing, reordered or damaged record by
+    /// sequence number. Exit 0 only when all holds.
+    Verify {
+        /// The spool directory.
+        dir: PathBuf,
+        /// The checkpoint verifier key (`phigate keygen audit` prints it),
+        /// as text or a file holding it.
+        #[arg(long)]
+        pubkey: Option<String>,
+        /// A signed checkpoint kept elsewhere (e.g. by the SIEM): the spool
+        /// must still hold every record it covers, unchanged.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The origin the checkpoints must name.
+        #[arg(long)]
+        origin: Option<String>,
+    },
+    /// The accounting of disclosures of one patient's PHI (45 CFR
+    /// 164.528): date, recipient, description, purpose.
+    Disclosures {
+        #[command(flatten)]
+        spool: SpoolArg,
+        #[arg(long)]
+        patient: String,
+        /// From this date (YYYY-MM-DD, UTC) or instant (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Up to (not including) this date or instant.
+        #[arg(long)]
+        to: Option<String>,
+        /// `table`, `csv` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Keep disclosures for treatment, payment and operations too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Events by user, patient, time, decision and outcome.
+    Search {
+        #[command(flatten)]
+        spool: SpoolArg,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        patient: Option<String>,
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+        /// `allow` or `deny`.
+        #[arg(long)]
+        decision: Option<String>,
+        /// An outcome name, e.g. `denied`, `redaction_failed`.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long)]
+        request_id: Option<String>,
+        /// Print each event's canonical JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last events, then each new one as it is written.
+    Tail {
+        #[command(flatten)]
+        spool: SpoolArg,
+        /// How many past events to show first.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Print and exit instead of following.
+        #[arg(long)]
+        no_follow: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -171,6 +263,20 @@ enum Keygen {
         #[arg(long = "role")]
         roles: Vec<String>,
     },
+    /// A key that signs audit checkpoints: writes the private key to --out
+    /// (mode 0600, never overwritten) and prints the public verifier key;
+    /// with --key, prints an existing key's verifier key.
+    Audit {
+        /// The key's name: use the log's origin, e.g. `phigate.example.org/audit`.
+        #[arg(long, default_value = "phigate/audit")]
+        name: String,
+        /// Where to write the new private key.
+        #[arg(long, conflicts_with = "key")]
+        out: Option<PathBuf>,
+        /// An existing private key file.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -197,7 +303,7 @@ fn main() -> ExitCode {
         Command::Check { config: path } => match Config::load(&path) {
             // The config is well-formed; now build what `serve` would build
             // (policies loaded and tested, keys, pools, TLS), without sockets.
-            Ok(c) => match phigate::server::prepare(&c) {
+            Ok(c) => match phigate::server::prepare(&c, None) {
                 Ok(prepared) => {
                     println!(
                         "{}: ok ({} listener(s), {} route(s), {} upstream(s)); policy set {}",
@@ -221,6 +327,27 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Keygen(Keygen::Audit { name, out, key }) => {
+            match phigate::audit::cli::keygen(&name, out.as_deref(), key.as_deref()) {
+                Ok(public) => {
+                    if let Some(out) = &out {
+                        eprintln!(
+                            "wrote the private key to {} (mode 0600); point [audit] signing_key = \"file:{}\" at it",
+                            out.display(),
+                            out.display()
+                        );
+                        eprintln!("the public verifier key (for `phigate audit verify --pubkey` and your SIEM):");
+                    }
+                    println!("{public}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("phigate keygen audit: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Audit(cmd) => audit_command(cmd),
         Command::Keygen(Keygen::ApiKey { id, roles }) => {
             if id.is_empty() || id.chars().any(|c| c.is_control() || c == '"') {
                 eprintln!("phigate keygen: --id must be a plain name");
@@ -504,4 +631,78 @@ fn redact(a: RedactArgs) -> ExitCode {
             ExitCode::from(3)
         }
     }
+}
+
+fn audit_command(cmd: AuditCommand) -> ExitCode {
+    use phigate::audit::cli;
+    use phigate::audit::report::{Filter, Window};
+    let window = |from: Option<String>, to: Option<String>, all: bool| -> Result<Window, String> {
+        Ok(Window {
+            from: from.as_deref().map(cli::parse_time).transpose()?,
+            to: to.as_deref().map(cli::parse_time).transpose()?,
+            include_all: all,
+        })
+    };
+    let result = match cmd {
+        AuditCommand::Verify {
+            dir,
+            pubkey,
+            checkpoint,
+            origin,
+        } => cli::verify_cmd(
+            &dir,
+            pubkey.as_deref(),
+            checkpoint.as_deref(),
+            origin.as_deref(),
+        )
+        .map(|ok| {
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        AuditCommand::Disclosures {
+            spool,
+            patient,
+            from,
+            to,
+            format,
+            all,
+        } => cli::spool_dir(spool.dir, spool.config.as_deref()).and_then(|dir| {
+            let w = window(from, to, all)?;
+            cli::disclosures_cmd(&dir, &patient, &w, &format).map(|()| ExitCode::SUCCESS)
+        }),
+        AuditCommand::Search {
+            spool,
+            user,
+            patient,
+            from,
+            to,
+            decision,
+            outcome,
+            request_id,
+            json,
+        } => cli::spool_dir(spool.dir, spool.config.as_deref()).and_then(|dir| {
+            let filter = Filter {
+                user,
+                patient,
+                window: window(from, to, false)?,
+                decision,
+                outcome,
+                request_id,
+            };
+            cli::search_cmd(&dir, &filter, json).map(|_| ExitCode::SUCCESS)
+        }),
+        AuditCommand::Tail {
+            spool,
+            lines,
+            no_follow,
+        } => cli::spool_dir(spool.dir, spool.config.as_deref())
+            .and_then(|dir| cli::tail_cmd(&dir, lines, !no_follow).map(|()| ExitCode::SUCCESS)),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("phigate audit: {e}");
+        ExitCode::from(2)
+    })
 }

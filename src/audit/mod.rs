@@ -12,16 +12,23 @@
 //! durability at the exit.
 
 pub mod checkpoint;
+pub mod cli;
+pub mod config;
 pub mod event;
 pub mod frame;
 pub mod metrics;
+pub mod render;
+pub mod report;
 pub mod retention;
 pub mod segment;
+pub mod sink;
 pub mod spool;
+pub mod trail;
 pub mod verify;
 
 #[cfg(test)]
 mod spool_tests;
 
 pub use event::{AuditEvent, EventKind, Outcome};
+pub use trail::Audit;
 pub use spool::{Spool, SpoolError, SpoolOptions, SyncPolicy, Ticket};

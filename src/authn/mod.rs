@@ -28,7 +28,8 @@ pub use events::{AuthEvent, AuthEventKind, AuthEventSink, LogSink};
 pub use mfa::{MfaRules, StepUp, Strength};
 pub use principal::{AuthMethod, ClaimMapping, Principal, PrincipalKind};
 pub use setup::{
-    asymmetric_algorithm as setup_asymmetric_algorithm, build, AuthnConfig, SetupError,
+    asymmetric_algorithm as setup_asymmetric_algorithm, build, build_with_events, AuthnConfig,
+    SetupError,
 };
 
 use config::{AuthKind, CredentialKind};

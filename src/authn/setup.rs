@@ -52,6 +52,15 @@ pub struct AuthnConfig<'a> {
 }
 
 pub fn build(config: AuthnConfig<'_>) -> Result<Arc<Authenticator>, SetupError> {
+    build_with_events(config, Arc::new(LogSink))
+}
+
+/// [`build`], with authentication events going to `events` (the audit
+/// trail when one is configured).
+pub fn build_with_events(
+    config: AuthnConfig<'_>,
+    events: Arc<dyn super::AuthEventSink>,
+) -> Result<Arc<Authenticator>, SetupError> {
     let mut issuers = Vec::new();
     let mut mfa = Vec::new();
     for idp in config.identity_providers {
@@ -109,7 +118,7 @@ pub fn build(config: AuthnConfig<'_>) -> Result<Arc<Authenticator>, SetupError> 
         Some(b) => Some(browser_sso(b, config.identity_providers)?),
         None => None,
     };
-    let mut authn = Authenticator::new(bearer, api_keys, signer, Arc::new(LogSink), mfa);
+    let mut authn = Authenticator::new(bearer, api_keys, signer, events, mfa);
     authn.browser = browser;
     authn.certificates =
         super::mtls::CertificateMap::new(config.service_certificates, &config.listener_cas);

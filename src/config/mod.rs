@@ -134,6 +134,17 @@ impl Config {
                 fix(ca);
             }
         }
+        if let Some(a) = &mut self.audit {
+            fix(&mut a.dir);
+            for s in &mut a.sinks {
+                if let Some(p) = &mut s.path {
+                    fix(p);
+                }
+                if let Some(p) = &mut s.ca {
+                    fix(p);
+                }
+            }
+        }
     }
 
     /// Semantic checks; each result is (dotted key, message).
@@ -199,6 +210,17 @@ impl Config {
                     needs.join(", ")
                 ),
             ));
+        }
+        match &self.audit {
+            None if !needs.is_empty() => out.push((
+                "audit".into(),
+                format!(
+                    "route(s) {} carry PHI but no audit trail is configured: add [audit] with `dir`, where every access is recorded before its response is released (docs/audit.md)",
+                    needs.join(", ")
+                ),
+            )),
+            None => {}
+            Some(audit) => out.extend(audit.problems()),
         }
         if a.policies.is_some() && a.example_policies {
             out.push((

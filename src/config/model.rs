@@ -59,6 +59,10 @@ pub struct Config {
     /// authenticated request.
     #[serde(default)]
     pub authorization: crate::authz::AuthorizationConfig,
+    /// The audit trail: the spool every access is recorded in before its
+    /// response is released, checkpoints, retention and sinks. Required
+    /// when any route is not public.
+    pub audit: Option<crate::audit::config::AuditConfig>,
 }
 
 impl Config {

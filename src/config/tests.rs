@@ -180,6 +180,7 @@ fn shipped_example_config_is_valid() {
         .replace("/etc/phigate/tls/cert.pem", "cert.pem")
         .replace("/etc/phigate/tls/key.pem", "key.pem");
     let text = text.replace("/etc/phigate/upstream-ca.pem", "cert.pem");
+    let text = text.replace("/var/lib/phigate/audit", "audit");
     if let Err(e) = load(&dir, &text) {
         panic!("{e}");
     }
@@ -245,6 +246,8 @@ fn demo_config_template_is_valid() {
         "{api_key_hash}",
         "{entities}",
         "{pseudonym_key}",
+        "{audit_dir}",
+        "{audit_key}",
     ] {
         assert!(
             !text.contains(placeholder),

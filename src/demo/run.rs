@@ -104,6 +104,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         pseudonym_key.as_bytes(),
     )
     .context("writing the demo pseudonym key")?;
+    // The audit spool's checkpoint key: kept with the spool, so a demo
+    // restarted on the same state directory continues one verifiable log.
+    let audit_key = dir.join("audit.key");
+    if !audit_key.exists() {
+        let signer = crate::audit::checkpoint::NoteSigner::generate("phigate.demo/audit")
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        crate::server::tls::write_private(&audit_key, signer.private_text().as_bytes())
+            .context("writing the demo audit key")?;
+    }
+    let audit_pub = crate::audit::trail::signing_key_file(&audit_key)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let config_path = dir.join("phigate-demo.toml");
     let text = render_config(
         &args,
@@ -119,6 +130,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let server = crate::server::build(&config)?;
     let tokens = write_tokens(&dir, &issuer, &api_key.key)?;
     print_banner(&args, &cert, &config_path, &tokens);
+    print_audit_help(&dir, &audit_pub);
     // The same request as three personas, once the proxy answers.
     let columns = ["CARE_MANAGER", "BILLING", "RESEARCHER"]
         .iter()
@@ -185,6 +197,14 @@ pub fn render_config(
                 .with_file_name("pseudonym.key")
                 .display()
                 .to_string(),
+        )
+        .replace(
+            "{audit_dir}",
+            &entities.with_file_name("audit").display().to_string(),
+        )
+        .replace(
+            "{audit_key}",
+            &entities.with_file_name("audit.key").display().to_string(),
         )
 }
 
@@ -260,5 +280,20 @@ Stop with Ctrl-C."#,
         config = config.display(),
         tokens = tokens.display(),
         personas = personas.join("\n"),
+    );
+}
+
+/// How to follow, verify and account for the demo's audit trail.
+fn print_audit_help(dir: &Path, pubkey: &str) {
+    let spool = dir.join("audit");
+    let spool = spool.display();
+    println!(
+        r#"
+Audit trail (every access, recorded before its response leaves):
+  phigate audit tail --dir {spool}
+  phigate audit verify {spool} --pubkey '{pubkey}' --checkpoint {spool}/checkpoint
+  phigate audit disclosures --dir {spool} --patient pat-0001
+  phigate audit search --dir {spool} --outcome denied
+  shipped as OCSF JSON lines to {spool}/audit.ocsf.jsonl"#
     );
 }

@@ -227,6 +227,8 @@ pub enum ResponseBody {
     /// The upstream's body through the response phase's redactor (cut
     /// when it cannot be redacted).
     Redacted(Box<super::redaction::RedactedBody>),
+    /// A body whose end writes the request's audit outcome record.
+    Audited(Box<super::audit::AuditedBody>),
 }
 
 /// An upstream's response body under an idle deadline between frames.
@@ -282,6 +284,7 @@ impl Body for ResponseBody {
                 }
             },
             ResponseBody::Redacted(r) => Pin::new(&mut **r).poll_frame(cx),
+            ResponseBody::Audited(a) => Pin::new(&mut **a).poll_frame(cx),
         }
     }
 
@@ -290,6 +293,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => b.is_none(),
             ResponseBody::Upstream(u) => u.body.is_end_stream(),
             ResponseBody::Redacted(r) => r.is_end_stream(),
+            ResponseBody::Audited(a) => a.is_end_stream(),
         }
     }
 
@@ -298,6 +302,7 @@ impl Body for ResponseBody {
             ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ResponseBody::Upstream(u) => u.body.size_hint(),
             ResponseBody::Redacted(_) => SizeHint::default(),
+            ResponseBody::Audited(a) => a.size_hint(),
         }
     }
 }

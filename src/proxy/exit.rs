@@ -35,12 +35,18 @@ pub struct RequestCtx {
     /// On a redacting route: what the response disclosed, filled in when
     /// its body ends (for the audit record).
     pub disclosure: Option<super::redaction::DisclosureSlot>,
+    /// What the audit record needs, and its progress.
+    pub audit: super::audit::AuditCtx,
     /// Set once the exit recorded the request.
     recorded: bool,
 }
 
 impl RequestCtx {
-    pub fn start<B>(req: &Request<B>, conn: &ConnInfo) -> RequestCtx {
+    pub fn start<B>(
+        req: &Request<B>,
+        conn: &ConnInfo,
+        audit: Option<Arc<crate::audit::Audit>>,
+    ) -> RequestCtx {
         let _ = conn.count_request();
         RequestCtx {
             started: Instant::now(),
@@ -52,6 +58,7 @@ impl RequestCtx {
             decision: None,
             rejection: None,
             disclosure: None,
+            audit: super::audit::AuditCtx::start(audit, req.headers(), conn),
             recorded: false,
         }
     }
@@ -112,6 +119,7 @@ impl RequestCtx {
 
 impl Drop for RequestCtx {
     fn drop(&mut self) {
+        super::audit::abandoned(self);
         if !self.recorded {
             self.record(499, "client_closed");
         }

@@ -12,6 +12,7 @@
 //! so tests drive it in-process as well as through sockets.
 
 pub mod admit;
+pub mod audit;
 pub mod body;
 pub mod client;
 pub mod config;
@@ -67,6 +68,9 @@ pub struct Stages {
     identity: identity::IdentityHeaders,
     browser_limits: crate::authn::session::SessionLimits,
     pools: Vec<Arc<Pool>>,
+    /// The audit trail every request is recorded in (`None` only where no
+    /// route carries PHI).
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 impl Stages {
@@ -75,6 +79,7 @@ impl Stages {
         config: config::PipelineConfig<'_>,
         authn: Arc<Authenticator>,
         authz: Arc<Authorization>,
+        audit: Option<Arc<crate::audit::Audit>>,
     ) -> Result<Stages, PoolError> {
         let (router, pools) = routes::build(&config)?;
         Ok(Stages {
@@ -90,6 +95,7 @@ impl Stages {
             )
             .limits,
             pools,
+            audit,
         })
     }
 
@@ -118,7 +124,7 @@ where
 
     /// Serves one request that arrived on `conn`.
     pub async fn handle(&self, req: Request<B>, conn: &ConnInfo) -> Response<ResponseBody> {
-        let mut ctx = RequestCtx::start(&req, conn);
+        let mut ctx = RequestCtx::start(&req, conn, self.stages.audit.clone());
         let resp = match self.journey(req, conn, &mut ctx).await {
             Ok(resp) => resp,
             Err(stop) => {
@@ -126,6 +132,8 @@ where
                 *stop.response
             }
         };
+        // Nothing leaves before its access record is durable.
+        let resp = audit::at_exit(&mut ctx, resp).await;
         exit::exit(&mut ctx, resp, conn, &self.stages.hygiene)
     }
 
@@ -175,6 +183,8 @@ where
         let route = admission.route.clone();
         ctx.route = Some(route.clone());
         ctx.client_ip = Some(admission.client_ip);
+        ctx.audit
+            .set_target(admission.path.path(), admission.path.query());
 
         // Client-sent identity, hop-by-hop and forwarding headers go now,
         // before any later stage could read them; declarations are read first.
@@ -184,6 +194,7 @@ where
         } else {
             Declared::from_headers(&head.headers)
         };
+        ctx.audit.purpose_of_use = declared.purpose_of_use.clone();
         let wants_upgrade = route.websocket && crate::http::is_websocket_upgrade(&head.headers);
         for name in headers_to_strip(&head.headers, &s.hygiene.identity, route.websocket) {
             head.headers.remove(name);
@@ -314,6 +325,11 @@ where
 
         // Upstream: what it sees of the request.
         self.outbound_headers(&mut head, &admission, identity.as_ref(), ctx)?;
+        // The access record goes to the spool now; its commit overlaps the
+        // upstream's round trip and the exit awaits it.
+        if identity.is_some() {
+            audit::before_upstream(ctx)?;
+        }
         let upgrade = wants_upgrade
             .then(|| head.extensions.remove::<hyper::upgrade::OnUpgrade>())
             .flatten();

@@ -131,11 +131,21 @@ pub(super) fn policy_dir(dir: &std::path::Path, files: &[(&str, &str)]) -> std::
 
 /// The pipeline a config text (in `dir`) builds, as `serve` builds it.
 pub(super) fn pipeline(text: &str, dir: &std::path::Path) -> Pipeline<Full<Bytes>> {
-    let config = crate::config::Config::from_toml(text, &dir.join("phigate.toml"))
+    // Every pipeline records to a real spool, as `serve` does.
+    let text = if text.contains("[audit]") {
+        text.to_string()
+    } else {
+        format!("{text}\n[audit]\ndir = \"audit\"\nsync = \"os\"\n")
+    };
+    let config = crate::config::Config::from_toml(&text, &dir.join("phigate.toml"))
         .unwrap_or_else(|e| panic!("{e}"));
+    let audit = config
+        .audit
+        .as_ref()
+        .map(|a| crate::audit::Audit::open(a).unwrap());
     let authn = crate::authn::build(config.authn()).unwrap();
     let authz = Arc::new(Authorization::from_config(&config.authorization).unwrap());
-    let stages = Arc::new(Stages::from_config(config.pipeline(), authn, authz).unwrap());
+    let stages = Arc::new(Stages::from_config(config.pipeline(), authn, authz, audit).unwrap());
     Pipeline::new(stages)
 }
 
@@ -245,7 +255,7 @@ async fn the_decision_is_taken_once_and_recorded_for_the_exit() {
         .contains(h.get("x-request-id").unwrap().to_str().unwrap()));
     // The stage's result, as the exit sees it.
     let (req, conn) = request("GET", "/api/no/1", &[("authorization", &auth)]);
-    let mut ctx = RequestCtx::start(&req, &conn);
+    let mut ctx = RequestCtx::start(&req, &conn, None);
     let Err(stop) = s.pipeline.journey(req, &conn, &mut ctx).await else {
         panic!("not denied");
     };
@@ -311,4 +321,129 @@ async fn every_kind_of_response_leaves_through_the_exit() {
             );
         }
     }
+}
+
+/// Every event in the pipeline's spool, as written so far.
+fn recorded(s: &Setup) -> Vec<crate::audit::AuditEvent> {
+    let mut out = Vec::new();
+    crate::audit::report::events(
+        &s._dir.path().join("audit"),
+        |_, e| out.push(e),
+        |d| panic!("{d}"),
+    )
+    .unwrap();
+    out
+}
+
+fn by_request<'a>(
+    events: &'a [crate::audit::AuditEvent],
+    id: &str,
+) -> Vec<&'a crate::audit::AuditEvent> {
+    events
+        .iter()
+        .filter(|e| e.request_id() == Some(id))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_request_is_recorded_before_its_response_leaves_and_completed_after() {
+    use crate::audit::{EventKind, Outcome};
+    let origin = format!("http://{}", upstream().await);
+    let s = setup(&origin).await;
+    let auth = format!("ApiKey {}", s.key);
+    let (req, conn) = request(
+        "GET",
+        "/api/ok/1?name=Smith&_count=2",
+        &[("authorization", &auth), ("x-request-id", "rq-ok")],
+    );
+    let resp = s.pipeline.handle(req, &conn).await;
+    assert_eq!(resp.status(), 200);
+    // The head is out: its access record is already in the spool.
+    let events = recorded(&s);
+    let access = by_request(&events, "rq-ok");
+    assert_eq!(access.len(), 1, "{events:?}");
+    let access = access[0].clone();
+    assert_eq!(
+        (access.kind, access.outcome),
+        (EventKind::Access, Outcome::Allowed)
+    );
+    assert!(access.outcome_follows);
+    let req = access.request.as_ref().unwrap();
+    assert_eq!(
+        req.query.as_deref(),
+        Some("name=*&_count=*"),
+        "values withheld"
+    );
+    assert_eq!(req.path.as_deref(), Some("/api/ok/1"));
+    assert_eq!(access.actor.as_ref().unwrap().user_id, "svc");
+    let d = access.decision.as_ref().unwrap();
+    assert!(
+        d.allowed && d.policies == vec!["pages".to_string()],
+        "{d:?}"
+    );
+    assert!(
+        !format!("{events:?}").contains("Smith"),
+        "no query value recorded"
+    );
+    // The body ends: the outcome record follows, tied to the access.
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let (status, _, _) = send(
+        &s,
+        "GET",
+        "/api/no/1",
+        &[("authorization", &auth), ("x-request-id", "rq-no")],
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = send(&s, "GET", "/api/ok/1", &[("x-request-id", "rq-anon")]).await;
+    assert_eq!(status, 401);
+    let audit = s.pipeline.stages.audit.clone().unwrap();
+    audit.close();
+    let events = recorded(&s);
+    let ok = by_request(&events, "rq-ok");
+    assert_eq!(ok.len(), 2);
+    let outcome = ok[1];
+    assert_eq!(
+        (outcome.kind, outcome.outcome),
+        (EventKind::Outcome, Outcome::Success)
+    );
+    assert_eq!(outcome.access_id.as_deref(), Some(access.id.as_str()));
+    assert_eq!(
+        (outcome.status, outcome.bytes),
+        (Some(200), Some(body.len() as u64))
+    );
+    let no = by_request(&events, "rq-no");
+    assert_eq!(no.len(), 1, "a denial is one complete record");
+    assert_eq!((no[0].outcome, no[0].status), (Outcome::Denied, Some(403)));
+    assert!(!no[0].decision.as_ref().unwrap().allowed);
+    let anon = by_request(&events, "rq-anon");
+    assert_eq!(
+        (anon[0].outcome, anon[0].status),
+        (Outcome::AuthenticationFailed, Some(401))
+    );
+    let report = crate::audit::verify::verify(
+        &s._dir.path().join("audit"),
+        &crate::audit::verify::Verify {
+            key: None,
+            checkpoint: None,
+            origin: None,
+        },
+    )
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.findings);
+}
+
+#[tokio::test]
+async fn nothing_is_forwarded_while_the_spool_cannot_take_records() {
+    let origin = format!("http://{}", upstream().await);
+    let s = setup(&origin).await;
+    let auth = format!("ApiKey {}", s.key);
+    // A closed spool takes nothing: the PHI route refuses, the public one
+    // still answers.
+    s.pipeline.stages.audit.clone().unwrap().close();
+    let (status, h, _) = send(&s, "GET", "/api/ok/1", &[("authorization", &auth)]).await;
+    assert_eq!(status, 503);
+    assert_eq!(h.get("retry-after").unwrap(), "1");
+    let (status, _, _) = send(&s, "GET", "/open/page", &[]).await;
+    assert_eq!(status, 200);
 }

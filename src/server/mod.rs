@@ -51,6 +51,8 @@ pub enum StartError {
     },
     #[error("cannot start worker runtimes: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::trail::AuditError),
 }
 
 /// A server whose sockets are bound, ready to run.
@@ -86,9 +88,22 @@ impl Prepared {
     }
 }
 
-/// Builds every stage and listener TLS config for a validated config.
-pub fn prepare(config: &Config) -> Result<Prepared, StartError> {
-    let authn = crate::authn::build(config.authn())?;
+/// Builds every stage and listener TLS config for a validated config,
+/// recording to `audit` (`check` passes `None` and only reads the key).
+pub fn prepare(
+    config: &Config,
+    audit: Option<Arc<crate::audit::Audit>>,
+) -> Result<Prepared, StartError> {
+    if let Some(a) = &config.audit {
+        crate::audit::trail::signing_key(a)?;
+    }
+    let events: Arc<dyn crate::authn::AuthEventSink> = match &audit {
+        Some(audit) => Arc::new(crate::audit::trail::AuditAuthSink {
+            audit: audit.clone(),
+        }),
+        None => Arc::new(crate::authn::LogSink),
+    };
+    let authn = crate::authn::build_with_events(config.authn(), events)?;
     let authz = Arc::new(
         crate::authz::Authorization::from_config(&config.authorization)
             .map_err(StartError::Authz)?,
@@ -97,6 +112,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartError> {
         config.pipeline(),
         authn,
         authz.clone(),
+        audit,
     )?);
     let mut certs = Vec::new();
     let mut tls = Vec::new();
@@ -131,12 +147,16 @@ pub fn prepare(config: &Config) -> Result<Prepared, StartError> {
 
 /// Builds the server for a validated config: every stage, every socket.
 pub fn build(config: &Config) -> Result<Server, StartError> {
+    let audit = match &config.audit {
+        Some(a) => Some(crate::audit::Audit::open(a)?),
+        None => None,
+    };
     let Prepared {
         stages,
         authz,
         tls,
         certs,
-    } = prepare(config)?;
+    } = prepare(config, audit)?;
     let mut listeners = Vec::new();
     for ((index, l), tls) in config.listeners.iter().enumerate().zip(tls) {
         let socket = listen::bind(&l.address).map_err(|source| StartError::Bind {
@@ -284,6 +304,7 @@ impl Server {
         let readiness = self.readiness.clone();
         let admin = self.admin;
         let pools = self.stages.pools().to_vec();
+        let audit = self.stages.audit.clone();
         let certs = self.certs;
         let authz = self.authz;
         let watch_interval = self.watch_interval;
@@ -345,6 +366,10 @@ impl Server {
             }
             let _ = admin_stop_tx.send(());
         });
+        // Everything recorded is written and synced, with a last checkpoint.
+        if let Some(audit) = audit {
+            audit.close();
+        }
         Ok(())
     }
 }

@@ -243,8 +243,18 @@ impl Phigate {
         } else {
             "[server]\ngrace_period = \"0s\"\nshutdown_timeout = \"1s\"\n"
         };
+        // Every phigate under test records to its own spool, as in
+        // production (group commit, the default sync policy).
+        let audit = if body.contains("[audit]") {
+            String::new()
+        } else {
+            format!(
+                "\n[audit]\ndir = \"{}\"\n",
+                dir.path().join("audit").display()
+            )
+        };
         let text = format!(
-            "{server}\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n{admin_extra}\n\n{body}"
+            "{server}\n{listeners}\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n{admin_extra}\n\n{body}{audit}"
         );
         let config = dir.path().join("phigate.toml");
         std::fs::write(&config, &text).unwrap();
