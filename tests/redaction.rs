@@ -595,3 +595,120 @@ fn legacy_json_is_redacted_by_json_path() {
     assert_eq!(v["vitals"][0]["bp"], "120/80");
     assert_eq!(v["patient"]["phone"], "617-555-0101");
 }
+
+/// `phigate audit disclosures --patient P --format json` (request ids).
+fn accounted(px: &Phigate, patient: &str, all: bool) -> std::collections::BTreeSet<String> {
+    let spool = px.dir.path().join("audit");
+    let mut args = vec![
+        "audit",
+        "disclosures",
+        "--dir",
+        spool.to_str().unwrap(),
+        "--patient",
+        patient,
+        "--format",
+        "json",
+    ];
+    if all {
+        args.push("--all");
+    }
+    let out = Command::new(phigate_bin()).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["request_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_accounting_of_disclosures_matches_what_clients_received() {
+    let s = setup();
+    let px = &s.px;
+    let alice = s.idp.token("alice", true, 0);
+    let carol = s.idp.token("carol", false, 0);
+    // (request id, token, path, purpose of use)
+    let workload = [
+        ("d-1", &alice, "/fhir/Patient/pat-0001", Some("TREAT")),
+        (
+            "d-2",
+            &alice,
+            "/fhir/Observation?patient=pat-0003&_count=5",
+            None,
+        ),
+        (
+            "d-3",
+            &alice,
+            "/fhir/Observation?_count=40",
+            Some("PUBHLTH"),
+        ),
+        ("d-4", &alice, "/fhir/Patient/pat-0002", Some("TREAT")),
+        ("d-5", &carol, "/fhir/Patient/pat-0001", Some("HPAYMT")),
+        (
+            "d-6",
+            &carol,
+            "/fhir/Observation?patient=pat-0001",
+            Some("HPAYMT"),
+        ),
+        ("d-7", &alice, "/fhir/Patient/pat-0007", Some("HLEGAL")),
+    ];
+    let mut received = Vec::new();
+    for (id, token, path, purpose) in workload {
+        let mut extra = format!("X-Request-Id: {id}\r\n");
+        if let Some(p) = purpose {
+            extra.push_str(&format!("X-Phigate-Purpose-Of-Use: {p}\r\n"));
+        }
+        let r = get(px, path, token, &extra);
+        received.push((id, purpose, r.status, r.body));
+    }
+    assert!(
+        received.iter().any(|r| r.2 == 200) && received.iter().any(|r| r.2 != 200),
+        "{:?}",
+        received.iter().map(|r| (r.0, r.2)).collect::<Vec<_>>()
+    );
+    let status = |id: &str| received.iter().find(|r| r.0 == id).map(|r| r.2);
+    // The care manager reads her team's patients; the restricted one and
+    // the VIP of another team are withheld; billing reads for payment.
+    assert_eq!(
+        ["d-1", "d-2", "d-4", "d-5", "d-7"].map(status),
+        [Some(200), Some(200), Some(403), Some(200), Some(403)],
+        "{}",
+        px.logs()
+    );
+    // Outcome records are written as bodies end; wait for the last.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for patient in ["pat-0001", "pat-0002", "pat-0003", "pat-0007"] {
+        let got = |tpo_too: bool| -> std::collections::BTreeSet<String> {
+            received
+                .iter()
+                .filter(|(_, purpose, status, body)| {
+                    *status == 200
+                        && body.contains(patient)
+                        && (tpo_too || !matches!(*purpose, Some("TREAT" | "HPAYMT")))
+                })
+                .map(|(id, ..)| id.to_string())
+                .collect()
+        };
+        assert_eq!(
+            accounted(px, patient, true),
+            got(true),
+            "{patient}, everything"
+        );
+        assert_eq!(
+            accounted(px, patient, false),
+            got(false),
+            "{patient}, TPO left out"
+        );
+    }
+    // Not vacuous: her treatment read and billing's payment read are left
+    // out, the undeclared search is kept.
+    assert!(
+        accounted(px, "pat-0001", true).is_superset(&["d-1".to_string(), "d-5".to_string()].into())
+    );
+    assert!(accounted(px, "pat-0003", false).contains("d-2"));
+}

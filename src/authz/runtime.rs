@@ -235,6 +235,21 @@ pub struct Authorization {
     pub decision_header: bool,
     test_on_reload: bool,
     reload_lock: Mutex<String>,
+    /// Told of every reload attempt (the audit trail records them).
+    pub on_reload: std::sync::OnceLock<Box<dyn Fn(&ReloadReport<'_>) + Send + Sync>>,
+}
+
+/// One reload attempt, for the audit trail.
+#[derive(Debug)]
+pub struct ReloadReport<'a> {
+    pub trigger: &'a str,
+    /// `applied`, `unchanged` or `rejected`.
+    pub result: &'a str,
+    pub version: &'a str,
+    pub entities_version: &'a str,
+    pub previous: &'a str,
+    /// How many problems a rejected set had.
+    pub problems: usize,
 }
 
 struct CachedPrincipal {
@@ -302,6 +317,7 @@ impl Authorization {
             decision_header: c.decision_header,
             test_on_reload: c.test_on_reload,
             reload_lock: Mutex::new(fingerprint),
+            on_reload: std::sync::OnceLock::new(),
         })
     }
 
@@ -574,6 +590,16 @@ impl Authorization {
                     .with_label_values(&[trigger, result])
                     .inc();
                 tracing::info!(event = "policy_reload", trigger, result, version = %version, entities_version = %entities_version, previous = %current);
+                if let Some(hook) = self.on_reload.get() {
+                    hook(&ReloadReport {
+                        trigger,
+                        result,
+                        version: &version,
+                        entities_version: &entities_version,
+                        previous: &current,
+                        problems: 0,
+                    });
+                }
                 Ok(if changed {
                     Reloaded::Applied { version }
                 } else {
@@ -589,6 +615,17 @@ impl Authorization {
                     .with_label_values(&[trigger, "rejected"])
                     .inc();
                 tracing::warn!(event = "policy_reload", trigger, result = "rejected", version = %current, problems = %problems);
+                if let Some(hook) = self.on_reload.get() {
+                    let entities_version = self.snapshot.load().entities_version.clone();
+                    hook(&ReloadReport {
+                        trigger,
+                        result: "rejected",
+                        version: &current,
+                        entities_version: &entities_version,
+                        previous: &current,
+                        problems: problems.lines().count().max(1),
+                    });
+                }
                 Err(problems)
             }
         }

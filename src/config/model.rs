@@ -63,6 +63,10 @@ pub struct Config {
     /// response is released, checkpoints, retention and sinks. Required
     /// when any route is not public.
     pub audit: Option<crate::audit::config::AuditConfig>,
+    /// SHA-256 (hex) of the file's text, for the audit record of the
+    /// configuration a process ran with.
+    #[serde(skip)]
+    pub fingerprint: String,
 }
 
 impl Config {

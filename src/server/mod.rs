@@ -145,6 +145,50 @@ pub fn prepare(
     })
 }
 
+/// The audit trail hears of the configuration the process starts with and
+/// of every policy reload from now on.
+fn record_start(
+    audit: &Arc<crate::audit::Audit>,
+    config: &Config,
+    authz: &Arc<crate::authz::Authorization>,
+) {
+    use crate::audit::trail::system_event;
+    use crate::audit::{EventKind, Outcome};
+    let routes = config.routes.len().to_string();
+    audit.record_detached(&system_event(
+        EventKind::ConfigChange,
+        Outcome::Success,
+        "started",
+        &[
+            ("config_sha256", &config.fingerprint),
+            ("routes", &routes),
+            ("policy_version", &authz.version()),
+            ("phigate_version", env!("CARGO_PKG_VERSION")),
+        ],
+    ));
+    let trail = audit.clone();
+    let _ = authz.on_reload.set(Box::new(move |r| {
+        let problems = r.problems.to_string();
+        let outcome = if r.result == "rejected" {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        };
+        trail.record_detached(&system_event(
+            EventKind::PolicyReload,
+            outcome,
+            r.result,
+            &[
+                ("trigger", r.trigger),
+                ("policy_version", r.version),
+                ("entities_version", r.entities_version),
+                ("previous_version", r.previous),
+                ("problems", &problems),
+            ],
+        ));
+    }));
+}
+
 /// Builds the server for a validated config: every stage, every socket.
 pub fn build(config: &Config) -> Result<Server, StartError> {
     let audit = match &config.audit {
@@ -156,7 +200,10 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
         authz,
         tls,
         certs,
-    } = prepare(config, audit)?;
+    } = prepare(config, audit.clone())?;
+    if let Some(audit) = audit {
+        record_start(&audit, config, &authz);
+    }
     let mut listeners = Vec::new();
     for ((index, l), tls) in config.listeners.iter().enumerate().zip(tls) {
         let socket = listen::bind(&l.address).map_err(|source| StartError::Bind {
