@@ -10,8 +10,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates openssl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent phigate \
- && mkdir -p /run/phigate-tls && chown phigate /run/phigate-tls
-# A new named volume mounted at /run/phigate-tls starts with this owner.
+ && mkdir -p /run/phigate-tls /var/lib/phigate/audit \
+ && chown phigate /run/phigate-tls /var/lib/phigate/audit
+# New named volumes mounted at /run/phigate-tls and the audit spool start
+# with this owner.
 COPY --from=build /src/target/release/phigate /usr/local/bin/phigate
 USER phigate
 ENTRYPOINT ["/usr/local/bin/phigate"]

@@ -634,6 +634,14 @@ fn the_accounting_of_disclosures_matches_what_clients_received() {
     let carol = s.idp.token("carol", false, 0);
     // (request id, token, path, purpose of use)
     let workload = [
+        // Coverage with its patients included: hers is shown, the VIP's
+        // (another team) is removed from the answer — and from the record.
+        (
+            "d-0",
+            &carol,
+            "/inc/Coverage?patient=pat-0001&_include=Coverage:patient",
+            Some("HPAYMT"),
+        ),
         ("d-1", &alice, "/fhir/Patient/pat-0001", Some("TREAT")),
         (
             "d-2",
@@ -675,8 +683,15 @@ fn the_accounting_of_disclosures_matches_what_clients_received() {
     // The care manager reads her team's patients; the restricted one and
     // the VIP of another team are withheld; billing reads for payment.
     assert_eq!(
-        ["d-1", "d-2", "d-4", "d-5", "d-7"].map(status),
-        [Some(200), Some(200), Some(403), Some(200), Some(403)],
+        ["d-0", "d-1", "d-2", "d-4", "d-5", "d-7"].map(status),
+        [
+            Some(200),
+            Some(200),
+            Some(200),
+            Some(403),
+            Some(200),
+            Some(403)
+        ],
         "{}",
         px.logs()
     );
@@ -711,4 +726,9 @@ fn the_accounting_of_disclosures_matches_what_clients_received() {
         accounted(px, "pat-0001", true).is_superset(&["d-1".to_string(), "d-5".to_string()].into())
     );
     assert!(accounted(px, "pat-0003", false).contains("d-2"));
+    assert!(accounted(px, "pat-0001", true).contains("d-0"));
+    assert!(
+        accounted(px, "pat-0007", true).is_empty(),
+        "the VIP's record never left"
+    );
 }

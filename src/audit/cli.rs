@@ -104,6 +104,9 @@ pub fn verify_cmd(
             .map(|s| format!("; the given checkpoint (size {s}) is covered"))
             .unwrap_or_default()
     );
+    if report.tail_incomplete {
+        println!("note: the last record is incomplete: a write in progress, or a torn write the next start truncates");
+    }
     if key.is_none() {
         println!("note: no --pubkey: checkpoint signatures were not checked");
     }
@@ -269,7 +272,10 @@ pub fn tail_cmd(dir: &Path, n: usize, follow: bool) -> Result<(), String> {
         let _ = writeln!(out, "{l}");
     }
     let _ = out.flush();
-    while follow {
+    if !follow {
+        return Ok(());
+    }
+    loop {
         std::thread::sleep(std::time::Duration::from_millis(200));
         reader.refresh(dir).map_err(err)?;
         drain(&mut reader, |line| {
@@ -280,7 +286,6 @@ pub fn tail_cmd(dir: &Path, n: usize, follow: bool) -> Result<(), String> {
             return Ok(());
         }
     }
-    Ok(())
 }
 
 fn drain(reader: &mut Reader, mut f: impl FnMut(String)) -> std::io::Result<()> {

@@ -30,5 +30,5 @@ pub mod verify;
 mod spool_tests;
 
 pub use event::{AuditEvent, EventKind, Outcome};
-pub use trail::Audit;
 pub use spool::{Spool, SpoolError, SpoolOptions, SyncPolicy, Ticket};
+pub use trail::Audit;

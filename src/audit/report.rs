@@ -53,7 +53,8 @@ pub fn events(
     mut f: impl FnMut(u64, AuditEvent),
     mut on_damage: impl FnMut(String),
 ) -> std::io::Result<()> {
-    let mut r = Reader::open(dir)?;
+    // A running spool may be mid-write at its end: not damage.
+    let mut r = Reader::live(dir)?;
     while let Some(item) = r.next_item()? {
         match item {
             Item::Record(rec) if rec.kind == Kind::Event => match AuditEvent::from_json(&rec.payload) {

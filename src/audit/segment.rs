@@ -304,6 +304,8 @@ pub struct Reader {
     /// Whether the last segment may still grow (a live spool): then bytes
     /// at its end that do not decode are a write in progress, not damage.
     live: bool,
+    /// A live read stopped at an incomplete last record.
+    tail_incomplete: bool,
 }
 
 impl Reader {
@@ -316,6 +318,7 @@ impl Reader {
             at: 0,
             last_seq: None,
             live: false,
+            tail_incomplete: false,
         })
     }
 
@@ -380,6 +383,12 @@ impl Reader {
         Ok(())
     }
 
+    /// Whether the last read ended at an incomplete record (a write in
+    /// progress, or a torn write the next start-up truncates).
+    pub fn tail_incomplete(&self) -> bool {
+        self.tail_incomplete
+    }
+
     fn is_last(&self) -> bool {
         self.next_segment >= self.segments.len()
     }
@@ -416,6 +425,7 @@ impl Reader {
                         // A live spool's last record may be half written:
                         // read it again after the next refresh.
                         None if self.live && self.is_last() && damage == Damage::Short => {
+                            self.tail_incomplete = true;
                             return Ok(None);
                         }
                         None => self.at = self.buf.len(),

@@ -88,6 +88,9 @@ pub struct Report {
     pub last_seq: Option<u64>,
     /// The external checkpoint held (when one was given and it verified).
     pub held_checkpoint: Option<u64>,
+    /// The last segment ends in an incomplete record: a write in progress
+    /// (phigate running) or a torn write the next start truncates.
+    pub tail_incomplete: bool,
 }
 
 impl Report {
@@ -147,7 +150,9 @@ pub fn verify(dir: &Path, opts: &Verify<'_>) -> std::io::Result<Report> {
             }),
         }
     }
-    let mut reader = Reader::open(dir)?;
+    // A running spool may be mid-write at its very end: that is said, not
+    // failed (a cut tail is caught against a held checkpoint).
+    let mut reader = Reader::live(dir)?;
     while let Some(item) = reader.next_item()? {
         match item {
             Item::Record(r) => st.record(r),
@@ -174,6 +179,7 @@ pub fn verify(dir: &Path, opts: &Verify<'_>) -> std::io::Result<Report> {
     if let Some(r) = st.ahead.take() {
         st.gap_then(r);
     }
+    st.report.tail_incomplete = reader.tail_incomplete();
     if let Some((size, hash)) = st.held {
         let records = st.last.map_or(0, |(s, _)| s + 1);
         if records < size {

@@ -236,8 +236,11 @@ pub struct Authorization {
     test_on_reload: bool,
     reload_lock: Mutex<String>,
     /// Told of every reload attempt (the audit trail records them).
-    pub on_reload: std::sync::OnceLock<Box<dyn Fn(&ReloadReport<'_>) + Send + Sync>>,
+    pub on_reload: std::sync::OnceLock<ReloadHook>,
 }
+
+/// What hears of reloads (the audit trail).
+pub type ReloadHook = Box<dyn Fn(&ReloadReport<'_>) + Send + Sync>;
 
 /// One reload attempt, for the audit trail.
 #[derive(Debug)]

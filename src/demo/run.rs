@@ -113,8 +113,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         crate::server::tls::write_private(&audit_key, signer.private_text().as_bytes())
             .context("writing the demo audit key")?;
     }
-    let audit_pub = crate::audit::trail::signing_key_file(&audit_key)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let audit_pub =
+        crate::audit::trail::signing_key_file(&audit_key).map_err(|e| anyhow::anyhow!("{e}"))?;
     let config_path = dir.join("phigate-demo.toml");
     let text = render_config(
         &args,

@@ -37,6 +37,10 @@ pub struct AuditCtx {
     pub path: Option<String>,
     pub query: Option<String>,
     pub purpose_of_use: Option<String>,
+    /// The request is for a path that needs authentication: an access to
+    /// PHI, recorded whatever its outcome. (Public paths, unrouted requests
+    /// and hygiene refusals are in the log and metrics, not the trail.)
+    pub phi: bool,
     /// The access record, once queued: its id and durability.
     pub access_id: Option<String>,
     pub ticket: Option<Ticket>,
@@ -109,16 +113,17 @@ pub async fn at_exit(ctx: &mut RequestCtx, resp: Response<ResponseBody>) -> Resp
         return resp;
     };
     let Some(ticket) = ctx.audit.ticket.take() else {
-        // Answered by phigate (a refusal, a denial, a reserved endpoint):
-        // one complete record.
+        if !ctx.audit.phi && ctx.principal.is_none() {
+            return resp;
+        }
+        // Answered by phigate (a refusal, a denial, a failed sign-in): one
+        // complete record.
         let outcome = outcome_of(ctx, resp.status().as_u16());
         let mut ev = event(ctx, EventKind::Access, outcome);
         ev.status = Some(resp.status().as_u16());
         ev.latency_ms = Some(ctx.started.elapsed().as_millis() as u64);
         ctx.audit.closed = true;
-        if ctx.principal.is_none() {
-            audit.record_detached(&ev);
-        } else if audit.record(&ev).durable().await.is_err() {
+        if audit.record(&ev).durable().await.is_err() {
             // phigate's own answer carries no PHI; it leaves, counted.
             metrics()
                 .audit
@@ -309,8 +314,9 @@ impl OutcomeTail {
         ev.bytes = Some(self.bytes);
         ev.latency_ms = Some(self.started.elapsed().as_millis() as u64);
         if let Some(slot) = &self.disclosure {
-            // A redacting route: what was actually shown.
+            // A redacting route: what was actually shown (up to a cut).
             let shown = slot.lock().ok().and_then(|s| s.clone());
+            ev.patients.clear();
             match shown {
                 Some(d) => {
                     ev.patients = d.patients.iter().cloned().collect();
@@ -325,8 +331,9 @@ impl OutcomeTail {
                             .collect(),
                     });
                 }
-                // The body ended before the redactor finished: nothing is
-                // known to have been shown in full.
+                // Refused before anything was shown (a withheld single
+                // record, a body that could not be redacted from the
+                // start): nothing disclosed.
                 None => ev.redaction = Some(RedactionInfo::default()),
             }
         }
@@ -389,7 +396,9 @@ impl Body for AuditedBody {
 impl Drop for AuditedBody {
     fn drop(&mut self) {
         // Dropped before its end: the client went away (or the server
-        // stopped) mid-response.
+        // stopped) mid-response. The inner body goes first, so a redacted
+        // one leaves what it had shown for the record.
+        drop(std::mem::replace(&mut self.inner, ResponseBody::empty()));
         self.tail.finish(Some(Outcome::ClientClosed));
     }
 }

@@ -189,6 +189,7 @@ where
         // Client-sent identity, hop-by-hop and forwarding headers go now,
         // before any later stage could read them; declarations are read first.
         let public = route.auth.is_public(admission.path.path());
+        ctx.audit.phi = !public;
         let declared = if public {
             Declared::default()
         } else {

@@ -697,6 +697,10 @@ impl RedactedBody {
 
     fn fail(&mut self, reason: &'static str) -> &'static str {
         self.failed = true;
+        // The audit record names whose records went out before the cut.
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(self.redactor.disclosed_so_far());
+        }
         metrics()
             .redaction_failures
             .with_label_values(&[&self.route, reason])
@@ -723,6 +727,18 @@ impl RedactedBody {
         }
         if let Ok(mut slot) = self.slot.lock() {
             *slot = Some(d.clone());
+        }
+    }
+}
+
+impl Drop for RedactedBody {
+    fn drop(&mut self) {
+        // Dropped mid-stream (the client left): what went out so far is
+        // what the audit record must name.
+        if !self.finished && !self.failed {
+            if let Ok(mut slot) = self.slot.lock() {
+                *slot = Some(self.redactor.disclosed_so_far());
+            }
         }
     }
 }

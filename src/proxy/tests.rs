@@ -397,6 +397,8 @@ async fn every_request_is_recorded_before_its_response_leaves_and_completed_afte
     assert_eq!(status, 403);
     let (status, _, _) = send(&s, "GET", "/api/ok/1", &[("x-request-id", "rq-anon")]).await;
     assert_eq!(status, 401);
+    let (status, _, _) = send(&s, "GET", "/open/page", &[("x-request-id", "rq-public")]).await;
+    assert_eq!(status, 200);
     let audit = s.pipeline.stages.audit.clone().unwrap();
     audit.close();
     let events = recorded(&s);
@@ -416,6 +418,10 @@ async fn every_request_is_recorded_before_its_response_leaves_and_completed_afte
     assert_eq!(no.len(), 1, "a denial is one complete record");
     assert_eq!((no[0].outcome, no[0].status), (Outcome::Denied, Some(403)));
     assert!(!no[0].decision.as_ref().unwrap().allowed);
+    assert!(
+        by_request(&events, "rq-public").is_empty(),
+        "a public path carries no PHI"
+    );
     let anon = by_request(&events, "rq-anon");
     assert_eq!(
         (anon[0].outcome, anon[0].status),

@@ -182,6 +182,17 @@ impl<J: Judge> BodyRedactor<J> {
     }
 
     /// What the response disclosed, once the body has ended.
+    /// What was shown up to now — every entry already emitted — for the
+    /// audit record of a response cut midway (a single record is shown
+    /// whole or not at all).
+    pub fn disclosed_so_far(&self) -> Disclosure {
+        match &self.state {
+            State::Done(d) => d.clone().unwrap_or_default(),
+            State::Bundle(t) => t.plan().cx.disclosure.clone(),
+            _ => Disclosure::default(),
+        }
+    }
+
     pub fn disclosure(&self) -> Option<&Disclosure> {
         match &self.state {
             State::Done(d) => d.as_ref(),

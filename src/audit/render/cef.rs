@@ -26,7 +26,7 @@ pub fn render(e: &AuditEvent, seq: u64, product_version: &str) -> String {
     let outcome = e.outcome.as_str();
     let mut line = format!(
         "CEF:0|{PRODUCT}|{PRODUCT}|{}|{}|{}|{}|",
-        header(product_version),
+        header(&bounded(product_version)),
         header(&format!("{kind}:{outcome}")),
         header(&format!("{kind} {outcome}").replace('_', " ")),
         Severity::of(e).cef(),
@@ -36,7 +36,10 @@ pub fn render(e: &AuditEvent, seq: u64, product_version: &str) -> String {
     ext.put("externalId", &e.id);
     ext.put("cat", kind);
     ext.put("outcome", outcome);
-    let reason = e.reason.as_deref().or(e.decision.as_ref().map(|d| d.reason.as_str()));
+    let reason = e
+        .reason
+        .as_deref()
+        .or(e.decision.as_ref().map(|d| d.reason.as_str()));
     ext.opt("reason", reason);
     ext.opt("act", e.decision.as_ref().map(|d| d.outcome.as_str()));
     if let Some(a) = &e.actor {
@@ -109,7 +112,10 @@ pub fn render(e: &AuditEvent, seq: u64, product_version: &str) -> String {
 fn msg(e: &AuditEvent) -> Option<String> {
     let mut words: Vec<(String, &str)> = Vec::new();
     if let Some(d) = &e.decision {
-        words.push(("decision_reason".into(), &d.reason));
+        // Without an event reason, `reason` already carries the decision's.
+        if e.reason.is_some() {
+            words.push(("decision_reason".into(), &d.reason));
+        }
         words.push(("mode".into(), &d.mode));
         if let Some(v) = &d.policy_version {
             words.push(("policy_version".into(), v));
@@ -147,7 +153,7 @@ fn msg(e: &AuditEvent) -> Option<String> {
         return None;
     }
     let mut out = String::new();
-    for (k, v) in words {
+    for (k, v) in words.into_iter().filter(|(_, v)| !v.is_empty()) {
         if !out.is_empty() {
             out.push(' ');
         }
@@ -160,13 +166,18 @@ fn msg(e: &AuditEvent) -> Option<String> {
 struct Ext<'a>(&'a mut String);
 
 impl Ext<'_> {
+    /// ` key=value`; nothing for an empty value.
     fn put(&mut self, key: &str, value: &str) {
+        let value = bounded(value);
+        if value.is_empty() {
+            return;
+        }
         if !self.0.ends_with('|') {
             self.0.push(' ');
         }
         self.0.push_str(key);
         self.0.push('=');
-        self.0.push_str(&value_escape(&bounded(value)));
+        self.0.push_str(&value_escape(&value));
     }
 
     fn opt(&mut self, key: &str, value: Option<&str>) {
@@ -176,8 +187,10 @@ impl Ext<'_> {
     }
 
     fn custom(&mut self, key: &str, label: &str, value: &str) {
-        self.put(&format!("{key}Label"), label);
-        self.put(key, value);
+        if !bounded(value).is_empty() {
+            self.put(&format!("{key}Label"), label);
+            self.put(key, value);
+        }
     }
 }
 
@@ -234,7 +247,9 @@ mod tests {
     fn a_read_renders_header_and_dictionary_keys() {
         let line = render(&fixtures::read(), 42, "0.1.0");
         assert!(
-            line.starts_with("CEF:0|phigate|phigate|0.1.0|access:success|access success|1|rt=1718810565123 "),
+            line.starts_with(
+                "CEF:0|phigate|phigate|0.1.0|access:success|access success|1|rt=1718810565123 "
+            ),
             "{line}"
         );
         for kv in [
@@ -253,11 +268,25 @@ mod tests {
             "cs4Label=requestId cs4=req-1",
             "cn1Label=httpStatus cn1=200",
             "cn2Label=sequence cn2=42",
-            "msg=decision_reason\\=permit mode\\=enforce",
+            "reason=permit",
+            "msg=mode\\=enforce policy_version\\=pv-7",
         ] {
             assert!(line.contains(kv), "{kv} missing from {line}");
         }
         assert!(!line.contains('\n') && !line.ends_with(' '));
+    }
+
+    #[test]
+    fn empty_values_leave_their_keys_out() {
+        let mut e = fixtures::auth_failed();
+        if let Some(r) = e.request.as_mut() {
+            r.method = String::new();
+        }
+        e.purpose_of_use = Some(String::new());
+        let line = render(&e, 1, "0.1.0");
+        assert!(!line.contains("requestMethod="), "{line}");
+        assert!(!line.contains("cs3"), "{line}");
+        assert!(!line.contains("= ") && !line.ends_with('='), "{line}");
     }
 
     #[test]
@@ -270,11 +299,15 @@ mod tests {
         }
         let line = render(&e, 1, "1|2");
         assert!(line.starts_with(r"CEF:0|phigate|phigate|1\|2|"), "{line}");
-        assert!(line.contains(r"cs6=ER | traumasuid\=root \\ done"), "{line}");
-        assert!(line.contains("request=/fhir/Observation?patient\\=*&code\\=*"), "{line}");
-        assert!(line.contains(
-            "cs5=shown:7 removed.Observation:2 redacted.substance_use:3"
-        ));
+        assert!(
+            line.contains(r"cs6=ER | traumasuid\=root \\ done"),
+            "{line}"
+        );
+        assert!(
+            line.contains("request=/fhir/Observation?patient\\=*&code\\=*"),
+            "{line}"
+        );
+        assert!(line.contains("cs5=shown:7 removed.Observation:2 redacted.substance_use:3"));
         assert!(!line.contains('\n'));
     }
 }

@@ -55,7 +55,7 @@ pub fn render(e: &AuditEvent, seq: u64, product_version: &str) -> Value {
 
     let mut doc = Map::new();
     doc.insert("@timestamp".into(), iso_millis(e.time).into());
-    doc.insert("ecs".into(), json!({"version": ECS_VERSION})); doc.insert("source.ip".into(), json!("x"));
+    doc.insert("ecs".into(), json!({"version": ECS_VERSION}));
     doc.insert(
         "message".into(),
         format!("{} {}", e.kind.as_str(), e.outcome.as_str()).into(),
@@ -113,10 +113,11 @@ pub fn render(e: &AuditEvent, seq: u64, product_version: &str) -> Value {
     }
     let mut http = Map::new();
     if let Some(r) = &e.request {
-        http.insert(
-            "request".into(),
-            json!({"method": bounded(&r.method), "id": bounded(&r.request_id)}),
-        );
+        let mut request = json!({"id": bounded(&r.request_id)});
+        if !r.method.is_empty() {
+            request["method"] = bounded(&r.method).into();
+        }
+        http.insert("request".into(), request);
         let mut url = Map::new();
         if let Some(p) = &r.path {
             url.insert("path".into(), bounded(p).into());
@@ -160,8 +161,8 @@ pub fn render(e: &AuditEvent, seq: u64, product_version: &str) -> Value {
 fn phigate(e: &AuditEvent) -> Map<String, Value> {
     let mut p = Map::new();
     let mut put = |k: &str, v: Option<&String>| {
-        if let Some(v) = v {
-            p.insert(k.into(), bounded(v).into());
+        if let Some(v) = v.map(|v| bounded(v)).filter(|v| !v.is_empty()) {
+            p.insert(k.into(), v.into());
         }
     };
     put("access_id", e.access_id.as_ref());
@@ -276,7 +277,10 @@ mod tests {
         assert_eq!(v["url"]["query"], "patient=*&code=*");
         assert_eq!(v["phigate"]["patients"].as_array().map(Vec::len), Some(3));
         assert_eq!(v["phigate"]["redaction"]["records_shown"], 7);
-        assert_eq!(v["phigate"]["access_id"], "0190a0a0-0000-7000-8000-000000000000");
+        assert_eq!(
+            v["phigate"]["access_id"],
+            "0190a0a0-0000-7000-8000-000000000000"
+        );
     }
 
     #[test]

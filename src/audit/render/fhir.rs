@@ -15,7 +15,7 @@
 //! (denied, unauthenticated, step-up, refused, client gone) and 8 when
 //! phigate or the upstream failed.
 
-use super::{interaction, iso_millis, split_reference, Crud, PRODUCT};
+use super::{interaction, is_start, iso_millis, split_reference, Crud, PRODUCT};
 use crate::audit::event::{bounded, AuditEvent, EventKind, Outcome};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -79,7 +79,12 @@ pub fn render(e: &AuditEvent) -> Value {
             )],
         }),
     );
-    let mut entities: Vec<Value> = e.patients.iter().map(|p| patient(p)).collect();
+    let mut entities: Vec<Value> = e
+        .patients
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| patient(p))
+        .collect();
     if let Some(r) = req {
         let mut has_reference = false;
         let mut types = Vec::new();
@@ -122,26 +127,33 @@ pub fn render(e: &AuditEvent) -> Value {
             }
         }
         let mut transaction = json!({
-            "what": {"identifier": {"value": bounded(&r.request_id)}},
             "type": coding(BALP_ENTITY, "XrequestId", "X-Request-Id"),
         });
+        let id = bounded(&r.request_id);
+        if !id.trim().is_empty() {
+            transaction["what"] = json!({"identifier": {"value": id}});
+        }
         let details = request_details(e);
         if !details.is_empty() {
             transaction["detail"] = details.into();
         }
         entities.push(transaction);
-    } else if !e.details.is_empty() {
+    } else {
         let details: Vec<Value> = e
             .details
             .iter()
-            .map(|(k, v)| json!({"type": bounded(k), "valueString": bounded(v)}))
+            .map(|(k, v)| (bounded(k), bounded(v)))
+            .filter(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
+            .map(|(k, v)| json!({"type": k, "valueString": v}))
             .collect();
-        entities.push(json!({
-            "type": coding(ENTITY_TYPE, "2", "System Object"),
-            "role": coding(OBJECT_ROLE, "13", "Security Resource"),
-            "name": PRODUCT,
-            "detail": details,
-        }));
+        if !details.is_empty() {
+            entities.push(json!({
+                "type": coding(ENTITY_TYPE, "2", "System Object"),
+                "role": coding(OBJECT_ROLE, "13", "Security Resource"),
+                "name": PRODUCT,
+                "detail": details,
+            }));
+        }
     }
     if !entities.is_empty() {
         a.insert("entity".into(), entities.into());
@@ -159,9 +171,10 @@ fn kind_codes(e: &AuditEvent) -> (Value, Option<Value>) {
                 "rest",
                 "Restful Operation",
             ),
-            e.request.as_ref().and_then(interaction).map(|code| {
-                coding("http://hl7.org/fhir/restful-interaction", code, code)
-            }),
+            e.request
+                .as_ref()
+                .and_then(interaction)
+                .map(|code| coding("http://hl7.org/fhir/restful-interaction", code, code)),
         ),
         EventKind::Authentication => (
             coding(DCM, "110114", "User Authentication"),
@@ -171,21 +184,32 @@ fn kind_codes(e: &AuditEvent) -> (Value, Option<Value>) {
             coding(DCM, "110114", "User Authentication"),
             Some(coding(DCM, "110123", "Logout")),
         ),
-        EventKind::PolicyReload => (alert(), Some(coding(DCM, "110129", "Security Configuration"))),
-        EventKind::ConfigChange if e.reason.as_deref() == Some("start") => (
+        EventKind::PolicyReload => (
+            alert(),
+            Some(coding(DCM, "110129", "Security Configuration")),
+        ),
+        EventKind::ConfigChange if is_start(e) => (
             coding(DCM, "110100", "Application Activity"),
             Some(coding(DCM, "110120", "Application Start")),
         ),
-        EventKind::ConfigChange => (alert(), Some(coding(DCM, "110131", "Software Configuration"))),
-        EventKind::Admin => (alert(), Some(coding(DCM, "110132", "Use of Restricted Function"))),
+        EventKind::ConfigChange => (
+            alert(),
+            Some(coding(DCM, "110131", "Software Configuration")),
+        ),
+        EventKind::Admin => (
+            alert(),
+            Some(coding(DCM, "110132", "Use of Restricted Function")),
+        ),
     }
 }
 
 /// BALP's action: a search or operation is Execute, a read Read.
 fn action(e: &AuditEvent) -> &'static str {
-    let Some(r) = e.request.as_ref().filter(|_| {
-        matches!(e.kind, EventKind::Access | EventKind::Outcome)
-    }) else {
+    let Some(r) = e
+        .request
+        .as_ref()
+        .filter(|_| matches!(e.kind, EventKind::Access | EventKind::Outcome))
+    else {
         return "E";
     };
     match interaction(r) {
@@ -203,15 +227,14 @@ fn action(e: &AuditEvent) -> &'static str {
 
 fn purposes(e: &AuditEvent) -> Vec<Value> {
     let mut out = Vec::new();
-    if let Some(p) = &e.purpose_of_use {
-        let p = bounded(p);
+    if let Some(p) = e.purpose_of_use.as_deref().and_then(text) {
         let (system, code) = p.split_once('|').unwrap_or((ACT_REASON, &p));
         out.push(json!({"coding": [{"system": system, "code": code}]}));
     }
     if e.break_glass {
         let mut btg = json!({"coding": [coding(ACT_REASON, "BTG", "break the glass")]});
-        if let Some(j) = &e.justification {
-            btg["text"] = bounded(j).into();
+        if let Some(j) = e.justification.as_deref().and_then(text) {
+            btg["text"] = j.into();
         }
         out.push(btg);
     }
@@ -227,25 +250,27 @@ fn agents(e: &AuditEvent, action: &str) -> Vec<Value> {
         .map(|ip| json!({"address": bounded(ip), "type": "2"}));
     if let Some(a) = &e.actor {
         let mut who = json!({"identifier": {"value": bounded(&a.user_id)}});
-        if !a.issuer.is_empty() {
-            who["identifier"]["system"] = bounded(&a.issuer).into();
+        if let Some(issuer) = text(&a.issuer) {
+            who["identifier"]["system"] = issuer.into();
         }
-        if let Some(f) = &a.fhir_user {
-            who["reference"] = bounded(f).into();
+        if let Some(f) = a.fhir_user.as_deref().and_then(text) {
+            who["reference"] = f.into();
         }
         let mut user = json!({"who": who, "requestor": true});
         let rest = matches!(e.kind, EventKind::Access | EventKind::Outcome);
         match action {
             "R" | "E" if rest => {
-                user["type"] = json!({"coding": [coding(PARTICIPATION, "IRCP", "information recipient")]})
+                user["type"] =
+                    json!({"coding": [coding(PARTICIPATION, "IRCP", "information recipient")]})
             }
             "C" | "U" => {
-                user["type"] = json!({"coding": [coding(PARTICIPATION, "AUT", "author (originator)")]})
+                user["type"] =
+                    json!({"coding": [coding(PARTICIPATION, "AUT", "author (originator)")]})
             }
             _ => {}
         }
-        if let Some(n) = &a.name {
-            user["name"] = bounded(n).into();
+        if let Some(n) = a.name.as_deref().and_then(text) {
+            user["name"] = n.into();
         }
         let roles: Vec<Value> = a
             .roles
@@ -257,7 +282,11 @@ fn agents(e: &AuditEvent, action: &str) -> Vec<Value> {
         if !roles.is_empty() {
             user["role"] = roles.into();
         }
-        if let Some(d) = e.decision.as_ref().filter(|d| d.allowed && !d.policies.is_empty()) {
+        if let Some(d) = e
+            .decision
+            .as_ref()
+            .filter(|d| d.allowed && !d.policies.is_empty())
+        {
             let ids: Vec<String> = d.policies.iter().map(|p| uri_safe(p)).collect();
             user["policy"] = ids.into();
         }
@@ -281,7 +310,7 @@ fn agents(e: &AuditEvent, action: &str) -> Vec<Value> {
     out.push(json!({
         "type": {"coding": [coding(DCM, code, display)]},
         "who": {"display": PRODUCT},
-        "requestor": "no",
+        "requestor": false,
     }));
     out
 }
@@ -340,7 +369,10 @@ fn request_details(e: &AuditEvent) -> Vec<Value> {
             put(&format!("records_removed.{}", bounded(ty)), &n.to_string());
         }
         for (class, n) in &r.values_redacted {
-            put(&format!("values_redacted.{}", bounded(class)), &n.to_string());
+            put(
+                &format!("values_redacted.{}", bounded(class)),
+                &n.to_string(),
+            );
         }
     }
     if let Some(s) = e.status {
@@ -361,6 +393,11 @@ fn fhir_id(s: &str) -> String {
     } else {
         id
     }
+}
+
+/// Free text as a FHIR `string`, which is never blank.
+fn text(s: &str) -> Option<String> {
+    Some(bounded(s)).filter(|t| !t.trim().is_empty())
 }
 
 /// A FHIR `uri` has no whitespace.

@@ -73,7 +73,7 @@ impl FromStr for Format {
 /// `event` in `format`: one line, no trailing newline.
 pub fn render(format: Format, event: &AuditEvent, seq: u64, product_version: &str) -> Vec<u8> {
     match format {
-        Format::Ocsf => json_line(&ocsf::render(event, seq, product_version)),
+        Format::Ocsf => ocsf::render_line(event, seq, product_version),
         Format::Ecs => json_line(&ecs::render(event, seq, product_version)),
         Format::Cef => cef::render(event, seq, product_version).into_bytes(),
         Format::Fhir => json_line(&fhir::render(event)),
@@ -182,7 +182,8 @@ pub(crate) fn interaction(req: &RequestInfo) -> Option<&'static str> {
         "history-instance" => "history-instance",
         "history-type" => "history-type",
         "history-system" => "history-system",
-        "search" | "search-compartment" => "search",
+        // `fan_out`: a search reaching past what the mapper can prove.
+        "search" | "search-compartment" | "fan_out" => "search",
         "search-type" => "search-type",
         "search-system" => "search-system",
         "capabilities" | "metadata" | "smart-configuration" => "capabilities",
@@ -222,6 +223,13 @@ pub(crate) fn details(e: &AuditEvent) -> serde_json::Map<String, serde_json::Val
         .collect()
 }
 
+/// Whether a configuration change is the process starting with it
+/// (`started`, or `start`) rather than a change while running.
+pub(crate) fn is_start(e: &AuditEvent) -> bool {
+    e.kind == super::event::EventKind::ConfigChange
+        && matches!(e.reason.as_deref(), Some("start" | "started"))
+}
+
 /// Counts by name, names bounded.
 pub(crate) fn counts(m: &std::collections::BTreeMap<String, u32>) -> serde_json::Value {
     m.iter()
@@ -257,7 +265,10 @@ mod tests {
         };
         assert_eq!(Crud::of(&req("GET", Some("read"))), Crud::Read);
         assert_eq!(Crud::of(&req("POST", Some("search-type"))), Crud::Read);
-        assert_eq!(Crud::of(&req("POST", Some("conditional-create"))), Crud::Create);
+        assert_eq!(
+            Crud::of(&req("POST", Some("conditional-create"))),
+            Crud::Create
+        );
         assert_eq!(Crud::of(&req("PATCH", Some("patch"))), Crud::Update);
         assert_eq!(Crud::of(&req("POST", Some("transaction"))), Crud::Other);
         assert_eq!(Crud::of(&req("DELETE", Some("Archive"))), Crud::Delete);

@@ -4,19 +4,27 @@
 //! object there has `additionalProperties: false`; the integration test
 //! `tests/audit_schemas.rs` checks each rendering against it):
 //!
-//! * access and outcome events, and admin actions: **6003 API Activity**
-//!   with the `security_control` profile (action, disposition, policy,
+//! * access and outcome events: **6003 API Activity** with the
+//!   `security_control` profile (action, disposition, policy,
 //!   authorizations). Activity is Create/Read/Update/Delete from the FHIR
 //!   interaction or the method, else 99 Other named by the operation.
+//!   Admin actions are 6003 too (99 Other, named by the action): it is the
+//!   class whose core has an `actor`.
 //! * authentication events: **3002 Authentication**, activity Logon (a
 //!   step-up is a failed logon with disposition Challenge); session events:
 //!   3002 Logoff, `session.expiration_reason` saying why unless the user
 //!   logged out.
 //! * policy reloads and configuration changes: **6002 Application
 //!   Lifecycle** (`app` is phigate), activity Update, or Start for a
-//!   configuration change whose reason is `start`. 6002 has no `actor`
-//!   unless the `host` profile is declared, so an event with an actor
-//!   declares it.
+//!   configuration change whose reason is `started` (or `start`). 6002 has
+//!   no `actor` unless the `host` profile is declared, so an event with an
+//!   actor declares it.
+//!
+//! `action_id`/`disposition_id` say what the control did: allowed/Allowed,
+//! a denial or withheld response Denied/Blocked, unauthenticated
+//! Denied/Unauthorized, step-up Denied/Challenge, a hygiene refusal
+//! Denied/Rejected, a cut response Denied/Dropped, a shadow-mode denial
+//! Allowed/Logged (and `policy.is_applied` false).
 //!
 //! Required fields phigate may not know are filled with a documented
 //! stand-in: 6003 requires `src_endpoint` (one of ip, name, …) and
@@ -24,11 +32,19 @@
 //! `{"name": "unknown"}`, a missing user `{"name": "unknown", "type_id":
 //! 0}`. Whatever OCSF has no field for (patients, purpose of use,
 //! break-glass, redaction counts, the decision's reason and mode, request
-//! ids, route, mTLS identity, auth method) is under `unmapped`.
+//! ids, route, mTLS identity, auth method, a method outside OCSF's
+//! `http_method` enum) is under `unmapped`.
+//!
+//! The rendering is serialized straight to bytes from borrowed structs (no
+//! intermediate `serde_json::Value`); keys come out in the order the
+//! structs declare them.
 
-use super::{counts, details, split_reference, Crud, Severity, PRODUCT};
-use crate::audit::event::{bounded, Actor, AuditEvent, EventKind, Outcome, RequestInfo};
-use serde_json::{json, Map, Value};
+use super::{counts, details, is_start, split_reference, Crud, Severity, PRODUCT};
+use crate::audit::event::{bounded, Actor, AuditEvent, EventKind, Outcome, RequestInfo, MAX_TEXT};
+use serde::{Serialize, Serializer};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
 
 /// The OCSF schema version rendered.
 pub const VERSION: &str = "1.8.0";
@@ -38,6 +54,9 @@ pub const UNKNOWN: &str = "unknown";
 const HTTP_METHODS: [&str; 9] = [
     "OPTIONS", "GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "CONNECT", "PATCH",
 ];
+
+/// What a rendering's buffer starts with (a request's event is about 2 KB).
+const CAPACITY: usize = 2048;
 
 struct Class {
     uid: u32,
@@ -65,24 +84,109 @@ const APPLICATION_LIFECYCLE: Class = Class {
     category_name: "Application Activity",
 };
 
-/// The event as an OCSF object.
-pub fn render(e: &AuditEvent, seq: u64, product_version: &str) -> Value {
-    let m = match e.kind {
+/// The event as one line of OCSF JSON, no trailing newline.
+pub fn render_line(e: &AuditEvent, seq: u64, product_version: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CAPACITY);
+    // Strings, numbers and maps always serialize into a `Vec`.
+    let written = match e.kind {
         EventKind::Access | EventKind::Outcome | EventKind::Admin => {
-            api_activity(e, seq, product_version)
+            serde_json::to_writer(&mut out, &api_activity(e, seq, product_version))
         }
-        EventKind::Authentication | EventKind::Session => authentication(e, seq, product_version),
+        EventKind::Authentication | EventKind::Session => {
+            serde_json::to_writer(&mut out, &authentication(e, seq, product_version))
+        }
         EventKind::PolicyReload | EventKind::ConfigChange => {
-            lifecycle(e, seq, product_version)
+            serde_json::to_writer(&mut out, &lifecycle(e, seq, product_version))
         }
     };
-    Value::Object(m)
+    written.map(|()| out).unwrap_or_default()
 }
 
-fn api_activity(e: &AuditEvent, seq: u64, version: &str) -> Map<String, Value> {
+/// [`bounded`] without the copy: `s` itself when it is at most
+/// [`MAX_TEXT`] bytes and has no control characters (then `bounded` would
+/// return it unchanged), else exactly what `bounded` returns.
+pub(crate) fn bounded_cow(s: &str) -> Cow<'_, str> {
+    if is_bounded(s) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(bounded(s))
+    }
+}
+
+/// Whether [`bounded`] leaves `s` as it is.
+fn is_bounded(s: &str) -> bool {
+    s.len() <= MAX_TEXT && !s.chars().any(char::is_control)
+}
+
+/// An optional string, bounded; absent when that leaves nothing.
+fn text(v: Option<&String>) -> Option<Cow<'_, str>> {
+    v.map(|v| bounded_cow(v)).filter(|v| !v.is_empty())
+}
+
+// ---- the classes -----------------------------------------------------
+
+#[derive(Serialize)]
+struct ApiActivity<'a> {
+    #[serde(flatten)]
+    base: Base<'a>,
+    actor: ActorObj<'a>,
+    src_endpoint: Endpoint<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_request: Option<HttpRequest<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resources: Option<Resources<'a>>,
+    api: Api<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_response: Option<HttpResponse>,
+    #[serde(flatten)]
+    control: Control,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<Policy<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authorizations: Option<Authorizations<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Authentication<'a> {
+    #[serde(flatten)]
+    base: Base<'a>,
+    user: UserObj<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<ActorObj<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_mfa: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_protocol_id: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_protocol: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<Session<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    src_endpoint: Option<Endpoint<'a>>,
+    service: Named<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_request: Option<HttpRequest<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_response: Option<HttpResponse>,
+    #[serde(flatten)]
+    control: Option<Control>,
+}
+
+#[derive(Serialize)]
+struct Lifecycle<'a> {
+    #[serde(flatten)]
+    base: Base<'a>,
+    app: Product<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<ActorObj<'a>>,
+}
+
+fn api_activity<'a>(e: &'a AuditEvent, seq: u64, version: &'a str) -> ApiActivity<'a> {
     let req = e.request.as_ref();
     let operation = match req {
-        Some(r) => bounded(r.operation.as_deref().unwrap_or(&r.method)),
+        Some(r) => bounded_cow(r.operation.as_deref().unwrap_or(&r.method)),
         None => admin_action(e),
     };
     let (id, caption) = match req.map(Crud::of) {
@@ -92,185 +196,247 @@ fn api_activity(e: &AuditEvent, seq: u64, version: &str) -> Map<String, Value> {
         Some(Crud::Delete) => (4, "Delete"),
         Some(Crud::Other) | None => (99, "Other"),
     };
-    let name = if id == 99 { operation.clone() } else { caption.into() };
-    let mut m = base(e, seq, version, &API_ACTIVITY, (id, caption, &name), &["security_control"]);
-    m.insert("actor".into(), actor(e.actor.as_ref()));
-    m.insert(
-        "src_endpoint".into(),
-        endpoint(e).unwrap_or_else(|| json!({"name": UNKNOWN})),
+    let name = if id == 99 {
+        operation.clone()
+    } else {
+        Cow::Borrowed(caption)
+    };
+    let base = base(
+        e,
+        seq,
+        version,
+        &API_ACTIVITY,
+        (id, caption, name),
+        &["security_control"],
     );
-    let mut api = json!({"operation": operation, "service": {"name": PRODUCT}});
-    if let Some(r) = req {
-        api["request"] = json!({"uid": bounded(&r.request_id)});
-        m.insert("http_request".into(), http_request(r));
-        let resources: Vec<Value> = r.resources.iter().map(|s| resource(s)).collect();
-        if !resources.is_empty() {
-            m.insert("resources".into(), resources.into());
+    let (policy, authorizations) = match &e.decision {
+        Some(d) => {
+            let version = d.policy_version.as_deref().map(bounded_cow);
+            let policy = (!d.policies.is_empty()).then(|| Policy {
+                name: PolicyNames(&d.policies),
+                version: version.clone(),
+                is_applied: d.mode != "shadow",
+            });
+            let auths = Authorizations {
+                decision: bounded_cow(&d.outcome),
+                policies: &d.policies,
+                version,
+            };
+            (policy, Some(auths))
         }
+        None => (None, None),
+    };
+    ApiActivity {
+        base,
+        actor: actor(e.actor.as_ref()),
+        src_endpoint: endpoint(e).unwrap_or(Endpoint {
+            name: Some(UNKNOWN),
+            ip: None,
+            port: None,
+        }),
+        http_request: req.map(http_request),
+        resources: req
+            .filter(|r| !r.resources.is_empty())
+            .map(|r| Resources(&r.resources)),
+        api: Api {
+            operation,
+            service: Named {
+                name: Cow::Borrowed(PRODUCT),
+            },
+            request: req.map(|r| Uid {
+                uid: bounded_cow(&r.request_id),
+            }),
+        },
+        http_response: http_response(e),
+        control: control(e),
+        policy,
+        authorizations,
+        duration: e.latency_ms,
     }
-    m.insert("api".into(), api);
-    if let Some(resp) = http_response(e) {
-        m.insert("http_response".into(), resp);
-    }
-    control(e, &mut m);
-    if let Some(d) = &e.decision {
-        let ids: Vec<String> = d.policies.iter().map(|p| bounded(p)).collect();
-        let mut policy = Map::new();
-        if !ids.is_empty() {
-            policy.insert("name".into(), ids.join(",").into());
-            if let Some(v) = &d.policy_version {
-                policy.insert("version".into(), bounded(v).into());
-            }
-            policy.insert("is_applied".into(), (d.mode != "shadow").into());
-            m.insert("policy".into(), policy.into());
-        }
-        let verdict = bounded(&d.outcome);
-        let auths: Vec<Value> = if ids.is_empty() {
-            vec![json!({"decision": verdict})]
-        } else {
-            ids.iter()
-                .map(|id| {
-                    let mut p = json!({"uid": id});
-                    if let Some(v) = &d.policy_version {
-                        p["version"] = bounded(v).into();
-                    }
-                    json!({"decision": verdict, "policy": p})
-                })
-                .collect()
-        };
-        m.insert("authorizations".into(), auths.into());
-    }
-    if let Some(ms) = e.latency_ms {
-        m.insert("duration".into(), ms.into());
-    }
-    m
 }
 
-fn authentication(e: &AuditEvent, seq: u64, version: &str) -> Map<String, Value> {
+fn authentication<'a>(e: &'a AuditEvent, seq: u64, version: &'a str) -> Authentication<'a> {
     let activity = match e.kind {
-        EventKind::Session => (2, "Logoff", "Logoff"),
-        _ => (1, "Logon", "Logon"),
+        EventKind::Session => (2, "Logoff", Cow::Borrowed("Logoff")),
+        _ => (1, "Logon", Cow::Borrowed("Logon")),
     };
-    let mut m = base(e, seq, version, &AUTHENTICATION, activity, &["security_control"]);
+    let base = base(
+        e,
+        seq,
+        version,
+        &AUTHENTICATION,
+        activity,
+        &["security_control"],
+    );
     let a = e.actor.as_ref();
-    m.insert("user".into(), a.map_or_else(unknown_user, user));
-    if let Some(a) = a {
-        m.insert("actor".into(), actor(Some(a)));
-        m.insert("is_mfa".into(), a.mfa.into());
-        let (id, name) = match a.auth_method.as_str() {
-            "bearer" => (6, "OAUTH 2.0"),
-            "browser" => (4, "OpenID"),
-            "api_key" => (99, "API key"),
-            "mtls" => (99, "mTLS"),
-            _ => (0, "Unknown"),
-        };
-        m.insert("auth_protocol_id".into(), id.into());
-        m.insert("auth_protocol".into(), name.into());
-    }
+    let protocol = a.map(|a| match a.auth_method.as_str() {
+        "bearer" => (6, "OAUTH 2.0"),
+        "browser" | "session" => (4, "OpenID"),
+        "api_key" => (99, "API key"),
+        "mtls" | "client_certificate" => (99, "mTLS"),
+        _ => (0, "Unknown"),
+    });
     let mut session = a.and_then(session).unwrap_or_default();
     if e.kind == EventKind::Session {
-        if let Some(r) = e.reason.as_deref().filter(|r| *r != "logout") {
-            session.insert("expiration_reason".into(), bounded(r).into());
+        // `logout` or `logout:<why>`: the user ended it; else it expired.
+        if let Some(r) = e.reason.as_deref().filter(|r| !r.starts_with("logout")) {
+            session.expiration_reason = Some(bounded_cow(r));
         }
     }
-    if !session.is_empty() {
-        m.insert("session".into(), session.into());
+    Authentication {
+        base,
+        user: a.map_or(UserObj::Unknown(UnknownUser::new()), |a| {
+            UserObj::Known(user(a))
+        }),
+        actor: a.map(|a| actor(Some(a))),
+        is_mfa: a.map(|a| a.mfa),
+        auth_protocol_id: protocol.map(|(id, _)| id),
+        auth_protocol: protocol.map(|(_, name)| name),
+        session: (!session.is_empty()).then_some(session),
+        src_endpoint: endpoint(e),
+        service: Named {
+            name: Cow::Borrowed(PRODUCT),
+        },
+        http_request: e.request.as_ref().map(http_request),
+        http_response: http_response(e),
+        control: (e.kind == EventKind::Authentication).then(|| control(e)),
     }
-    if let Some(src) = endpoint(e) {
-        m.insert("src_endpoint".into(), src);
-    }
-    m.insert("service".into(), json!({"name": PRODUCT}));
-    if let Some(r) = &e.request {
-        m.insert("http_request".into(), http_request(r));
-    }
-    if let Some(resp) = http_response(e) {
-        m.insert("http_response".into(), resp);
-    }
-    if e.kind == EventKind::Authentication {
-        control(e, &mut m);
-    }
-    m
 }
 
-fn lifecycle(e: &AuditEvent, seq: u64, version: &str) -> Map<String, Value> {
-    let start = e.kind == EventKind::ConfigChange && e.reason.as_deref() == Some("start");
-    let activity = if start {
-        (3, "Start", "Start")
+fn lifecycle<'a>(e: &'a AuditEvent, seq: u64, version: &'a str) -> Lifecycle<'a> {
+    let activity = if is_start(e) {
+        (3, "Start", Cow::Borrowed("Start"))
     } else {
-        (8, "Update", "Update")
+        (8, "Update", Cow::Borrowed("Update"))
     };
-    let profiles: &[&str] = if e.actor.is_some() {
+    let profiles: &'static [&'static str] = if e.actor.is_some() {
         &["security_control", "host"]
     } else {
         &["security_control"]
     };
-    let mut m = base(e, seq, version, &APPLICATION_LIFECYCLE, activity, profiles);
-    m.insert(
-        "app".into(),
-        json!({"name": PRODUCT, "vendor_name": PRODUCT, "version": bounded(version)}),
-    );
-    if e.actor.is_some() {
-        m.insert("actor".into(), actor(e.actor.as_ref()));
+    Lifecycle {
+        base: base(e, seq, version, &APPLICATION_LIFECYCLE, activity, profiles),
+        app: Product::new(version),
+        actor: e.actor.as_ref().map(|a| actor(Some(a))),
     }
-    m
 }
+
+// ---- what every class shares -----------------------------------------
 
 /// The fields every class shares: classification, time, severity, status,
 /// metadata and `unmapped`.
-fn base(
-    e: &AuditEvent,
+#[derive(Serialize)]
+struct Base<'a> {
+    class_uid: u32,
+    class_name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    activity_id: u32,
+    activity_name: Cow<'a, str>,
+    type_uid: u32,
+    type_name: Text<Concat>,
+    time: i64,
+    severity_id: u8,
+    severity: &'static str,
+    status_id: u8,
+    status: &'static str,
+    status_detail: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status_code: Option<Text<u16>>,
+    message: Text<Concat>,
+    metadata: Metadata<'a>,
+    unmapped: Unmapped<'a>,
+}
+
+#[derive(Serialize)]
+struct Metadata<'a> {
+    product: Product<'a>,
+    version: &'static str,
+    uid: Cow<'a, str>,
+    sequence: u64,
+    profiles: &'static [&'static str],
+    log_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    correlation_uid: Option<Cow<'a, str>>,
+}
+
+/// phigate as a product (`metadata.product`) or an app (6002's `app`).
+#[derive(Serialize)]
+struct Product<'a> {
+    name: &'static str,
+    vendor_name: &'static str,
+    version: Cow<'a, str>,
+}
+
+impl<'a> Product<'a> {
+    fn new(version: &'a str) -> Product<'a> {
+        Product {
+            name: PRODUCT,
+            vendor_name: PRODUCT,
+            version: bounded_cow(version),
+        }
+    }
+}
+
+fn base<'a>(
+    e: &'a AuditEvent,
     seq: u64,
-    version: &str,
+    version: &'a str,
     class: &Class,
-    (activity_id, caption, activity_name): (u32, &str, &str),
-    profiles: &[&str],
-) -> Map<String, Value> {
+    (activity_id, caption, activity_name): (u32, &'static str, Cow<'a, str>),
+    profiles: &'static [&'static str],
+) -> Base<'a> {
     let (severity_id, severity) = Severity::of(e).ocsf();
     let (status_id, status) = if e.outcome.is_failure() {
         (2, "Failure")
     } else {
         (1, "Success")
     };
-    let mut metadata = json!({
-        "product": {"name": PRODUCT, "vendor_name": PRODUCT, "version": bounded(version)},
-        "version": VERSION,
-        "uid": bounded(&e.id),
-        "sequence": seq,
-        "profiles": profiles,
-        "log_name": e.kind.as_str(),
-    });
-    if let Some(id) = e.request_id() {
-        metadata["correlation_uid"] = bounded(id).into();
-    }
-    let mut m = Map::new();
-    m.insert("class_uid".into(), class.uid.into());
-    m.insert("class_name".into(), class.name.into());
-    m.insert("category_uid".into(), class.category_uid.into());
-    m.insert("category_name".into(), class.category_name.into());
-    m.insert("activity_id".into(), activity_id.into());
-    m.insert("activity_name".into(), activity_name.into());
-    m.insert("type_uid".into(), (class.uid * 100 + activity_id).into());
-    m.insert("type_name".into(), format!("{}: {caption}", class.name).into());
-    m.insert("time".into(), e.time.into());
-    m.insert("severity_id".into(), severity_id.into());
-    m.insert("severity".into(), severity.into());
-    m.insert("status_id".into(), status_id.into());
-    m.insert("status".into(), status.into());
     let detail = e.reason.as_deref().unwrap_or(e.outcome.as_str());
-    m.insert("status_detail".into(), bounded(detail).into());
-    if let Some(s) = e.status {
-        m.insert("status_code".into(), s.to_string().into());
+    Base {
+        class_uid: class.uid,
+        class_name: class.name,
+        category_uid: class.category_uid,
+        category_name: class.category_name,
+        activity_id,
+        activity_name,
+        type_uid: class.uid * 100 + activity_id,
+        type_name: Text(Concat(class.name, ": ", caption)),
+        time: e.time,
+        severity_id,
+        severity,
+        status_id,
+        status,
+        status_detail: bounded_cow(detail),
+        status_code: e.status.map(Text),
+        message: Text(Concat(e.kind.as_str(), " ", e.outcome.as_str())),
+        metadata: Metadata {
+            product: Product::new(version),
+            version: VERSION,
+            uid: bounded_cow(&e.id),
+            sequence: seq,
+            profiles,
+            log_name: e.kind.as_str(),
+            correlation_uid: e.request_id().map(bounded_cow),
+        },
+        unmapped: unmapped(e),
     }
-    let message = format!("{} {}", e.kind.as_str(), e.outcome.as_str());
-    m.insert("message".into(), message.into());
-    m.insert("metadata".into(), metadata);
-    m.insert("unmapped".into(), unmapped(e).into());
-    m
 }
 
 /// OCSF's `action_id` and `disposition_id` for a control's verdict.
-fn control(e: &AuditEvent, m: &mut Map<String, Value>) {
-    let shadow_deny = e.decision.as_ref().is_some_and(|d| d.outcome == "shadow_deny");
+#[derive(Serialize)]
+struct Control {
+    action_id: u8,
+    action: &'static str,
+    disposition_id: u8,
+    disposition: &'static str,
+}
+
+fn control(e: &AuditEvent) -> Control {
+    let shadow_deny = e
+        .decision
+        .as_ref()
+        .is_some_and(|d| d.outcome == "shadow_deny");
     let ((action_id, action), (disposition_id, disposition)) = match e.outcome {
         Outcome::Allowed | Outcome::Success | Outcome::ClientClosed if shadow_deny => {
             ((1, "Allowed"), (17, "Logged"))
@@ -286,173 +452,499 @@ fn control(e: &AuditEvent, m: &mut Map<String, Value>) {
         Outcome::UpstreamFailed => ((1, "Allowed"), (27, "Error")),
         Outcome::Failure => ((0, "Unknown"), (27, "Error")),
     };
-    m.insert("action_id".into(), action_id.into());
-    m.insert("action".into(), action.into());
-    m.insert("disposition_id".into(), disposition_id.into());
-    m.insert("disposition".into(), disposition.into());
+    Control {
+        action_id,
+        action,
+        disposition_id,
+        disposition,
+    }
 }
 
-fn actor(a: Option<&Actor>) -> Value {
+// ---- who -------------------------------------------------------------
+
+#[derive(Serialize)]
+struct ActorObj<'a> {
+    user: UserObj<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<Session<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idp: Option<Idp<'a>>,
+}
+
+#[derive(Serialize)]
+struct Idp<'a> {
+    name: Cow<'a, str>,
+    issuer: Cow<'a, str>,
+}
+
+fn actor(a: Option<&Actor>) -> ActorObj<'_> {
     let Some(a) = a else {
-        return json!({"user": unknown_user()});
+        return ActorObj {
+            user: UserObj::Unknown(UnknownUser::new()),
+            session: None,
+            idp: None,
+        };
     };
-    let mut m = Map::new();
-    m.insert("user".into(), user(a));
-    if let Some(s) = session(a) {
-        m.insert("session".into(), s.into());
+    ActorObj {
+        user: UserObj::Known(user(a)),
+        session: session(a),
+        idp: (!a.issuer.is_empty()).then(|| {
+            let issuer = bounded_cow(&a.issuer);
+            Idp {
+                name: issuer.clone(),
+                issuer,
+            }
+        }),
     }
-    if !a.issuer.is_empty() {
-        let issuer = bounded(&a.issuer);
-        m.insert("idp".into(), json!({"name": issuer, "issuer": issuer}));
-    }
-    m.into()
 }
 
-fn user(a: &Actor) -> Value {
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UserObj<'a> {
+    Known(User<'a>),
+    Unknown(UnknownUser),
+}
+
+#[derive(Serialize)]
+struct User<'a> {
+    uid: Cow<'a, str>,
+    type_id: u8,
+    #[serde(rename = "type")]
+    kind: Cow<'a, str>,
+    has_mfa: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    org: Option<Named<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    groups: Option<Groups<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid_alt: Option<Cow<'a, str>>,
+}
+
+fn user(a: &Actor) -> User<'_> {
     let (type_id, kind) = match a.kind.as_str() {
-        "user" => (1, "User".to_string()),
-        "service" => (4, "Service".to_string()),
-        other => (99, bounded(other)),
+        "user" => (1, Cow::Borrowed("User")),
+        "service" => (4, Cow::Borrowed("Service")),
+        other => (99, bounded_cow(other)),
     };
-    let mut u = json!({
-        "uid": bounded(&a.user_id),
-        "type_id": type_id,
-        "type": kind,
-        "has_mfa": a.mfa,
-    });
-    if let Some(n) = &a.name {
-        u["name"] = bounded(n).into();
+    User {
+        uid: bounded_cow(&a.user_id),
+        type_id,
+        kind,
+        has_mfa: a.mfa,
+        name: a.name.as_deref().map(bounded_cow),
+        org: a.organization.as_deref().map(|o| Named {
+            name: bounded_cow(o),
+        }),
+        groups: (!a.roles.is_empty()).then_some(Groups(&a.roles)),
+        uid_alt: a.fhir_user.as_deref().map(bounded_cow),
     }
-    if let Some(o) = &a.organization {
-        u["org"] = json!({"name": bounded(o)});
-    }
-    if !a.roles.is_empty() {
-        let groups: Vec<Value> = a.roles.iter().map(|r| json!({"name": bounded(r)})).collect();
-        u["groups"] = groups.into();
-    }
-    if let Some(f) = &a.fhir_user {
-        u["uid_alt"] = bounded(f).into();
-    }
-    u
 }
 
-fn unknown_user() -> Value {
-    json!({"name": UNKNOWN, "type_id": 0, "type": "Unknown"})
+#[derive(Serialize)]
+struct UnknownUser {
+    name: &'static str,
+    type_id: u8,
+    #[serde(rename = "type")]
+    kind: &'static str,
 }
 
-fn session(a: &Actor) -> Option<Map<String, Value>> {
+impl UnknownUser {
+    fn new() -> UnknownUser {
+        UnknownUser {
+            name: UNKNOWN,
+            type_id: 0,
+            kind: "Unknown",
+        }
+    }
+}
+
+/// `{"name": …}` for each role.
+struct Groups<'a>(&'a [String]);
+
+impl Serialize for Groups<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| Named {
+            name: bounded_cow(r),
+        }))
+    }
+}
+
+/// An actor's session (`uid`, `is_mfa`); 3002's also says why it expired.
+#[derive(Serialize, Default)]
+struct Session<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    is_mfa: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expiration_reason: Option<Cow<'a, str>>,
+}
+
+impl Session<'_> {
+    fn is_empty(&self) -> bool {
+        self.uid.is_none() && self.is_mfa.is_none() && self.expiration_reason.is_none()
+    }
+}
+
+fn session(a: &Actor) -> Option<Session<'_>> {
     let hash = a.session_hash.as_deref()?;
-    let mut s = Map::new();
-    s.insert("uid".into(), bounded(hash).into());
-    s.insert("is_mfa".into(), a.mfa.into());
-    Some(s)
+    Some(Session {
+        uid: Some(bounded_cow(hash)),
+        is_mfa: Some(a.mfa),
+        expiration_reason: None,
+    })
 }
 
-fn endpoint(e: &AuditEvent) -> Option<Value> {
+// ---- where and what --------------------------------------------------
+
+/// `{"ip": …, "port": …}`, or the stand-in `{"name": "unknown"}`.
+#[derive(Serialize)]
+struct Endpoint<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    port: Option<u16>,
+}
+
+fn endpoint(e: &AuditEvent) -> Option<Endpoint<'_>> {
     let s = e.source.as_ref()?;
     let ip = s.ip.as_deref()?;
-    let mut v = json!({"ip": bounded(ip)});
-    if let Some(p) = s.port {
-        v["port"] = p.into();
-    }
-    Some(v)
+    Some(Endpoint {
+        name: None,
+        ip: Some(bounded_cow(ip)),
+        port: s.port,
+    })
 }
 
-fn http_request(r: &RequestInfo) -> Value {
-    let mut h = json!({"uid": bounded(&r.request_id)});
-    if HTTP_METHODS.contains(&r.method.as_str()) {
-        h["http_method"] = r.method.as_str().into();
-    }
-    if let Some(p) = &r.path {
-        let mut url = json!({"path": bounded(p)});
-        if let Some(q) = &r.query {
-            url["query"] = bounded(q).into(); // BROKEN
-        }
-        h["url"] = url;
-    }
-    h
+#[derive(Serialize)]
+struct HttpRequest<'a> {
+    uid: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_method: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<Url<'a>>,
 }
 
-fn http_response(e: &AuditEvent) -> Option<Value> {
-    let mut v = json!({"code": e.status?});
-    if let Some(b) = e.bytes {
-        v["length"] = b.into();
-    }
-    Some(v)
+#[derive(Serialize)]
+struct Url<'a> {
+    path: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query_string: Option<Cow<'a, str>>,
 }
 
-fn resource(r: &str) -> Value {
+fn http_request(r: &RequestInfo) -> HttpRequest<'_> {
+    HttpRequest {
+        uid: bounded_cow(&r.request_id),
+        http_method: Some(r.method.as_str()).filter(|m| HTTP_METHODS.contains(m)),
+        url: r.path.as_deref().map(|p| Url {
+            path: bounded_cow(p),
+            query_string: r.query.as_deref().map(bounded_cow),
+        }),
+    }
+}
+
+#[derive(Serialize)]
+struct HttpResponse {
+    code: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    length: Option<u64>,
+}
+
+fn http_response(e: &AuditEvent) -> Option<HttpResponse> {
+    Some(HttpResponse {
+        code: e.status?,
+        length: e.bytes,
+    })
+}
+
+#[derive(Serialize)]
+struct Api<'a> {
+    operation: Cow<'a, str>,
+    service: Named<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request: Option<Uid<'a>>,
+}
+
+#[derive(Serialize)]
+struct Named<'a> {
+    name: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+struct Uid<'a> {
+    uid: Cow<'a, str>,
+}
+
+/// A request's resources: `{"type", "uid"}` for `Type/id`, `{"type",
+/// "name"}` for a bare type.
+struct Resources<'a>(&'a [String]);
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "type")]
+    ty: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uid: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<Cow<'a, str>>,
+}
+
+impl Serialize for Resources<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|r| resource(r)))
+    }
+}
+
+fn resource(r: &str) -> Resource<'_> {
     match split_reference(r) {
-        (ty, Some(id)) => json!({"type": bounded(ty), "uid": bounded(id)}),
-        (ty, None) => json!({"type": bounded(ty), "name": bounded(ty)}),
+        (ty, Some(id)) => Resource {
+            ty: bounded_cow(ty),
+            uid: Some(bounded_cow(id)),
+            name: None,
+        },
+        (ty, None) => Resource {
+            ty: bounded_cow(ty),
+            uid: None,
+            name: Some(bounded_cow(ty)),
+        },
     }
 }
 
 /// What an admin event did, by its fixed label.
-fn admin_action(e: &AuditEvent) -> String {
+fn admin_action(e: &AuditEvent) -> Cow<'_, str> {
     let label = e.details.get("action").or(e.reason.as_ref());
-    bounded(label.map_or(e.kind.as_str(), |s| s.as_str()))
+    bounded_cow(label.map_or(e.kind.as_str(), |s| s.as_str()))
 }
 
-fn unmapped(e: &AuditEvent) -> Map<String, Value> {
-    let mut u = Map::new();
-    let mut put = |k: &str, v: Option<&String>| {
-        if let Some(v) = v {
-            u.insert(k.into(), bounded(v).into());
-        }
-    };
-    put("reason", e.reason.as_ref());
-    put("access_id", e.access_id.as_ref());
-    put("purpose_of_use", e.purpose_of_use.as_ref());
-    put("justification", e.justification.as_ref());
-    if let Some(r) = &e.request {
-        put("client_request_id", r.client_request_id.as_ref());
-        put("trace_id", r.trace_id.as_ref());
-        put("route", r.route.as_ref());
-        if !HTTP_METHODS.contains(&r.method.as_str()) {
-            put("http_method", Some(&r.method));
-        }
-    }
-    if let Some(s) = &e.source {
-        put("cert_subject", s.cert_subject.as_ref());
-        put("device_id", s.device_id.as_ref());
-    }
-    if let Some(a) = &e.actor {
-        put("auth_method", Some(&a.auth_method));
-    }
-    if let Some(d) = &e.decision {
-        put("decision_reason", Some(&d.reason));
-        put("enforcement_mode", Some(&d.mode));
-        put("entities_version", d.entities_version.as_ref());
-        if d.policies.is_empty() {
-            put("policy_version", d.policy_version.as_ref());
+// ---- the decision ----------------------------------------------------
+
+#[derive(Serialize)]
+struct Policy<'a> {
+    name: PolicyNames<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<Cow<'a, str>>,
+    is_applied: bool,
+}
+
+/// The policy ids, bounded, joined by commas.
+struct PolicyNames<'a>(&'a [String]);
+
+impl Serialize for PolicyNames<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            [one] => s.serialize_str(&bounded_cow(one)),
+            _ => s.collect_str(self),
         }
     }
-    u.insert("outcome".into(), e.outcome.as_str().into());
-    if e.outcome_follows {
-        u.insert("outcome_follows".into(), true.into());
+}
+
+impl fmt::Display for PolicyNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(&bounded_cow(p))?;
+        }
+        Ok(())
     }
-    if !e.patients.is_empty() {
-        let p: Vec<Value> = e.patients.iter().map(|p| bounded(p).into()).collect();
-        u.insert("patients".into(), p.into());
-    }
-    if e.break_glass {
-        u.insert("break_glass".into(), true.into());
-    }
-    if let Some(r) = &e.redaction {
-        u.insert(
-            "redaction".into(),
-            json!({
-                "records_shown": r.records_shown,
-                "records_removed": counts(&r.records_removed),
-                "values_redacted": counts(&r.values_redacted),
+}
+
+/// `[{"decision"}]` without policies, else `{"decision", "policy": {"uid",
+/// "version"}}` for each.
+struct Authorizations<'a> {
+    decision: Cow<'a, str>,
+    policies: &'a [String],
+    version: Option<Cow<'a, str>>,
+}
+
+#[derive(Serialize)]
+struct Authorization<'b> {
+    decision: &'b str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<PolicyRef<'b>>,
+}
+
+#[derive(Serialize)]
+struct PolicyRef<'b> {
+    uid: Cow<'b, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<&'b str>,
+}
+
+impl Serialize for Authorizations<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let decision = &*self.decision;
+        if self.policies.is_empty() {
+            return s.collect_seq([Authorization {
+                decision,
+                policy: None,
+            }]);
+        }
+        s.collect_seq(self.policies.iter().map(|id| Authorization {
+            decision,
+            policy: Some(PolicyRef {
+                uid: bounded_cow(id),
+                version: self.version.as_deref(),
             }),
-        );
+        }))
     }
-    if !e.details.is_empty() {
-        u.insert("details".into(), details(e).into());
+}
+
+// ---- unmapped --------------------------------------------------------
+
+#[derive(Serialize)]
+struct Unmapped<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    access_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    purpose_of_use: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    justification: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_request_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_method: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cert_subject: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device_id: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_method: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision_reason: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    enforcement_mode: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entities_version: Option<Cow<'a, str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy_version: Option<Cow<'a, str>>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    outcome_follows: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patients: Option<Patients<'a>>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    break_glass: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redaction: Option<Redaction<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<Details<'a>>,
+}
+
+fn unmapped(e: &AuditEvent) -> Unmapped<'_> {
+    let req = e.request.as_ref();
+    let src = e.source.as_ref();
+    let d = e.decision.as_ref();
+    Unmapped {
+        reason: text(e.reason.as_ref()),
+        access_id: text(e.access_id.as_ref()),
+        purpose_of_use: text(e.purpose_of_use.as_ref()),
+        justification: text(e.justification.as_ref()),
+        client_request_id: req.and_then(|r| text(r.client_request_id.as_ref())),
+        trace_id: req.and_then(|r| text(r.trace_id.as_ref())),
+        route: req.and_then(|r| text(r.route.as_ref())),
+        http_method: req
+            .filter(|r| !HTTP_METHODS.contains(&r.method.as_str()))
+            .and_then(|r| text(Some(&r.method))),
+        cert_subject: src.and_then(|s| text(s.cert_subject.as_ref())),
+        device_id: src.and_then(|s| text(s.device_id.as_ref())),
+        auth_method: e.actor.as_ref().and_then(|a| text(Some(&a.auth_method))),
+        decision_reason: d.and_then(|d| text(Some(&d.reason))),
+        enforcement_mode: d.and_then(|d| text(Some(&d.mode))),
+        entities_version: d.and_then(|d| text(d.entities_version.as_ref())),
+        policy_version: d
+            .filter(|d| d.policies.is_empty())
+            .and_then(|d| text(d.policy_version.as_ref())),
+        outcome: e.outcome.as_str(),
+        outcome_follows: e.outcome_follows,
+        patients: (!e.patients.is_empty()).then_some(Patients(&e.patients)),
+        break_glass: e.break_glass,
+        redaction: e.redaction.as_ref().map(|r| Redaction {
+            records_shown: r.records_shown,
+            records_removed: Counts(&r.records_removed),
+            values_redacted: Counts(&r.values_redacted),
+        }),
+        details: (!e.details.is_empty()).then_some(Details(e)),
     }
-    u
+}
+
+/// The patients, each bounded.
+struct Patients<'a>(&'a [String]);
+
+impl Serialize for Patients<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|p| bounded_cow(p)))
+    }
+}
+
+#[derive(Serialize)]
+struct Redaction<'a> {
+    records_shown: u32,
+    records_removed: Counts<'a>,
+    values_redacted: Counts<'a>,
+}
+
+/// Counts by name, names bounded. Names bounding leaves alone are
+/// distinct and already in order; otherwise [`counts`] builds the map
+/// (where two names bounded alike become one).
+struct Counts<'a>(&'a BTreeMap<String, u32>);
+
+impl Serialize for Counts<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.keys().all(|k| is_bounded(k)) {
+            s.collect_map(self.0)
+        } else {
+            counts(self.0).serialize(s)
+        }
+    }
+}
+
+/// The event's `details`, keys and values bounded (through [`details`]
+/// when a key needs it, as for [`Counts`]).
+struct Details<'a>(&'a AuditEvent);
+
+impl Serialize for Details<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = &self.0.details;
+        if m.keys().all(|k| is_bounded(k)) {
+            s.collect_map(m.iter().map(|(k, v)| (k, bounded_cow(v))))
+        } else {
+            details(self.0).serialize(s)
+        }
+    }
+}
+
+// ---- text made at serialization --------------------------------------
+
+/// A value written as a JSON string through its `Display`.
+struct Text<T>(T);
+
+impl<T: fmt::Display> Serialize for Text<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// Three strings, one after another.
+struct Concat(&'static str, &'static str, &'static str);
+
+impl fmt::Display for Concat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)?;
+        f.write_str(self.1)?;
+        f.write_str(self.2)
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,11 @@
 use super::*;
 use crate::audit::render::fixtures;
+use serde_json::{json, Value};
+
+/// The rendering parsed back, to look at by key.
+fn render(e: &AuditEvent, seq: u64, product_version: &str) -> Value {
+    serde_json::from_slice(&render_line(e, seq, product_version)).expect("one JSON object")
+}
 
 #[test]
 fn a_read_is_api_activity_read_with_the_security_control_profile() {
@@ -30,7 +36,10 @@ fn a_read_is_api_activity_read_with_the_security_control_profile() {
     assert_eq!(user["has_mfa"], true);
     assert_eq!(v["actor"]["session"]["uid"], "5e55");
     assert_eq!(v["actor"]["idp"]["name"], "https://idp.example.org");
-    assert_eq!(v["src_endpoint"], json!({"ip": "203.0.113.7", "port": 51234}));
+    assert_eq!(
+        v["src_endpoint"],
+        json!({"ip": "203.0.113.7", "port": 51234})
+    );
     assert_eq!(v["http_request"]["http_method"], "GET");
     assert_eq!(v["http_request"]["url"]["path"], "/fhir/Patient/pat-1");
     assert_eq!(v["http_response"], json!({"code": 200, "length": 1234}));
@@ -138,15 +147,18 @@ fn authentication_and_session_events_are_3002() {
     assert_eq!(v["user"]["name"], UNKNOWN);
 
     let mut s = AuditEvent::new(EventKind::Session, Outcome::Success);
-    s.reason = Some("idle".into());
+    s.reason = Some("session_idle_expired:idle".into());
     s.actor = Some(fixtures::actor());
     let v = render(&s, 1, "0.1.0");
     assert_eq!(v["activity_id"], 2);
     assert_eq!(v["type_uid"], 300202);
     assert_eq!(v["user"]["uid"], "u-42");
-    assert_eq!(v["session"]["expiration_reason"], "idle");
+    assert_eq!(
+        v["session"]["expiration_reason"],
+        "session_idle_expired:idle"
+    );
     assert_eq!(v["auth_protocol_id"], 6);
-    s.reason = Some("logout".into());
+    s.reason = Some("logout:user".into());
     let v = render(&s, 1, "0.1.0");
     assert!(v["session"].get("expiration_reason").is_none());
 }
@@ -164,11 +176,14 @@ fn reloads_are_application_lifecycle_updates() {
     assert!(v.get("actor").is_none());
 
     let mut c = AuditEvent::new(EventKind::ConfigChange, Outcome::Success);
-    c.reason = Some("start".into());
+    c.reason = Some("started".into());
     c.actor = Some(fixtures::actor());
     let v = render(&c, 1, "0.1.0");
     assert_eq!(v["activity_id"], 3);
-    assert_eq!(v["metadata"]["profiles"], json!(["security_control", "host"]));
+    assert_eq!(
+        v["metadata"]["profiles"],
+        json!(["security_control", "host"])
+    );
     assert_eq!(v["actor"]["user"]["uid"], "u-42");
 }
 
