@@ -81,9 +81,14 @@ enum AuditCommand {
         /// must still hold every record it covers, unchanged.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// The origin the checkpoints must name.
+        /// The origin the checkpoints must name (default: they must all
+        /// name the same one).
         #[arg(long)]
         origin: Option<String>,
+        /// With --pubkey: the most records in a row without a signed
+        /// checkpoint before it is a finding (checkpoints removed).
+        #[arg(long, default_value_t = phigate::audit::verify::MAX_UNSIGNED)]
+        max_unsigned: u64,
     },
     /// The accounting of disclosures of one patient's PHI (45 CFR
     /// 164.528): date, recipient, description, purpose.
@@ -649,11 +654,13 @@ fn audit_command(cmd: AuditCommand) -> ExitCode {
             pubkey,
             checkpoint,
             origin,
+            max_unsigned,
         } => cli::verify_cmd(
             &dir,
             pubkey.as_deref(),
             checkpoint.as_deref(),
             origin.as_deref(),
+            max_unsigned,
         )
         .map(|ok| {
             if ok {

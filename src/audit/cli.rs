@@ -62,6 +62,7 @@ pub fn verify_cmd(
     pubkey: Option<&str>,
     checkpoint: Option<&Path>,
     origin: Option<&str>,
+    max_unsigned: u64,
 ) -> Result<bool, String> {
     let key = match pubkey {
         Some(k) => Some(NoteVerifier::parse(&key_text(k)?).map_err(|e| format!("--pubkey: {e}"))?),
@@ -83,6 +84,7 @@ pub fn verify_cmd(
             key: key.as_ref(),
             checkpoint: held.as_deref(),
             origin,
+            max_unsigned,
         },
     )
     .map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -104,6 +106,9 @@ pub fn verify_cmd(
             .map(|s| format!("; the given checkpoint (size {s}) is covered"))
             .unwrap_or_default()
     );
+    if key.is_some() && report.checkpoints == 0 && report.records > 0 {
+        println!("note: no signed checkpoint in the spool yet (one is written every N records or T seconds and at shutdown)");
+    }
     if report.tail_incomplete {
         println!("note: the last record is incomplete: a write in progress, or a torn write the next start truncates");
     }
@@ -297,6 +302,10 @@ fn drain(reader: &mut Reader, mut f: impl FnMut(String)) -> std::io::Result<()> 
                     Err(_) => f(format!("#{} (not an audit event)", r.seq)),
                 }
             }
+            Item::Record(r) if r.kind == super::frame::Kind::Anchor => f(format!(
+                "#{} retention anchor (earlier records deleted)",
+                r.seq
+            )),
             Item::Record(r) => f(format!("#{} checkpoint", r.seq)),
             Item::Damaged {
                 after_seq, damage, ..
@@ -305,6 +314,10 @@ fn drain(reader: &mut Reader, mut f: impl FnMut(String)) -> std::io::Result<()> 
                 damage.as_str()
             )),
             Item::BadSegment(p) => f(format!("{} is not a spool segment", p.display())),
+            Item::MisplacedSegment { segment, .. } => f(format!(
+                "{} does not start where its name says: run `phigate audit verify`",
+                segment.display()
+            )),
         }
     }
     Ok(())

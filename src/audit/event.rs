@@ -229,6 +229,12 @@ pub struct AuditEvent {
     /// record was disclosed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patients: Vec<String>,
+    /// Whose records left is not known (a route without a response phase
+    /// answering a search that names no patient, or an access whose
+    /// response never ended): the accounting of disclosures lists it for
+    /// every patient.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub patients_undetermined: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose_of_use: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -268,6 +274,7 @@ impl AuditEvent {
             source: None,
             request: None,
             patients: Vec::new(),
+            patients_undetermined: false,
             purpose_of_use: None,
             break_glass: false,
             justification: None,

@@ -28,6 +28,10 @@ pub enum Kind {
     Event = 1,
     /// A signed checkpoint over the records before it (`checkpoint.rs`).
     Checkpoint = 2,
+    /// Written before retention deletes segments: a (signed) checkpoint
+    /// over the last record deleted, so the spool's new first record is
+    /// anchored rather than looking like a cut.
+    Anchor = 3,
 }
 
 impl Kind {
@@ -35,6 +39,7 @@ impl Kind {
         match b {
             1 => Some(Kind::Event),
             2 => Some(Kind::Checkpoint),
+            3 => Some(Kind::Anchor),
             _ => None,
         }
     }

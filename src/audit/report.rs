@@ -68,6 +68,10 @@ pub fn events(
                 damage.as_str()
             )),
             Item::BadSegment(p) => on_damage(format!("{} is not a spool segment", p.display())),
+            Item::MisplacedSegment { segment, .. } => on_damage(format!(
+                "{} does not start where its name says: run `phigate audit verify`",
+                segment.display()
+            )),
         }
     }
     Ok(())
@@ -116,24 +120,34 @@ pub fn disclosures(
     let mut wanted: HashSet<String> = HashSet::new();
     let mut completed: HashSet<String> = HashSet::new();
     let mut damage = Vec::new();
+    let mut first: Option<(u64, i64)> = None;
     events(
         dir,
-        |_, e| match e.kind {
-            EventKind::Outcome => {
-                if let Some(a) = &e.access_id {
-                    completed.insert(a.clone());
-                }
-                if e.patients.iter().any(|p| p == patient) {
+        |seq, e| {
+            first.get_or_insert((seq, e.time));
+            match e.kind {
+                EventKind::Outcome => {
                     if let Some(a) = &e.access_id {
-                        wanted.insert(a.clone());
+                        completed.insert(a.clone());
                     }
-                    outcomes.push(e);
+                    // Whose records left is unknown: it may have been theirs.
+                    if e.patients_undetermined || e.patients.iter().any(|p| p == patient) {
+                        if let Some(a) = &e.access_id {
+                            wanted.insert(a.clone());
+                        }
+                        outcomes.push(e);
+                    }
                 }
+                // An access whose outcome may never come: it counts for the
+                // patients it names, or for everyone when it names none.
+                EventKind::Access
+                    if e.outcome_follows
+                        && (e.patients.is_empty() || e.patients.iter().any(|p| p == patient)) =>
+                {
+                    named.insert(e.id.clone(), e);
+                }
+                _ => {}
             }
-            EventKind::Access if e.outcome_follows && e.patients.iter().any(|p| p == patient) => {
-                named.insert(e.id.clone(), e);
-            }
-            _ => {}
         },
         |d| damage.push(d),
     )?;
@@ -163,6 +177,15 @@ pub fn disclosures(
         }
     }
     out.sort_by(|a, b| a.date.cmp(&b.date).then(a.request_id.cmp(&b.request_id)));
+    // Retention may have removed the start of the period asked about.
+    if let Some((seq, time)) = first {
+        if seq > 0 && w.from.is_none_or(|f| f < time) {
+            damage.push(format!(
+                "the spool starts at record {seq} ({}): disclosures before it were removed by retention and are not in this accounting",
+                jiff::Timestamp::from_millisecond(time).map(|t| t.to_string()).unwrap_or_default()
+            ));
+        }
+    }
     Ok((out, damage))
 }
 
@@ -202,6 +225,10 @@ fn entry(access: &AuditEvent, outcome: Option<&AuditEvent>, w: &Window) -> Optio
     }
     if access.break_glass {
         description.push_str(" [break-glass]");
+    }
+    let undetermined = outcome.map_or(access.patients.is_empty(), |o| o.patients_undetermined);
+    if undetermined {
+        description.push_str(" [patients not determined: may include this patient]");
     }
     Some(Disclosure {
         date: jiff::Timestamp::from_millisecond(access.time)

@@ -25,9 +25,19 @@ pub struct Applied {
     pub held: usize,
 }
 
+/// The segments a pass would delete, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub delete: Vec<segment::SegmentFile>,
+    /// The last sequence number in them: the spool then starts after it.
+    pub through: Option<u64>,
+    pub held: usize,
+}
+
 impl Retention {
-    pub fn apply(&self, dir: &Path) -> Applied {
-        let mut out = Applied::default();
+    /// Which sealed segments are past the limits and taken by every sink.
+    pub fn plan(&self, dir: &Path) -> Plan {
+        let mut out = Plan::default();
         if self.max_bytes.is_none() && self.max_age.is_none() {
             return out;
         }
@@ -72,11 +82,25 @@ impl Retention {
                 out.held = segments.len() - 1 - i;
                 break;
             }
+            out.delete.push(seg.clone());
+            out.through = Some(last_seq);
+            total -= bytes;
+        }
+        out
+    }
+
+    /// Deletes what `plan` names (after the anchor saying where the spool
+    /// now starts was written).
+    pub fn remove(plan: &Plan, dir: &Path) -> Applied {
+        let mut out = Applied {
+            deleted: 0,
+            held: plan.held,
+        };
+        for seg in &plan.delete {
             if std::fs::remove_file(&seg.path).is_err() {
                 break;
             }
             out.deleted += 1;
-            total -= bytes;
         }
         if out.deleted > 0 {
             let _ = segment::sync_dir(&segment::segments_dir(dir));
@@ -91,6 +115,11 @@ impl Retention {
             );
         }
         out
+    }
+
+    /// Plans and deletes in one step (no anchor: tests).
+    pub fn apply(&self, dir: &Path) -> Applied {
+        Self::remove(&self.plan(dir), dir)
     }
 }
 

@@ -194,9 +194,24 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
     }
     let s = scan(&buf);
     let start_prev = || previous_tail_hash(&segments[..segments.len() - 1]);
+    // Only a torn write is truncated: a record cut short, or zeros a
+    // crash left where a write was going. A complete record that fails
+    // its checksum at the end is damage like any other.
+    let torn =
+        |at: usize, damage: Damage| damage == Damage::Short || buf[at..].iter().all(|b| *b == 0);
     match s.damage {
-        None | Some((_, _, false)) => {
+        None => finish_clean(&segments, last, f, buf.len(), &s, recovery),
+        Some((at, damage, false)) if torn(at, damage) => {
             let end = s.last_good.map_or(SEGMENT_HEADER, |(_, _, e)| e);
+            // The cut bytes are kept as evidence.
+            let qdir = dir.join("quarantine");
+            fs::create_dir_all(&qdir)?;
+            let name = last
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("segment");
+            fs::write(qdir.join(format!("{name}.torn-at-{end}")), &buf[end..])?;
             if end < buf.len() {
                 recovery.truncated = (buf.len() - end) as u64;
                 f.set_len(end as u64)?;
@@ -215,7 +230,7 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
             };
             Ok((f, tail, recovery))
         }
-        Some((offset, damage, true)) => {
+        Some((offset, damage, records_follow)) => {
             let qdir = dir.join("quarantine");
             fs::create_dir_all(&qdir)?;
             let name = last
@@ -233,12 +248,12 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
                 damage,
             });
             // Records after the damage stay in place; new ones start a
-            // new segment after the last one that decodes.
-            let (seq, hash, _) = s.last_any.unwrap_or((0, [0; 32], 0));
-            let next = if s.last_any.is_some() {
-                seq + 1
-            } else {
-                last.first_seq
+            // new segment after the last one that decodes. Damage at the
+            // very end took a sequence number of its own: it is not reused.
+            let skip = u64::from(!records_follow);
+            let (next, hash) = match s.last_any {
+                Some((seq, hash, _)) => (seq + 1 + skip, hash),
+                None => (last.first_seq + 1, start_prev()?),
             };
             drop(f);
             let (f, path) = create(dir, next)?;
@@ -251,6 +266,42 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
             Ok((f, tail, recovery))
         }
     }
+}
+
+/// The last decodable record of one segment: (seq, hash).
+pub fn last_record(path: &Path) -> io::Result<Option<(u64, Hash)>> {
+    let buf = fs::read(path)?;
+    Ok(scan(&buf).last_any.map(|(seq, hash, _)| (seq, hash)))
+}
+
+/// The tail of a last segment that decoded to its end.
+fn finish_clean(
+    segments: &[SegmentFile],
+    last: &SegmentFile,
+    mut f: File,
+    len: usize,
+    s: &Scan,
+    recovery: Recovery,
+) -> io::Result<(File, Tail, Recovery)> {
+    let end = s
+        .last_good
+        .map_or(SEGMENT_HEADER, |(_, _, e)| e)
+        .max(len.min(SEGMENT_HEADER));
+    f.seek(SeekFrom::Start(end as u64))?;
+    let (next_seq, prev) = match s.last_good {
+        Some((seq, hash, _)) => (seq + 1, hash),
+        None => (
+            last.first_seq,
+            previous_tail_hash(&segments[..segments.len() - 1])?,
+        ),
+    };
+    let tail = Tail {
+        next_seq,
+        prev,
+        segment: last.path.clone(),
+        offset: end as u64,
+    };
+    Ok((f, tail, recovery))
 }
 
 /// The hash of the last record in the newest of `segments` that has one.
@@ -291,6 +342,13 @@ pub enum Item {
     },
     /// A segment file that is not a spool segment.
     BadSegment(PathBuf),
+    /// A segment whose first record is not the one its header (and name)
+    /// says: records were removed from its start, or it was renamed.
+    MisplacedSegment {
+        segment: PathBuf,
+        header_seq: u64,
+        first_seq: u64,
+    },
 }
 
 /// Reads a spool front to back (one segment in memory at a time).
@@ -306,6 +364,9 @@ pub struct Reader {
     live: bool,
     /// A live read stopped at an incomplete last record.
     tail_incomplete: bool,
+    /// The loaded segment's header sequence number, until its first
+    /// record is checked against it.
+    expect_first: Option<u64>,
 }
 
 impl Reader {
@@ -319,6 +380,7 @@ impl Reader {
             last_seq: None,
             live: false,
             tail_incomplete: false,
+            expect_first: None,
         })
     }
 
@@ -357,6 +419,13 @@ impl Reader {
             return Ok(Load::Bad(seg.path.clone()));
         }
         self.at = SEGMENT_HEADER;
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.buf[8..16]);
+        let header_seq = u64::from_le_bytes(first);
+        if header_seq != seg.first_seq {
+            return Ok(Load::Misnamed(header_seq));
+        }
+        self.expect_first = Some(header_seq);
         Ok(Load::Loaded)
     }
 
@@ -377,6 +446,13 @@ impl Reader {
         }
         if !self.path.as_os_str().is_empty() {
             let mut f = File::open(&self.path)?;
+            let len = f.metadata()?.len() as usize;
+            if len < self.buf.len() {
+                // Truncated under us (a torn tail recovered): what was read
+                // past `len` was never durable; read again from there.
+                self.buf.truncate(len);
+                self.at = self.at.min(len);
+            }
             f.seek(SeekFrom::Start(self.buf.len() as u64))?;
             f.read_to_end(&mut self.buf)?;
         }
@@ -401,6 +477,14 @@ impl Reader {
                     Load::End => return Ok(None),
                     Load::Loaded => continue,
                     Load::Bad(path) => return Ok(Some(Item::BadSegment(path))),
+                    Load::Misnamed(header_seq) => {
+                        let name_seq = self.segments[self.next_segment - 1].first_seq;
+                        return Ok(Some(Item::MisplacedSegment {
+                            segment: self.path.clone(),
+                            header_seq,
+                            first_seq: name_seq,
+                        }));
+                    }
                 }
             }
             match frame::decode(&self.buf[self.at..]) {
@@ -414,6 +498,16 @@ impl Reader {
                         segment: self.path.clone(),
                         offset: self.at,
                     };
+                    if let Some(want) = self.expect_first.take() {
+                        if want != r.seq {
+                            // Reported once; the record is read next.
+                            return Ok(Some(Item::MisplacedSegment {
+                                segment: self.path.clone(),
+                                header_seq: want,
+                                first_seq: r.seq,
+                            }));
+                        }
+                    }
                     self.at += r.len;
                     self.last_seq = Some(r.seq);
                     return Ok(Some(Item::Record(stored)));
@@ -425,6 +519,9 @@ impl Reader {
                         // A live spool's last record may be half written:
                         // read it again after the next refresh.
                         None if self.live && self.is_last() && damage == Damage::Short => {
+                            // Dropped, and read again on refresh: recovery
+                            // may truncate these bytes and write others.
+                            self.buf.truncate(offset);
                             self.tail_incomplete = true;
                             return Ok(None);
                         }
@@ -446,6 +543,8 @@ enum Load {
     End,
     Loaded,
     Bad(PathBuf),
+    /// The header's first sequence number differs from the file name's.
+    Misnamed(u64),
 }
 
 #[cfg(test)]

@@ -96,6 +96,8 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     degraded: AtomicBool,
+    /// Set by [`Spool::close`]: nothing more is taken.
+    closed: AtomicBool,
     /// Records `0..n` are durable.
     durable: tokio::sync::watch::Sender<u64>,
 }
@@ -106,6 +108,8 @@ pub struct Spool {
     shared: Arc<Shared>,
     dir: PathBuf,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Held (locked) for as long as any handle lives.
+    _lock: Arc<std::fs::File>,
 }
 
 /// Resolves when the record is durable (its sequence number) or cannot be.
@@ -136,6 +140,20 @@ impl Ticket {
 impl Spool {
     /// Recovers the spool in `options.dir` and starts its writer.
     pub fn open(options: SpoolOptions) -> io::Result<(Spool, Recovery)> {
+        // One writer per spool: a second process (an overlapping restart,
+        // a copied config) would interleave records and reuse numbers.
+        std::fs::create_dir_all(&options.dir)?;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(options.dir.join("lock"))?;
+        lock.try_lock().map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "another process is writing this spool (its `lock` file is held)",
+            )
+        })?;
         let (file, tail, recovery) = segment::recover(&options.dir)?;
         report_recovery(&recovery);
         let (durable, _) = tokio::sync::watch::channel(tail.next_seq);
@@ -143,6 +161,7 @@ impl Spool {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             degraded: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             durable,
         });
         let dir = options.dir.clone();
@@ -156,6 +175,7 @@ impl Spool {
             retry_at: None,
             last_retention: Instant::now(),
             pending_note: None,
+            pending_anchor: None,
             shared: shared.clone(),
             options,
             buf: Vec::with_capacity(64 * 1024),
@@ -168,6 +188,7 @@ impl Spool {
                 shared,
                 dir,
                 writer: Arc::new(Mutex::new(Some(handle))),
+                _lock: Arc::new(lock),
             },
             recovery,
         ))
@@ -216,7 +237,7 @@ impl Spool {
 
     /// Whether the spool is taking records (false while it cannot write).
     pub fn healthy(&self) -> bool {
-        !self.shared.degraded.load(Ordering::Relaxed)
+        !self.shared.degraded.load(Ordering::Relaxed) && !self.shared.closed.load(Ordering::Relaxed)
     }
 
     /// Watches how many records are durable (sinks ship only those).
@@ -226,6 +247,7 @@ impl Spool {
 
     /// Writes what is queued, syncs, and stops the writer.
     pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Relaxed);
         if let Ok(mut q) = self.shared.queue.lock() {
             q.closed = true;
         }
@@ -271,6 +293,8 @@ struct Writer {
     last_retention: Instant,
     /// A checkpoint written and not yet durable.
     pending_note: Option<String>,
+    /// A retention anchor not yet written.
+    pending_anchor: Option<String>,
     shared: Arc<Shared>,
     options: SpoolOptions,
     buf: Vec<u8>,
@@ -354,6 +378,12 @@ impl Writer {
             written.push((seq, Instant::now(), None));
             seq += 1;
         }
+        let anchor = self.pending_anchor.take();
+        if let Some(a) = &anchor {
+            prev = frame::encode(&mut self.buf, seq, &prev, Kind::Anchor, a.as_bytes());
+            written.push((seq, Instant::now(), None));
+            seq += 1;
+        }
         let m = &metrics().audit;
         let events = batch.len() as u64;
         if events > 0 {
@@ -366,9 +396,11 @@ impl Writer {
             seq += 1;
         }
         let Some(file) = self.file.as_mut() else {
+            self.pending_anchor = anchor;
             return self.degrade_pending("write", io::Error::other("no segment"), pending);
         };
         if let Err(e) = file.write_all(&self.buf) {
+            self.pending_anchor = anchor;
             return self.degrade_pending("write", e, pending);
         }
         m.records.with_label_values(&["event"]).inc_by(events);
@@ -516,15 +548,8 @@ impl Writer {
     }
 
     fn checkpoint_note(&self, size: u64, head: &Hash) -> Option<String> {
-        let signer = self.options.signer.as_ref()?;
-        Some(
-            Checkpoint {
-                origin: self.options.origin.clone(),
-                size,
-                hash: *head,
-            }
-            .sign(signer),
-        )
+        self.options.signer.as_ref()?;
+        Some(self.note(size, head))
     }
 
     /// The newest durable checkpoint, also as `DIR/checkpoint` (replaced
@@ -557,15 +582,66 @@ impl Writer {
             self.write(Vec::new());
             self.sync_now();
         }
-        if self.last_retention.elapsed() >= RETENTION_EVERY && self.retry_at.is_none() {
+        // Retention runs while degraded too: it may be what frees the disk.
+        if self.last_retention.elapsed() >= RETENTION_EVERY {
             self.last_retention = Instant::now();
-            self.options.retention.apply(&self.options.dir);
+            self.retain();
+        }
+    }
+
+    /// Deletes sealed segments past the limits that every sink has taken,
+    /// after an anchor record says where the spool now starts (when the
+    /// disk cannot take the anchor, it is written once it can).
+    fn retain(&mut self) {
+        let dir = self.options.dir.clone();
+        let plan = self.options.retention.plan(&dir);
+        let (Some(through), Some(last)) = (plan.through, plan.delete.last()) else {
+            return;
+        };
+        let head = match segment::last_record(&last.path) {
+            Ok(Some((seq, hash))) if seq == through => hash,
+            // A segment whose last record is not where the next begins
+            // (damage): keep it for `audit verify` to report.
+            _ => return,
+        };
+        let note = self.note(through + 1, &head);
+        self.pending_anchor = Some(note);
+        if self.retry_at.is_none() {
+            self.write(Vec::new());
+            self.sync_now();
+        }
+        super::retention::Retention::remove(&plan, &dir);
+    }
+
+    /// A checkpoint note (signed when there is a key) over `size` records
+    /// ending in `head`.
+    fn note(&self, size: u64, head: &Hash) -> String {
+        let c = Checkpoint {
+            origin: self.options.origin.clone(),
+            size,
+            hash: *head,
+        };
+        match &self.options.signer {
+            Some(s) => c.sign(s),
+            None => c.body(),
         }
     }
 }
 
 fn fail(done: Option<Done>, e: &SpoolError) {
-    if let Some(done) = done {
-        let _ = done.send(Err(e.clone()));
+    match done {
+        Some(done) => {
+            let _ = done.send(Err(e.clone()));
+        }
+        // Nobody waits for it (an outcome, a sign-in): counted and logged,
+        // never dropped silently.
+        None => {
+            metrics()
+                .audit
+                .spool_errors
+                .with_label_values(&["event_lost"])
+                .inc();
+            tracing::error!(error = %e, "audit spool: an event nobody waited for could not be written");
+        }
     }
 }

@@ -41,6 +41,7 @@ fn check(dir: &Path, key: &NoteVerifier, held: Option<&str>) -> Vec<Finding> {
             key: Some(key),
             checkpoint: held,
             origin: Some("phigate.test/audit"),
+            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
         },
     )
     .unwrap()
@@ -81,6 +82,7 @@ fn records_are_numbered_in_order_and_the_chain_verifies_across_restarts() {
             key: Some(&s.verifier()),
             checkpoint: None,
             origin: Some("phigate.test/audit"),
+            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
         },
     )
     .unwrap();
@@ -122,6 +124,7 @@ fn many_waiting_appends_share_a_sync() {
             key: None,
             checkpoint: None,
             origin: None,
+            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
         },
     )
     .unwrap();
@@ -221,4 +224,171 @@ fn a_forged_checkpoint_is_named() {
         f.iter().any(|f| matches!(f, Finding::BadSignature { .. })),
         "{f:?}"
     );
+}
+
+/// Rewrites the only segment as a careful forger would: records through
+/// `f`, then renumbered from the first one kept and re-chained, every
+/// checksum and link valid.
+fn forge(dir: &Path, f: impl FnOnce(&mut Vec<(u64, [u8; 32], Kind, Vec<u8>)>)) {
+    rewrite(dir, |r| {
+        f(r);
+        let Some(first) = r.first().map(|x| x.0) else {
+            return;
+        };
+        let mut prev = r[0].1;
+        let mut buf = Vec::new();
+        for (i, rec) in r.iter_mut().enumerate() {
+            rec.0 = first + i as u64;
+            rec.1 = prev;
+            buf.clear();
+            prev = frame::encode(&mut buf, rec.0, &rec.1, rec.2, &rec.3);
+        }
+    });
+}
+
+fn check_with(
+    dir: &Path,
+    key: &NoteVerifier,
+    held: Option<&str>,
+    max_unsigned: u64,
+) -> Vec<Finding> {
+    verify(
+        dir,
+        &Verify {
+            key: Some(key),
+            checkpoint: held,
+            origin: None,
+            max_unsigned,
+        },
+    )
+    .unwrap()
+    .findings
+}
+
+#[test]
+fn records_deleted_from_the_start_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let s = signer();
+    write(d.path(), &s, 6);
+    forge(d.path(), |r| {
+        r.drain(..2);
+    });
+    let f = check(d.path(), &s.verifier(), None);
+    assert!(f.contains(&Finding::MissingStart { first: 2 }), "{f:?}");
+}
+
+#[test]
+fn stripped_checkpoints_are_named_with_the_key() {
+    let d = tempfile::tempdir().unwrap();
+    let s = signer();
+    // One at a time: a checkpoint every 5 records.
+    let (spool, _) = Spool::open(options(d.path(), &s)).unwrap();
+    for i in 0..30 {
+        spool
+            .append(Kind::Event, format!("{{\"i\":{i}}}").into_bytes())
+            .wait()
+            .unwrap();
+    }
+    spool.close();
+    drop(spool);
+    let f = check_with(d.path(), &s.verifier(), None, 10);
+    assert!(f.is_empty(), "{f:?}");
+    forge(d.path(), |r| r.retain(|x| x.2 != Kind::Checkpoint));
+    let f = check_with(d.path(), &s.verifier(), None, 10);
+    assert!(
+        f.iter().any(|f| matches!(f, Finding::Unsigned { .. })),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_held_checkpoint_whose_record_is_gone_is_named() {
+    let d = tempfile::tempdir().unwrap();
+    let s = signer();
+    write(d.path(), &s, 12);
+    let held = std::fs::read_to_string(d.path().join("checkpoint")).unwrap();
+    let size: usize = held.lines().nth(1).unwrap().parse().unwrap();
+    // The covered record is replaced by a forged one, numbered and chained
+    // as if it belonged.
+    forge(d.path(), |r| r[size - 1].3 = b"{\"forged\":true}".to_vec());
+    let f = check(d.path(), &s.verifier(), Some(&held));
+    assert!(
+        f.iter().any(|f| matches!(
+            f,
+            Finding::CheckpointMismatch { .. } | Finding::NotCovered { .. }
+        )),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn checkpoints_of_another_log_are_named() {
+    let d = tempfile::tempdir().unwrap();
+    let s = signer();
+    let mut o = options(d.path(), &s);
+    o.origin = "another.log/audit".into();
+    let (spool, _) = Spool::open(o).unwrap();
+    for i in 0..6 {
+        spool
+            .append(Kind::Event, format!("{{\"i\":{i}}}").into_bytes())
+            .wait()
+            .unwrap();
+    }
+    spool.close();
+    drop(spool);
+    let f = check(d.path(), &s.verifier(), None);
+    assert!(
+        f.iter().any(|f| matches!(f, Finding::WrongOrigin { .. })),
+        "{f:?}"
+    );
+}
+
+#[test]
+fn a_second_writer_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let s = signer();
+    let (first, _) = Spool::open(options(d.path(), &s)).unwrap();
+    assert!(Spool::open(options(d.path(), &s)).is_err());
+    first.close();
+}
+
+#[test]
+fn retention_anchors_the_new_start_and_verify_accepts_it() {
+    let d = tempfile::tempdir().unwrap();
+    let s = signer();
+    let mut o = options(d.path(), &s);
+    o.segment_bytes = 2_000;
+    o.retention = super::retention::Retention {
+        max_bytes: Some(5_000),
+        max_age: None,
+        sinks: vec![],
+    };
+    let (spool, _) = Spool::open(o).unwrap();
+    for i in 0..200 {
+        spool
+            .append(
+                Kind::Event,
+                format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(100)).into_bytes(),
+            )
+            .wait()
+            .unwrap();
+    }
+    spool.close();
+    drop(spool);
+    let segments = segment::list(d.path()).unwrap();
+    assert!(
+        segments[0].first_seq > 0,
+        "retention deleted the oldest segments"
+    );
+    let report = verify(
+        d.path(),
+        &Verify {
+            key: Some(&s.verifier()),
+            checkpoint: None,
+            origin: Some("phigate.test/audit"),
+            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
+        },
+    )
+    .unwrap();
+    assert!(report.ok(), "{:?}", report.findings);
 }

@@ -14,6 +14,8 @@ use std::sync::Arc;
 pub enum AuditError {
     #[error("audit.signing_key: {0}")]
     Key(String),
+    #[error("{0}")]
+    Sink(String),
     #[error("audit.dir {dir}: {source}")]
     Spool { dir: String, source: std::io::Error },
 }
@@ -28,6 +30,9 @@ pub struct Audit {
 /// The signing key `[audit]` names, read and parsed (also what `check`
 /// validates).
 pub fn signing_key(config: &AuditConfig) -> Result<Option<NoteSigner>, AuditError> {
+    for s in &config.sinks {
+        super::sink::build(s).map_err(AuditError::Sink)?;
+    }
     let Some(r) = &config.signing_key else {
         return Ok(None);
     };
@@ -70,7 +75,10 @@ impl Audit {
             dir: config.dir.display().to_string(),
             source,
         })?;
-        let sinks = super::sink::start(&spool, &config.sinks);
+        let sinks = super::sink::start(&spool, &config.sinks).map_err(|e| {
+            spool.close();
+            AuditError::Sink(e)
+        })?;
         Ok(Arc::new(Audit {
             spool,
             query: config.query_record().unwrap_or(QueryRecord::Names),

@@ -39,6 +39,21 @@ pub enum Finding {
     Truncated { checkpoint_size: u64, records: u64 },
     /// A checkpoint names another log.
     WrongOrigin { at: String, origin: String },
+    /// The spool starts after record 0 and no retention anchor accounts
+    /// for the records before it.
+    MissingStart { first: u64 },
+    /// A segment does not start with the record its header names.
+    MisplacedSegment {
+        segment: String,
+        header_seq: u64,
+        first_seq: u64,
+    },
+    /// The given checkpoint covers a record the spool does not hold.
+    NotCovered { size: u64 },
+    /// With a key: more records in a row than `max_unsigned` without a
+    /// signed checkpoint over them (checkpoints removed and the chain
+    /// rebuilt).
+    Unsigned { from: u64, to: u64 },
 }
 
 impl Finding {
@@ -72,6 +87,20 @@ impl Finding {
             Finding::WrongOrigin { at, origin } => {
                 format!("checkpoint {at} is for another log ({origin})")
             }
+            Finding::MissingStart { first } => format!(
+                "records 0..={} are missing: the spool starts at record {first} and no retention anchor accounts for them",
+                first - 1
+            ),
+            Finding::MisplacedSegment { segment, header_seq, first_seq } => format!(
+                "{segment} should start at record {header_seq} but starts at {first_seq} (records removed from its start, or renamed)"
+            ),
+            Finding::NotCovered { size } => format!(
+                "the given checkpoint covers record {} but the spool does not hold it",
+                size.saturating_sub(1)
+            ),
+            Finding::Unsigned { from, to } => format!(
+                "records {from}..={to} have no signed checkpoint over them (checkpoints removed?)"
+            ),
         }
     }
 }
@@ -101,12 +130,23 @@ impl Report {
 
 /// Verification inputs.
 pub struct Verify<'a> {
+    /// With a key, checkpoint signatures are checked and records must be
+    /// covered by one at least every `max_unsigned` records.
     pub key: Option<&'a NoteVerifier>,
     /// A checkpoint held outside the host (from a SIEM), as text.
     pub checkpoint: Option<&'a str>,
-    /// The log's expected origin (checked when set).
+    /// The log's expected origin (checked when set; otherwise every
+    /// checkpoint must name the same one).
     pub origin: Option<&'a str>,
+    /// With a key: the most records in a row without a signed checkpoint
+    /// (the spool signs every `checkpoint_records`, default 10,000, or
+    /// `checkpoint_interval`, and at every clean shutdown).
+    pub max_unsigned: u64,
 }
+
+/// The default for [`Verify::max_unsigned`]: ten times the default
+/// checkpoint cadence.
+pub const MAX_UNSIGNED: u64 = 100_000;
 
 struct State<'a> {
     opts: &'a Verify<'a>,
@@ -118,6 +158,13 @@ struct State<'a> {
     /// The external checkpoint, opened: (size, hash).
     held: Option<(u64, Hash)>,
     held_hash_seen: Option<Hash>,
+    /// The first record's link, and the anchors found: (size, hash).
+    first_prev: Option<Hash>,
+    anchors: Vec<(u64, Hash)>,
+    /// The first origin seen on a checkpoint or anchor.
+    origin_seen: Option<String>,
+    /// Where the current run of records without a signed checkpoint began.
+    unsigned_from: Option<u64>,
     /// Damage was just reported: the records it took are not reported
     /// again as missing.
     after_damage: bool,
@@ -131,6 +178,10 @@ pub fn verify(dir: &Path, opts: &Verify<'_>) -> std::io::Result<Report> {
         ahead: None,
         held: None,
         held_hash_seen: None,
+        first_prev: None,
+        anchors: Vec::new(),
+        origin_seen: None,
+        unsigned_from: None,
         after_damage: false,
     };
     if let Some(text) = opts.checkpoint {
@@ -174,24 +225,60 @@ pub fn verify(dir: &Path, opts: &Verify<'_>) -> std::io::Result<Report> {
                 .report
                 .findings
                 .push(Finding::BadSegment(p.display().to_string())),
+            Item::MisplacedSegment {
+                segment,
+                header_seq,
+                first_seq,
+            } => st.report.findings.push(Finding::MisplacedSegment {
+                segment: segment.display().to_string(),
+                header_seq,
+                first_seq,
+            }),
         }
     }
     if let Some(r) = st.ahead.take() {
         st.gap_then(r);
     }
     st.report.tail_incomplete = reader.tail_incomplete();
+    // With a key, a long run of records no checkpoint covers is one whose
+    // checkpoints were removed (the spool signs every N records or T
+    // seconds and at every clean shutdown); a short trailing run is a
+    // running spool's newest records.
+    if let (Some(_), Some(from)) = (opts.key, st.unsigned_from) {
+        let to = st.last.map_or(from, |(s, _)| s);
+        if to.saturating_sub(from) >= opts.max_unsigned {
+            st.report.findings.push(Finding::Unsigned { from, to });
+        }
+    }
+    // The start: record 0 links to nothing; a later first record links to
+    // a retention anchor the spool holds.
+    if let (Some(first), Some(prev)) = (st.report.first_seq, st.first_prev) {
+        let anchored = st
+            .anchors
+            .iter()
+            .any(|(size, hash)| *size == first && *hash == prev);
+        if (first == 0 && prev != [0; 32]) || (first > 0 && !anchored) {
+            st.report.findings.push(Finding::MissingStart {
+                first: first.max(1),
+            });
+        }
+    }
     if let Some((size, hash)) = st.held {
-        let records = st.last.map_or(0, |(s, _)| s + 1);
+        let records = st.last.map_or(0, |(s, _)| s.saturating_add(1));
         if records < size {
             st.report.findings.push(Finding::Truncated {
                 checkpoint_size: size,
                 records,
             });
-        } else if size > 0 && st.held_hash_seen.is_some_and(|h| h != hash) {
-            st.report.findings.push(Finding::CheckpointMismatch {
-                size,
-                at: "(given)".into(),
-            });
+        } else if size > 0 {
+            match st.held_hash_seen {
+                Some(h) if h != hash => st.report.findings.push(Finding::CheckpointMismatch {
+                    size,
+                    at: "(given)".into(),
+                }),
+                Some(_) => {}
+                None => st.report.findings.push(Finding::NotCovered { size }),
+            }
         }
     }
     Ok(st.report)
@@ -199,7 +286,15 @@ pub fn verify(dir: &Path, opts: &Verify<'_>) -> std::io::Result<Report> {
 
 impl State<'_> {
     fn check_origin(&mut self, at: &str, origin: &str) {
-        if self.opts.origin.is_some_and(|want| want != origin) {
+        let want = self
+            .opts
+            .origin
+            .map(str::to_string)
+            .or_else(|| self.origin_seen.clone());
+        if want.is_none() {
+            self.origin_seen = Some(origin.to_string());
+        }
+        if want.is_some_and(|want| want != origin) {
             self.report.findings.push(Finding::WrongOrigin {
                 at: at.to_string(),
                 origin: origin.to_string(),
@@ -209,12 +304,15 @@ impl State<'_> {
 
     fn record(&mut self, r: Stored) {
         self.report.records += 1;
-        self.report.first_seq.get_or_insert(r.seq);
+        if self.report.first_seq.is_none() {
+            self.report.first_seq = Some(r.seq);
+            self.first_prev = Some(r.prev);
+        }
         let Some((last_seq, _)) = self.last else {
             // The first record: retention may have removed what came before.
             return self.accept(r);
         };
-        let expected = last_seq + 1;
+        let expected = last_seq.saturating_add(1);
         if let Some(ahead) = self.ahead.take() {
             if r.seq == expected {
                 // `ahead` and this one are in each other's place.
@@ -236,7 +334,7 @@ impl State<'_> {
         let Some((last_seq, _)) = self.last else {
             return self.accept(r);
         };
-        let expected = last_seq + 1;
+        let expected = last_seq.saturating_add(1);
         if r.seq == expected {
             self.accept(r)
         } else if r.seq > expected {
@@ -251,7 +349,7 @@ impl State<'_> {
 
     /// `r` came after a gap.
     fn gap_then(&mut self, r: Stored) {
-        let from = self.last.map_or(0, |(s, _)| s + 1);
+        let from = self.last.map_or(0, |(s, _)| s.saturating_add(1));
         if !self.after_damage {
             self.report.findings.push(Finding::Missing {
                 from,
@@ -263,7 +361,7 @@ impl State<'_> {
 
     fn accept(&mut self, r: Stored) {
         if let Some((seq, hash)) = self.last {
-            if r.prev != hash && r.seq == seq + 1 {
+            if r.prev != hash && r.seq == seq.saturating_add(1) {
                 self.report.findings.push(Finding::Modified { seq });
             }
         }
@@ -275,18 +373,42 @@ impl State<'_> {
     fn accept_unlinked(&mut self, r: Stored) {
         self.after_damage = false;
         if let Some((size, _)) = self.held {
-            if r.seq + 1 == size {
+            if r.seq.saturating_add(1) == size {
                 self.held_hash_seen = Some(r.hash);
             }
         }
         match r.kind {
             Kind::Event => self.report.events += 1,
             Kind::Checkpoint => self.checkpoint(&r),
+            Kind::Anchor => self.anchor(&r),
+        }
+        if self.opts.key.is_some() && r.kind != Kind::Checkpoint {
+            self.unsigned_from.get_or_insert(r.seq);
         }
         if self.last.is_none_or(|(s, _)| r.seq > s) {
             self.last = Some((r.seq, r.hash));
         }
         self.report.last_seq = self.last.map(|(s, _)| s);
+    }
+
+    /// A retention anchor: where the records deleted before it ended.
+    fn anchor(&mut self, r: &Stored) {
+        let at = format!("anchor at record {}", r.seq);
+        let text = String::from_utf8_lossy(&r.payload);
+        let opened = match self.opts.key {
+            Some(key) => checkpoint::open(&text, key).map_err(|e| e.to_string()),
+            None => checkpoint::parse_unsigned(&text).map_err(|e| e.to_string()),
+        };
+        match opened {
+            Ok(c) => {
+                self.check_origin(&at, &c.origin);
+                self.anchors.push((c.size, c.hash));
+            }
+            Err(error) => self
+                .report
+                .findings
+                .push(Finding::BadSignature { at, error }),
+        }
     }
 
     fn checkpoint(&mut self, r: &Stored) {
@@ -304,6 +426,14 @@ impl State<'_> {
                         .push(Finding::CheckpointMismatch { size: c.size, at });
                 } else {
                     self.report.checkpoints += 1;
+                    if let Some(from) = self.unsigned_from.take() {
+                        if r.seq.saturating_sub(from) > self.opts.max_unsigned {
+                            self.report.findings.push(Finding::Unsigned {
+                                from,
+                                to: r.seq.saturating_sub(1),
+                            });
+                        }
+                    }
                 }
             }
             Err(e) => self.report.findings.push(Finding::BadSignature {

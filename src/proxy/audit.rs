@@ -46,6 +46,9 @@ pub struct AuditCtx {
     pub ticket: Option<Ticket>,
     /// The outcome record was written (or the access record was complete).
     pub closed: bool,
+    /// The access record is already durable (awaited before a write was
+    /// forwarded).
+    pub durable: bool,
 }
 
 impl AuditCtx {
@@ -106,13 +109,49 @@ fn unavailable() -> Response<ResponseBody> {
     respond::error_with(503, &[(http::header::RETRY_AFTER, "1".into())])
 }
 
+/// The longest a response waits for its record: a disk that hangs (a
+/// failing device, a stuck network filesystem) withholds responses with
+/// 503 rather than holding every request forever.
+const AUDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn wait(t: Ticket) -> Result<u64, ()> {
+    match tokio::time::timeout(AUDIT_WAIT, t.durable()).await {
+        Ok(Ok(seq)) => Ok(seq),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            metrics()
+                .audit
+                .spool_errors
+                .with_label_values(&["timeout"])
+                .inc();
+            Err(())
+        }
+    }
+}
+
+/// A request that changes something upstream waits for its access record
+/// before it is forwarded: the change must not happen unrecorded even when
+/// the client then gets a 503.
+pub async fn durable_before_forwarding(ctx: &mut RequestCtx) -> Result<(), respond::Stop> {
+    let Some(ticket) = ctx.audit.ticket.take() else {
+        return Ok(());
+    };
+    if wait(ticket).await.is_err() {
+        metrics().audit.withheld.inc();
+        return Err(respond::Stop::new(unavailable(), "audit_unavailable"));
+    }
+    ctx.audit.durable = true;
+    Ok(())
+}
+
 /// Waits for the access record before the head leaves; writes the record
 /// of a request phigate answered itself; arranges the outcome record.
 pub async fn at_exit(ctx: &mut RequestCtx, resp: Response<ResponseBody>) -> Response<ResponseBody> {
     let Some(audit) = ctx.audit.audit.clone() else {
         return resp;
     };
-    let Some(ticket) = ctx.audit.ticket.take() else {
+    let ticket = ctx.audit.ticket.take();
+    if ticket.is_none() && !ctx.audit.durable {
         if !ctx.audit.phi && ctx.principal.is_none() {
             return resp;
         }
@@ -123,7 +162,7 @@ pub async fn at_exit(ctx: &mut RequestCtx, resp: Response<ResponseBody>) -> Resp
         ev.status = Some(resp.status().as_u16());
         ev.latency_ms = Some(ctx.started.elapsed().as_millis() as u64);
         ctx.audit.closed = true;
-        if audit.record(&ev).durable().await.is_err() {
+        if wait(audit.record(&ev)).await.is_err() {
             // phigate's own answer carries no PHI; it leaves, counted.
             metrics()
                 .audit
@@ -132,8 +171,13 @@ pub async fn at_exit(ctx: &mut RequestCtx, resp: Response<ResponseBody>) -> Resp
                 .inc();
         }
         return resp;
+    }
+    let durable = match ticket {
+        Some(t) => wait(t).await.is_ok(),
+        // Made durable before a write was forwarded.
+        None => true,
     };
-    if ticket.durable().await.is_err() {
+    if !durable {
         metrics().audit.withheld.inc();
         ctx.rejection = Some("audit_unavailable");
         ctx.audit.closed = true;
@@ -313,13 +357,20 @@ impl OutcomeTail {
         ev.status = Some(self.status);
         ev.bytes = Some(self.bytes);
         ev.latency_ms = Some(self.started.elapsed().as_millis() as u64);
+        let nothing_left = self.status >= 400 || error.is_some_and(|o| o != Outcome::ClientClosed);
         if let Some(slot) = &self.disclosure {
             // A redacting route: what was actually shown (up to a cut).
             let shown = slot.lock().ok().and_then(|s| s.clone());
-            ev.patients.clear();
             match shown {
+                // Nothing tracked (a legacy JSON document, or every record
+                // removed): the request's patients stand, over-reporting
+                // rather than under.
                 Some(d) => {
-                    ev.patients = d.patients.iter().cloned().collect();
+                    if d.patients.is_empty() && d.records == 0 {
+                        ev.patients_undetermined = ev.patients.is_empty() && !nothing_left;
+                    } else {
+                        ev.patients = d.patients.iter().cloned().collect();
+                    }
                     ev.redaction = Some(RedactionInfo {
                         records_shown: d.records,
                         records_removed: d.removed.iter().cloned().collect(),
@@ -334,8 +385,15 @@ impl OutcomeTail {
                 // Refused before anything was shown (a withheld single
                 // record, a body that could not be redacted from the
                 // start): nothing disclosed.
-                None => ev.redaction = Some(RedactionInfo::default()),
+                None => {
+                    ev.patients.clear();
+                    ev.redaction = Some(RedactionInfo::default());
+                }
             }
+        } else if ev.patients.is_empty() && !nothing_left {
+            // No response phase: whose records a search returned is not
+            // known here.
+            ev.patients_undetermined = true;
         }
         self.audit.record_detached(&ev);
     }

@@ -330,6 +330,12 @@ where
         // upstream's round trip and the exit awaits it.
         if identity.is_some() {
             audit::before_upstream(ctx)?;
+            if !matches!(
+                head.method,
+                http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+            ) {
+                audit::durable_before_forwarding(ctx).await?;
+            }
         }
         let upgrade = wants_upgrade
             .then(|| head.extensions.remove::<hyper::upgrade::OnUpgrade>())

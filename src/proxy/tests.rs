@@ -53,6 +53,11 @@ struct Setup {
 }
 
 async fn setup(origin: &str) -> Setup {
+    setup_with(origin, "").await
+}
+
+/// [`setup`] with `extra` appended to the config (e.g. an `[audit]`).
+async fn setup_with(origin: &str, extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let policies = policy_dir(
         dir.path(),
@@ -106,7 +111,7 @@ enabled = false
         policies = policies.display(),
         key_id = key.key_id,
         hash = key.hash,
-    );
+    ) + extra;
     Setup {
         pipeline: pipeline(&text, dir.path()),
         key: key.key,
@@ -433,6 +438,7 @@ async fn every_request_is_recorded_before_its_response_leaves_and_completed_afte
             key: None,
             checkpoint: None,
             origin: None,
+            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
         },
     )
     .unwrap();
@@ -452,4 +458,24 @@ async fn nothing_is_forwarded_while_the_spool_cannot_take_records() {
     assert_eq!(h.get("retry-after").unwrap(), "1");
     let (status, _, _) = send(&s, "GET", "/open/page", &[]).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_response_waits_for_its_record_and_is_withheld_when_it_never_comes() {
+    // A group commit that will not sync for a minute: the record is
+    // written but not durable, so nothing may leave; after the exit's
+    // deadline the answer is 503, never the upstream's body.
+    let origin = format!("http://{}", upstream().await);
+    let s = setup_with(
+        &origin,
+        "[audit]\ndir = \"audit\"\nsync = \"interval\"\nsync_interval = \"60s\"\n",
+    )
+    .await;
+    let auth = format!("ApiKey {}", s.key);
+    let started = std::time::Instant::now();
+    let (status, h, _) = send(&s, "GET", "/api/ok/1", &[("authorization", &auth)]).await;
+    assert_eq!(status, 503);
+    assert_eq!(h.get("retry-after").unwrap(), "1");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(9));
+    s.pipeline.stages.audit.clone().unwrap().close();
 }

@@ -180,6 +180,9 @@ fn phigate(e: &AuditEvent) -> Map<String, Value> {
     if e.outcome_follows {
         p.insert("outcome_follows".into(), true.into());
     }
+    if e.patients_undetermined {
+        p.insert("patients_undetermined".into(), true.into());
+    }
     let list = |v: &[String]| -> Value { v.iter().map(|s| bounded(s)).collect::<Vec<_>>().into() };
     if !e.patients.is_empty() {
         p.insert("patients".into(), list(&e.patients));

@@ -835,6 +835,8 @@ struct Unmapped<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     patients: Option<Patients<'a>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
+    patients_undetermined: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     break_glass: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     redaction: Option<Redaction<'a>>,
@@ -869,6 +871,7 @@ fn unmapped(e: &AuditEvent) -> Unmapped<'_> {
         outcome: e.outcome.as_str(),
         outcome_follows: e.outcome_follows,
         patients: (!e.patients.is_empty()).then_some(Patients(&e.patients)),
+        patients_undetermined: e.patients_undetermined,
         break_glass: e.break_glass,
         redaction: e.redaction.as_ref().map(|r| Redaction {
             records_shown: r.records_shown,

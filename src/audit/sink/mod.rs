@@ -67,46 +67,63 @@ impl Running {
 
 const BATCH: usize = 512;
 
-/// Starts every configured sink on its own thread.
-pub fn start(spool: &Spool, sinks: &[SinkConfig]) -> Vec<Running> {
-    sinks
-        .iter()
-        .filter_map(|c| {
-            let format: Format = c.format.parse().ok()?;
-            let sink: Box<dyn Sink> = match c.kind.as_str() {
-                "file" => Box::new(file::FileSink::new(c.path.clone()?)),
-                "syslog" => Box::new(syslog::SyslogSink::from_config(c).ok()?),
-                _ => return None,
-            };
-            let stop = Arc::new(AtomicBool::new(false));
-            let (wake, wake_rx) = tokio::sync::watch::channel(false);
-            let name = c.name.clone();
-            let dir = spool.dir().to_path_buf();
-            let durable = spool.durable();
-            let stop2 = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("phigate-audit-sink-{name}"))
-                .spawn(move || {
-                    let rt = match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(sink = %name, error = %e, "audit sink: no runtime");
-                            return;
-                        }
-                    };
-                    rt.block_on(run(name, dir, format, sink, durable, stop2, wake_rx));
-                })
-                .ok()?;
-            Some(Running {
-                stop,
-                wake,
-                thread: std::sync::Mutex::new(Some(thread)),
+/// Builds one sink from its config (what `check` validates too).
+pub fn build(c: &SinkConfig) -> Result<(Format, Box<dyn Sink>), String> {
+    let format: Format = c
+        .format
+        .parse()
+        .map_err(|e| format!("audit sink {}: {e}", c.name))?;
+    let sink: Box<dyn Sink> = match c.kind.as_str() {
+        "file" => Box::new(file::FileSink::new(
+            c.path
+                .clone()
+                .ok_or_else(|| format!("audit sink {}: no path", c.name))?,
+        )),
+        "syslog" => Box::new(
+            syslog::SyslogSink::from_config(c)
+                .map_err(|e| format!("audit sink {}: {e}", c.name))?,
+        ),
+        other => return Err(format!("audit sink {}: unknown kind {other:?}", c.name)),
+    };
+    Ok((format, sink))
+}
+
+/// Starts every configured sink on its own thread. A sink that cannot be
+/// built stops the start: its cursor would hold retention forever while
+/// nothing ships.
+pub fn start(spool: &Spool, sinks: &[SinkConfig]) -> Result<Vec<Running>, String> {
+    let mut out = Vec::new();
+    for c in sinks {
+        let (format, sink) = build(c)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (wake, wake_rx) = tokio::sync::watch::channel(false);
+        let name = c.name.clone();
+        let dir = spool.dir().to_path_buf();
+        let durable = spool.durable();
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("phigate-audit-sink-{name}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(sink = %name, error = %e, "audit sink: no runtime");
+                        return;
+                    }
+                };
+                rt.block_on(run(name, dir, format, sink, durable, stop2, wake_rx));
             })
-        })
-        .collect()
+            .map_err(|e| format!("audit sink {}: {e}", c.name))?;
+        out.push(Running {
+            stop,
+            wake,
+            thread: std::sync::Mutex::new(Some(thread)),
+        });
+    }
+    Ok(out)
 }
 
 /// Ships the spool in `dir` through `sink` from its cursor, as records
@@ -124,7 +141,9 @@ pub async fn run(
     let backlog = m.sink_backlog.with_label_values(&[&name]);
     let shipped = m.sink_shipped.with_label_values(&[&name]);
     let errors = m.sink_errors.with_label_values(&[&name]);
-    let mut next = cursor::load(&dir, &name);
+    // A cursor past the spool's end (records lost in a host crash under
+    // `sync = "os"`, then numbered again) would skip the new ones.
+    let mut next = cursor::load(&dir, &name).min(*durable.borrow());
     let mut reader: Option<Reader> = None;
     let mut held: Option<Stored> = None;
     let mut backoff = Duration::from_millis(200);
@@ -153,6 +172,9 @@ pub async fn run(
                             tracing::warn!(sink = %name, error = %e, "audit sink: the cursor could not be saved (records may be sent again)");
                         }
                         backoff = Duration::from_millis(200);
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
                         continue;
                     }
                     Err(e) => {
@@ -241,6 +263,10 @@ fn read_batch(
                     "audit sink: a damaged record in the spool; run `phigate audit verify`"
                 );
             }
+            Item::MisplacedSegment { segment, .. } => {
+                metrics().audit.damaged.inc();
+                tracing::error!(segment = %segment.display(), "audit sink: a segment does not start where its name says; run `phigate audit verify`");
+            }
             Item::BadSegment(p) => {
                 metrics().audit.damaged.inc();
                 tracing::error!(segment = %p.display(), "audit sink: not a spool segment");
@@ -254,13 +280,17 @@ fn read_batch(
 /// `{"checkpoint": note, "seq": n}` in any format (SIEMs keep the heads).
 pub fn render(payload: &[u8], kind: Kind, seq: u64, format: Format, version: &str) -> Rendered {
     match kind {
-        Kind::Checkpoint => {
+        Kind::Checkpoint | Kind::Anchor => {
             let note = String::from_utf8_lossy(payload);
-            let line = serde_json::json!({ "phigate_checkpoint": note, "seq": seq });
+            let (key, name) = match kind {
+                Kind::Anchor => ("phigate_anchor", "anchor"),
+                _ => ("phigate_checkpoint", "checkpoint"),
+            };
+            let line = serde_json::json!({ key: note, "seq": seq });
             Rendered {
                 seq,
-                kind: "checkpoint",
-                msgid: "checkpoint".into(),
+                kind: name,
+                msgid: name.into(),
                 failure: false,
                 time_ms: jiff::Timestamp::now().as_millisecond(),
                 line: line.to_string().into_bytes(),

@@ -65,7 +65,7 @@ impl SyslogSink {
         Ok(SyslogSink {
             address,
             tls,
-            app_name: c.app_name.clone().unwrap_or_else(|| "phigate".into()),
+            app_name: printable(c.app_name.as_deref().unwrap_or("phigate"), 48),
             hostname: hostname(),
             conn: None,
         })
@@ -103,7 +103,7 @@ impl SyslogSink {
             self.hostname,
             self.app_name,
             std::process::id(),
-            printable(&r.msgid)
+            printable(&r.msgid, 32)
         )
         .into_bytes();
         msg.extend_from_slice(&r.line);
@@ -112,12 +112,13 @@ impl SyslogSink {
     }
 }
 
-/// PRINTUSASCII only, at most 32 characters (RFC 5424 MSGID).
-fn printable(s: &str) -> String {
+/// PRINTUSASCII only, at most `max` characters (RFC 5424: MSGID 32,
+/// APP-NAME 48, HOSTNAME 255).
+fn printable(s: &str, max: usize) -> String {
     let v: String = s
         .chars()
         .filter(|c| c.is_ascii_graphic())
-        .take(32)
+        .take(max)
         .collect();
     if v.is_empty() {
         "-".into()
@@ -129,7 +130,7 @@ fn printable(s: &str) -> String {
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .map(|h| printable(h.trim()))
+        .map(|h| printable(h.trim(), 255))
         .filter(|h| h != "-")
         .unwrap_or_else(|| "-".into())
 }
