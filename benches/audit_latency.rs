@@ -37,6 +37,10 @@ fn main() {
     for (name, sync) in [
         ("os", SyncPolicy::Os),
         (
+            "interval_200us",
+            SyncPolicy::Interval(Duration::from_micros(200)),
+        ),
+        (
             "interval_1ms",
             SyncPolicy::Interval(Duration::from_millis(1)),
         ),

@@ -55,7 +55,7 @@ impl SpoolOptions {
     pub fn new(dir: &Path) -> SpoolOptions {
         SpoolOptions {
             dir: dir.to_path_buf(),
-            sync: SyncPolicy::Interval(Duration::from_millis(1)),
+            sync: SyncPolicy::Interval(Duration::from_micros(200)),
             segment_bytes: 64 * 1024 * 1024,
             checkpoint_records: 10_000,
             checkpoint_interval: Duration::from_secs(10),
