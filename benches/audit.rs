@@ -77,6 +77,11 @@ fn spool_dir(name: &str) -> std::path::PathBuf {
 }
 
 fn bench(c: &mut Criterion) {
+    // The appends open real spools: nothing runs (or locks them) when a
+    // test runner only lists the targets.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
     let e = sample();
     let mut g = c.benchmark_group("audit");
     g.throughput(Throughput::Elements(1));

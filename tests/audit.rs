@@ -252,8 +252,8 @@ checkpoint_interval = "1s"
         ])
     }
 
-    /// Request ids of access records in the spool (`audit search --json`).
-    fn recorded_ids(&self) -> BTreeSet<String> {
+    /// Every event in the spool (`audit search --json`).
+    fn events(&self) -> Vec<serde_json::Value> {
         let (ok, out) = self.phigate(&[
             "audit",
             "search",
@@ -263,23 +263,22 @@ checkpoint_interval = "1s"
         ]);
         assert!(ok, "{out}");
         out.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Request ids of access records in the spool.
+    fn recorded_ids(&self) -> BTreeSet<String> {
+        self.events()
+            .iter()
             .filter(|e| e["kind"] == "access")
             .filter_map(|e| e["request"]["request_id"].as_str().map(str::to_string))
             .collect()
     }
 
     fn event_ids(&self) -> BTreeSet<String> {
-        let (ok, out) = self.phigate(&[
-            "audit",
-            "search",
-            "--dir",
-            self.spool().to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(ok, "{out}");
-        out.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        self.events()
+            .iter()
             .filter_map(|e| e["id"].as_str().map(str::to_string))
             .collect()
     }

@@ -36,6 +36,33 @@ pub enum KeyError {
     Algorithm,
 }
 
+/// Splits a signed-note key's text `name+keyid+base64(0x01 ‖ 32 bytes)`
+/// into (name, key id text, the 32 bytes); `want` names the format in
+/// errors.
+fn split_key<'a>(
+    text: &'a str,
+    want: &'static str,
+) -> Result<(&'a str, &'a str, [u8; 32]), KeyError> {
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(id), Some(key), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(KeyError::Format(want));
+    };
+    if !valid_name(name) {
+        return Err(KeyError::Name);
+    }
+    let raw = B64.decode(key).map_err(|_| KeyError::Format(want))?;
+    let [alg, bytes @ ..] = raw.as_slice() else {
+        return Err(KeyError::Format(want));
+    };
+    if *alg != ALG_ED25519 {
+        return Err(KeyError::Algorithm);
+    }
+    let bytes: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Format(want))?;
+    Ok((name, id, bytes))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.contains(['+', ' ', '\n', '\t'])
 }
@@ -93,23 +120,7 @@ impl NoteSigner {
             .trim()
             .strip_prefix("PRIVATE+KEY+")
             .ok_or(KeyError::Format(WANT))?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(KeyError::Format(WANT));
-        };
-        if !valid_name(name) {
-            return Err(KeyError::Name);
-        }
-        let raw = B64.decode(key).map_err(|_| KeyError::Format(WANT))?;
-        let [alg, seed @ ..] = raw.as_slice() else {
-            return Err(KeyError::Format(WANT));
-        };
-        if *alg != ALG_ED25519 {
-            return Err(KeyError::Algorithm);
-        }
-        let seed: [u8; 32] = seed.try_into().map_err(|_| KeyError::Format(WANT))?;
+        let (name, id, seed) = split_key(rest, WANT)?;
         let signer = Self::from_seed(name, seed);
         if id != hex(&signer.id) {
             return Err(KeyError::KeyId);
@@ -162,23 +173,7 @@ impl NoteVerifier {
     /// Parses `name+keyid+base64(0x01 ‖ public key)`.
     pub fn parse(text: &str) -> Result<NoteVerifier, KeyError> {
         const WANT: &str = "name+keyid+base64";
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(KeyError::Format(WANT));
-        };
-        if !valid_name(name) {
-            return Err(KeyError::Name);
-        }
-        let raw = B64.decode(key).map_err(|_| KeyError::Format(WANT))?;
-        let [alg, public @ ..] = raw.as_slice() else {
-            return Err(KeyError::Format(WANT));
-        };
-        if *alg != ALG_ED25519 {
-            return Err(KeyError::Algorithm);
-        }
-        let public: [u8; 32] = public.try_into().map_err(|_| KeyError::Format(WANT))?;
+        let (name, id, public) = split_key(text.trim(), WANT)?;
         let key = VerifyingKey::from_bytes(&public).map_err(|_| KeyError::Format(WANT))?;
         let kid = key_id(name, &public);
         if id != hex(&kid) {

@@ -204,14 +204,7 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
         Some((at, damage, false)) if torn(at, damage) => {
             let end = s.last_good.map_or(SEGMENT_HEADER, |(_, _, e)| e);
             // The cut bytes are kept as evidence.
-            let qdir = dir.join("quarantine");
-            fs::create_dir_all(&qdir)?;
-            let name = last
-                .path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("segment");
-            fs::write(qdir.join(format!("{name}.torn-at-{end}")), &buf[end..])?;
+            quarantine(dir, &last.path, &format!("torn-at-{end}"), &buf[end..])?;
             if end < buf.len() {
                 recovery.truncated = (buf.len() - end) as u64;
                 f.set_len(end as u64)?;
@@ -231,17 +224,7 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
             Ok((f, tail, recovery))
         }
         Some((offset, damage, records_follow)) => {
-            let qdir = dir.join("quarantine");
-            fs::create_dir_all(&qdir)?;
-            let name = last
-                .path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or("segment");
-            let copy = qdir.join(format!("{name}.damaged-at-{offset}"));
-            fs::write(&copy, &buf)?;
-            File::open(&copy)?.sync_all()?;
-            sync_dir(&qdir)?;
+            let copy = quarantine(dir, &last.path, &format!("damaged-at-{offset}"), &buf)?;
             recovery.quarantined = Some(Quarantined {
                 copy,
                 after_seq: s.last_good.map(|(seq, _, _)| seq),
@@ -272,6 +255,21 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
 pub fn last_record(path: &Path) -> io::Result<Option<(u64, Hash)>> {
     let buf = fs::read(path)?;
     Ok(scan(&buf).last_any.map(|(seq, hash, _)| (seq, hash)))
+}
+
+/// Copies `bytes` of `segment` to `DIR/quarantine/<name>.<what>`, durably.
+fn quarantine(dir: &Path, segment: &Path, what: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    let qdir = dir.join("quarantine");
+    fs::create_dir_all(&qdir)?;
+    let name = segment
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("segment");
+    let copy = qdir.join(format!("{name}.{what}"));
+    fs::write(&copy, bytes)?;
+    File::open(&copy)?.sync_all()?;
+    sync_dir(&qdir)?;
+    Ok(copy)
 }
 
 /// The tail of a last segment that decoded to its end.
