@@ -76,7 +76,7 @@ impl AuthEventSink for LogSink {
             reason = e.reason,
             request_id = %e.request_id,
             route = %e.route,
-            client_ip = ?e.client_ip,
+            client_ip = %e.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
             principal = e.principal.as_deref().unwrap_or(""),
             issuer = e.issuer.as_deref().unwrap_or(""),
             method = e.method.map(AuthMethod::as_str).unwrap_or(""),

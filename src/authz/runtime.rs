@@ -592,7 +592,7 @@ impl Authorization {
                     .policy_reloads
                     .with_label_values(&[trigger, result])
                     .inc();
-                tracing::info!(event = "policy_reload", trigger, result, version = %version, entities_version = %entities_version, previous = %current);
+                tracing::info!(event = "policy_reload", trigger, result, version = %version, entities_version = %entities_version, previous = %current, "policy reload");
                 if let Some(hook) = self.on_reload.get() {
                     hook(&ReloadReport {
                         trigger,
@@ -617,7 +617,7 @@ impl Authorization {
                     .policy_reloads
                     .with_label_values(&[trigger, "rejected"])
                     .inc();
-                tracing::warn!(event = "policy_reload", trigger, result = "rejected", version = %current, problems = %problems);
+                tracing::warn!(event = "policy_reload", trigger, result = "rejected", version = %current, problems = %problems, "policy reload rejected; the last good set stays");
                 if let Some(hook) = self.on_reload.get() {
                     let entities_version = self.snapshot.load().entities_version.clone();
                     hook(&ReloadReport {

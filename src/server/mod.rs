@@ -14,7 +14,7 @@ pub mod listen;
 pub mod tls;
 mod watch;
 
-use crate::config::Config;
+use crate::config::{AuthKind, Config};
 use crate::metrics::metrics;
 use crate::proxy::{Pipeline, Pool, Stages};
 use conn::HeadDeadlines;
@@ -189,6 +189,56 @@ fn record_start(
     }));
 }
 
+/// One start-up line per listener, route and issuer, and the policy and
+/// entity versions in force: what an operator checks first.
+fn announce(config: &Config, authz: &crate::authz::Authorization) {
+    for l in &config.listeners {
+        let tls = l.tls.is_some();
+        tracing::info!(address = %l.address, tls, "listener");
+    }
+    for r in &config.routes {
+        let auth = match r.auth.kind {
+            AuthKind::Api => "api",
+            AuthKind::Browser => "browser",
+            AuthKind::Public => "public",
+        };
+        let mapping = match (r.auth.kind, r.authorization.mapping) {
+            (AuthKind::Public, _) => "none",
+            (_, crate::authz::config::MappingKind::Fhir) => "fhir",
+            (_, crate::authz::config::MappingKind::Templates) => "templates",
+        };
+        tracing::info!(
+            route = %r.name,
+            hosts = %r.hosts.join(","),
+            path_prefix = %r.path_prefix,
+            upstream = %r.upstream,
+            auth,
+            authorization = mapping,
+            mode = r.authorization.mode.as_str(),
+            redaction = r.redaction.is_some(),
+            "route"
+        );
+    }
+    for idp in &config.identity_providers {
+        tracing::info!(name = %idp.name, issuer = %idp.issuer, "identity provider");
+    }
+    let snapshot = authz.snapshot();
+    tracing::info!(
+        policy_version = %snapshot.version(),
+        entities_version = %snapshot.entities_version,
+        "policies loaded"
+    );
+    if let Some(a) = &config.audit {
+        tracing::info!(
+            dir = %a.dir.display(),
+            sync = %a.sync,
+            signed = a.signing_key.is_some(),
+            sinks = a.sinks.len(),
+            "audit trail"
+        );
+    }
+}
+
 /// Builds the server for a validated config: every stage, every socket.
 pub fn build(config: &Config) -> Result<Server, StartError> {
     let audit = match &config.audit {
@@ -204,6 +254,7 @@ pub fn build(config: &Config) -> Result<Server, StartError> {
     if let Some(audit) = audit {
         record_start(&audit, config, &authz);
     }
+    announce(config, &authz);
     let mut listeners = Vec::new();
     for ((index, l), tls) in config.listeners.iter().enumerate().zip(tls) {
         let socket = listen::bind(&l.address).map_err(|source| StartError::Bind {
@@ -594,21 +645,37 @@ pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
     use tracing_subscriber::Layer as _;
+    // phigate's own lines at INFO; libraries only when they warn (their
+    // INFO lines are framework chatter, some with build paths).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,phigate=info"));
     // The HTTP and TLS libraries' debug output names headers and paths: it
     // is dropped whatever RUST_LOG asks for (a more specific directive such
     // as `h2::codec=trace` included), so no PHI reaches the log.
     let clamp = tracing_subscriber::filter::filter_fn(|meta| {
         !(*meta.level() > tracing::Level::INFO && is_wire_library(meta.target()))
     });
-    let layer = tracing_subscriber::fmt::layer()
-        .json()
-        .with_current_span(false)
-        .with_span_list(false)
-        .with_writer(std::io::stderr)
-        .with_filter(filter.and(clamp));
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    // People at a terminal read lines; files, journald and SIEMs get one
+    // JSON object per line with `message` and every field at the top.
+    use std::io::IsTerminal as _;
+    let layer = if std::io::stderr().is_terminal() {
+        tracing_subscriber::fmt::layer()
+            .compact()
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(filter.and(clamp)))
+        .try_init();
 }
 
 /// Libraries whose debug logs carry request bytes.
