@@ -15,6 +15,9 @@ RUN apt-get update \
 # New named volumes mounted at /run/phigate-tls and the audit spool start
 # with this owner.
 COPY --from=build /src/target/release/phigate /usr/local/bin/phigate
+# The schema, the example policies with their tests and entities: what
+# `phigate policy init` writes, for reading and for mounting as a start.
+COPY --from=build /src/policies /usr/share/phigate/policies
 USER phigate
 ENTRYPOINT ["/usr/local/bin/phigate"]
 CMD ["serve", "--config", "/etc/phigate/phigate.toml"]

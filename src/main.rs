@@ -211,6 +211,16 @@ enum PolicyCommand {
         /// Suites to run. Default: the policy directory's tests/.
         files: Vec<PathBuf>,
     },
+    /// Print the Cedar schema phigate decides with (the entity types,
+    /// actions and context every policy is validated against).
+    Schema,
+    /// Start a policy directory: the schema, the data classes, the example
+    /// CCM policies with their tests, and an example entities file. Refuses
+    /// a directory that is not empty (nothing is overwritten).
+    Init {
+        /// The directory to create.
+        dir: PathBuf,
+    },
     /// Show how a request maps, which entities it uses, the decision and
     /// the policies that determined it.
     Explain {
@@ -249,6 +259,10 @@ enum PolicyCommand {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Exit 0 when the request is allowed, 1 when it is denied (or
+        /// needs a step-up), 2 when it cannot be explained: for scripts.
+        #[arg(long)]
+        exit_code: bool,
         /// HTTP method.
         method: String,
         /// Path and query, e.g. '/fhir/Observation?patient=pat-0001'.
@@ -398,6 +412,27 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
         }
     };
     match cmd {
+        PolicyCommand::Schema => {
+            print!("{}", phigate::authz::store::EMBEDDED[0].1);
+            ExitCode::SUCCESS
+        }
+        PolicyCommand::Init { dir } => match cli::init(&dir) {
+            Ok(files) => {
+                println!("wrote {} files to {}", files.len(), dir.display());
+                println!("next:");
+                println!(
+                    "  phigate policy validate --policies {0} --entities {0}/entities.json",
+                    dir.display()
+                );
+                println!("  phigate policy test --policies {}", dir.display());
+                println!("  and in phigate.toml: [authorization] policies = \"{0}\", entities = \"{0}/entities.json\"", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("phigate policy init: {e}");
+                ExitCode::FAILURE
+            }
+        },
         PolicyCommand::Validate { policies, entities } => {
             finish(cli::validate(policies.as_deref(), entities.as_deref()))
         }
@@ -414,12 +449,26 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
             response,
             key_file,
             json,
+            exit_code,
             method,
             target,
         } => {
             let fail = |m: String| {
                 eprintln!("phigate policy explain: {m}");
-                ExitCode::FAILURE
+                if exit_code {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                }
+            };
+            // With --exit-code, the decision is the status.
+            let status = |e: &cli::Explanation| {
+                let allowed = e.decision.as_ref().is_some_and(|d| d.allowed);
+                if exit_code && !allowed {
+                    ExitCode::from(1)
+                } else {
+                    ExitCode::SUCCESS
+                }
             };
             let claims = match (claims, token) {
                 (Some(c), _) => match serde_json::from_str(&c) {
@@ -504,11 +553,11 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
             match cli::explain(&args) {
                 Ok(e) if json => {
                     println!("{}", serde_json::to_string_pretty(&e).unwrap_or_default());
-                    ExitCode::SUCCESS
+                    status(&e)
                 }
                 Ok(e) => {
                     print!("{}", cli::render(&e));
-                    ExitCode::SUCCESS
+                    status(&e)
                 }
                 Err(e) => fail(e),
             }

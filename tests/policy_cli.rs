@@ -1,0 +1,96 @@
+//! The policy tools a security team starts with: `policy init` writes a
+//! directory that validates and whose tests pass, `policy schema` prints
+//! the schema phigate decides with, and `policy explain --exit-code`
+//! answers scripts with its status.
+
+mod common;
+use common::phigate_bin;
+use std::process::Command;
+
+fn phigate(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(phigate_bin()).args(args).output().unwrap();
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn policy_init_writes_a_directory_that_validates_and_passes_its_tests() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("policies");
+    let dir_s = dir.to_str().unwrap();
+    let (code, out) = phigate(&["policy", "init", dir_s]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("phigate policy test --policies"), "{out}");
+    for f in [
+        "phigate.cedarschema",
+        "data-classes.toml",
+        "entities.json",
+        "ccm/care-team.cedar",
+        "tests/care-team.yaml",
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let entities = dir.join("entities.json");
+    let (code, out) = phigate(&[
+        "policy",
+        "validate",
+        "--policies",
+        dir_s,
+        "--entities",
+        entities.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = phigate(&["policy", "test", "--policies", dir_s]);
+    assert_eq!(code, Some(0), "{out}");
+    // Nothing is overwritten.
+    std::fs::write(dir.join("ccm/care-team.cedar"), "// mine").unwrap();
+    let (code, out) = phigate(&["policy", "init", dir_s]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("not empty"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ccm/care-team.cedar")).unwrap(),
+        "// mine"
+    );
+}
+
+#[test]
+fn policy_schema_prints_the_schema_phigate_decides_with() {
+    let (code, out) = phigate(&["policy", "schema"]);
+    assert_eq!(code, Some(0));
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/phigate.cedarschema"),
+    )
+    .unwrap();
+    assert_eq!(out, shipped);
+}
+
+#[test]
+fn policy_explain_exit_code_says_allow_deny_or_error() {
+    let claims =
+        r#"{"sub":"alice","roles":["care_manager"],"care_teams":["team-01"],"amr":["otp"]}"#;
+    let explain = |target: &str, extra: &[&str]| {
+        let mut args = vec!["policy", "explain", "--claims", claims];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["GET", target]);
+        phigate(&args)
+    };
+    let (code, out) = explain("/fhir/Patient/pat-0001", &["--exit-code"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = explain("/fhir/Patient/pat-0002", &["--exit-code"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("DENY"), "{out}");
+    // Without the flag a denial is still a successful explanation.
+    let (code, _) = explain("/fhir/Patient/pat-0002", &[]);
+    assert_eq!(code, Some(0));
+    let (code, out) = explain(
+        "/fhir/Patient/pat-0001",
+        &["--exit-code", "--entities", "/nonexistent.json"],
+    );
+    assert_eq!(code, Some(2), "{out}");
+}
