@@ -370,6 +370,36 @@ pub fn render(e: &Explanation) -> String {
     out
 }
 
+/// `phigate policy init DIR`: the schema, the data classes, the example
+/// CCM policies and their tests, and the example entities, written into a
+/// new (or empty) directory. Returns the files written.
+pub fn init(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(format!(
+            "{} is not empty: nothing is overwritten; name a new directory",
+            dir.display()
+        ));
+    }
+    let files = super::store::EMBEDDED
+        .iter()
+        .chain(super::policy_tests::EMBEDDED_SUITES)
+        .copied()
+        .chain(std::iter::once((
+            "entities.json",
+            super::policy_tests::EMBEDDED_ENTITIES,
+        )));
+    let mut written = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,34 +488,4 @@ mod tests {
         assert_eq!(unverified_claims(token).unwrap()["sub"], "alice");
         assert!(unverified_claims("nope").is_err());
     }
-}
-
-/// `phigate policy init DIR`: the schema, the data classes, the example
-/// CCM policies and their tests, and the example entities, written into a
-/// new (or empty) directory. Returns the files written.
-pub fn init(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
-    if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
-        return Err(format!(
-            "{} is not empty: nothing is overwritten; name a new directory",
-            dir.display()
-        ));
-    }
-    let files = super::store::EMBEDDED
-        .iter()
-        .chain(super::policy_tests::EMBEDDED_SUITES)
-        .copied()
-        .chain(std::iter::once((
-            "entities.json",
-            super::policy_tests::EMBEDDED_ENTITIES,
-        )));
-    let mut written = Vec::new();
-    for (name, text) in files {
-        let path = dir.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-        written.push(path);
-    }
-    Ok(written)
 }
