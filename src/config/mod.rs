@@ -141,7 +141,50 @@ impl Config {
                 fix(ca);
             }
         }
+        // `file:` secrets too: a relative one names a file beside the config.
+        let fix_secret = |r: &mut SecretRef| {
+            if let SecretRef::File(p) = r {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        };
+        let a = &mut self.authorization;
+        if let Some(p) = &mut a.policies {
+            fix(p);
+        }
+        if let Some(p) = &mut a.entities {
+            fix(p);
+        }
+        if let Some(s) = &mut a.entity_source {
+            if let Some(t) = &mut s.bearer_token {
+                fix_secret(t);
+            }
+            if let Some(p) = &mut s.ca_file {
+                fix(p);
+            }
+        }
+        if let Some(t) = &mut self.admin.reload_token {
+            fix_secret(t);
+        }
+        if let Some(k) = &mut self.identity_headers.assertion_key {
+            fix_secret(k);
+        }
+        if let Some(b) = &mut self.browser {
+            fix_secret(&mut b.client_secret);
+            for k in &mut b.cookie_keys {
+                fix_secret(k);
+            }
+        }
+        for r in &mut self.routes {
+            if let Some(k) = r.redaction.as_mut().and_then(|x| x.pseudonym_key.as_mut()) {
+                fix_secret(k);
+            }
+        }
         if let Some(a) = &mut self.audit {
+            if let Some(k) = &mut a.signing_key {
+                fix_secret(k);
+            }
             fix(&mut a.dir);
             for s in &mut a.sinks {
                 if let Some(p) = &mut s.path {

@@ -292,3 +292,47 @@ fn public_paths_are_exact_normalized_paths_or_a_trailing_star() {
         );
     }
 }
+
+#[test]
+fn relative_paths_and_file_secrets_are_resolved_against_the_config_directory() {
+    // Not the working directory: under systemd that is `/`.
+    let text = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+[[routes]]
+name = "open"
+path_prefix = "/"
+upstream = "app"
+auth = { kind = "public" }
+[upstreams.app]
+origins = ["http://127.0.0.1:9"]
+[authorization]
+policies = "policies"
+entities = "policies/entities.json"
+[identity_headers]
+assertion_key = "file:keys/assertion.pem"
+[audit]
+dir = "audit"
+signing_key = "file:keys/audit.key"
+"#;
+    let c = Config::from_toml(text, Path::new("/etc/phigate/phigate.toml")).unwrap();
+    let base = Path::new("/etc/phigate");
+    assert_eq!(
+        c.authorization.policies.as_deref(),
+        Some(base.join("policies").as_path())
+    );
+    assert_eq!(
+        c.authorization.entities.as_deref(),
+        Some(base.join("policies/entities.json").as_path())
+    );
+    let audit = c.audit.unwrap();
+    assert_eq!(audit.dir, base.join("audit"));
+    assert_eq!(
+        audit.signing_key,
+        Some(SecretRef::File(base.join("keys/audit.key")))
+    );
+    assert_eq!(
+        c.identity_headers.assertion_key,
+        Some(SecretRef::File(base.join("keys/assertion.pem")))
+    );
+}
