@@ -540,6 +540,8 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
             let args = cli::ExplainArgs {
                 policies: policies.as_deref(),
                 entities: entities.as_deref(),
+                // With a config: exactly its entities, as `serve` has them.
+                exact_entities: config.is_some(),
                 method: &method,
                 target: &target,
                 claims,

@@ -4,7 +4,7 @@
 //! answers scripts with its status.
 
 mod common;
-use common::phigate_bin;
+use common::{keygen_api_key, phigate_bin};
 use std::process::Command;
 
 fn phigate(args: &[&str]) -> (Option<i32>, String) {
@@ -93,4 +93,62 @@ fn policy_explain_exit_code_says_allow_deny_or_error() {
         &["--exit-code", "--entities", "/nonexistent.json"],
     );
     assert_eq!(code, Some(2), "{out}");
+}
+
+#[test]
+fn explain_with_a_config_decides_on_exactly_its_entities() {
+    // `serve` with this config knows no patient (it names no entities
+    // file): explain must say the same, not fall back to the examples.
+    let d = tempfile::tempdir().unwrap();
+    let (_, key_entry) = keygen_api_key("svc", "reader");
+    let config = |entities: &str| {
+        format!(
+            r#"
+{key_entry}
+[[listeners]]
+address = "127.0.0.1:8080"
+[[routes]]
+name = "fhir"
+path_prefix = "/fhir"
+upstream = "ehr"
+auth = {{ kind = "api", accept = ["api_key"] }}
+authorization = {{ mapping = "fhir" }}
+[upstreams.ehr]
+origins = ["http://127.0.0.1:9"]
+[authorization]
+example_policies = true
+{entities}
+[audit]
+dir = "audit"
+"#
+        )
+    };
+    let path = d.path().join("phigate.toml");
+    std::fs::write(&path, config("")).unwrap();
+    let claims =
+        r#"{"sub":"alice","roles":["care_manager"],"care_teams":["team-01"],"amr":["otp"]}"#;
+    let explain = || {
+        phigate(&[
+            "policy",
+            "explain",
+            "--config",
+            path.to_str().unwrap(),
+            "--claims",
+            claims,
+            "--exit-code",
+            "GET",
+            "/fhir/Patient/pat-0001",
+        ])
+    };
+    let (code, out) = explain();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("unknown_patient"), "{out}");
+    let entities = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/entities.json");
+    std::fs::write(
+        &path,
+        config(&format!("entities = \"{}\"", entities.display())),
+    )
+    .unwrap();
+    let (code, out) = explain();
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -88,6 +88,9 @@ pub fn test(dir: Option<&Path>, files: &[PathBuf]) -> (String, bool) {
 pub struct ExplainArgs<'a> {
     pub policies: Option<&'a Path>,
     pub entities: Option<&'a Path>,
+    /// The entities are exactly `entities` (from a config: what `serve`
+    /// decides with), with no example fallback.
+    pub exact_entities: bool,
     pub method: &'a str,
     /// Path and query as the client sends it, e.g. `/fhir/Observation?patient=1`.
     pub target: &'a str,
@@ -117,10 +120,24 @@ pub struct Offline {
 }
 
 impl Offline {
-    /// Loads what `explain` and `redact` decide with.
+    /// Loads what `explain` and `redact` decide with. Without an entities
+    /// file, the example entities go with the example policies and a
+    /// policy directory's `entities.json` with it.
     pub fn load(
         policies: Option<&Path>,
         entities: Option<&Path>,
+        claims: &serde_json::Value,
+        headers: &[(String, String)],
+    ) -> Result<Offline, String> {
+        Self::load_with(policies, entities, false, claims, headers)
+    }
+
+    /// [`Offline::load`]; with `exact`, the entities are exactly `entities`
+    /// (none when `None`), as `serve` has them from a config.
+    pub fn load_with(
+        policies: Option<&Path>,
+        entities: Option<&Path>,
+        exact: bool,
         claims: &serde_json::Value,
         headers: &[(String, String)],
     ) -> Result<Offline, String> {
@@ -131,6 +148,7 @@ impl Offline {
                     std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
                 EntityStore::from_json(&text, Some(&bundle.schema)).map_err(|e| e.to_string())?
             }
+            None if exact => EntityStore::empty(),
             None if policies.is_none() => {
                 EntityStore::from_json(policy_tests::EMBEDDED_ENTITIES, Some(&bundle.schema))
                     .map_err(|e| e.to_string())?
@@ -221,7 +239,13 @@ pub fn unverified_claims(token: &str) -> Result<serde_json::Value, String> {
 }
 
 pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
-    let off = Offline::load(args.policies, args.entities, &args.claims, &args.headers)?;
+    let off = Offline::load_with(
+        args.policies,
+        args.entities,
+        args.exact_entities,
+        &args.claims,
+        &args.headers,
+    )?;
     let (bundle, principal) = (&off.bundle, &off.principal);
     let route = RouteAuthz::from_config(&args.route, &args.route_prefix)?;
     let (path, query) = match args.target.split_once('?') {
@@ -409,6 +433,7 @@ mod tests {
         let args = ExplainArgs {
             policies: None,
             entities: None,
+            exact_entities: false,
             method: "GET",
             target: "/fhir/Observation?patient=pat-0001",
             claims: serde_json::json!({"sub": "alice", "roles": ["care_manager"], "care_teams": ["team-01"], "amr": ["pwd", "otp"]}),
