@@ -117,7 +117,9 @@ impl Retention {
         out
     }
 
-    /// Plans and deletes in one step (no anchor: tests).
+    /// Plans and deletes in one step (no anchor: tests only; the spool's
+    /// writer anchors before it removes).
+    #[cfg(test)]
     pub fn apply(&self, dir: &Path) -> Applied {
         Self::remove(&self.plan(dir), dir)
     }

@@ -35,17 +35,7 @@ fn write(dir: &Path, signer: &Arc<NoteSigner>, n: usize) -> Vec<u64> {
 }
 
 fn check(dir: &Path, key: &NoteVerifier, held: Option<&str>) -> Vec<Finding> {
-    verify(
-        dir,
-        &Verify {
-            key: Some(key),
-            checkpoint: held,
-            origin: Some("phigate.test/audit"),
-            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
-        },
-    )
-    .unwrap()
-    .findings
+    check_with(dir, key, held, crate::audit::verify::MAX_UNSIGNED)
 }
 
 /// Rewrites the only segment's records through `f` (re-framed, so each
@@ -257,7 +247,7 @@ fn check_with(
         &Verify {
             key: Some(key),
             checkpoint: held,
-            origin: None,
+            origin: Some("phigate.test/audit"),
             max_unsigned,
         },
     )
