@@ -208,6 +208,11 @@ enum PolicyCommand {
     Test {
         #[arg(long)]
         policies: Option<PathBuf>,
+        /// A phigate.toml: its policies (unless --policies), data
+        /// categories and entities, and its routes for suites with
+        /// `mapping: routes`, exactly as `serve` runs them.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
         /// Suites to run. Default: the policy directory's tests/.
         files: Vec<PathBuf>,
     },
@@ -436,7 +441,20 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
         PolicyCommand::Validate { policies, entities } => {
             finish(cli::validate(policies.as_deref(), entities.as_deref()))
         }
-        PolicyCommand::Test { policies, files } => finish(cli::test(policies.as_deref(), &files)),
+        PolicyCommand::Test {
+            policies,
+            config,
+            files,
+        } => {
+            let config = match config.as_deref().map(Config::load).transpose() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            finish(cli::test(policies.as_deref(), &files, config.as_ref()))
+        }
         PolicyCommand::Explain {
             policies,
             entities,

@@ -53,20 +53,55 @@ pub fn validate(dir: Option<&Path>, entities: Option<&Path>) -> (String, bool) {
 }
 
 /// `policy test`: runs the given suites, or the policy directory's
-/// `tests/` (the embedded suites for the embedded policies).
-pub fn test(dir: Option<&Path>, files: &[PathBuf]) -> (String, bool) {
-    let src = source(dir);
+/// `tests/` (the embedded suites for the embedded policies). With a
+/// config, as `serve` runs them: its policies (unless `dir` is given), its
+/// data categories, and its routes for `mapping: routes` suites.
+pub fn test(
+    dir: Option<&Path>,
+    files: &[PathBuf],
+    config: Option<&crate::config::Config>,
+) -> (String, bool) {
+    let configured = config.map(|c| &c.authorization);
+    let dir = dir.or(configured.and_then(|a| a.policies.as_deref()));
+    let src = match (dir, configured) {
+        (None, Some(a)) if !a.example_policies => {
+            return (
+                "the config names no [authorization] policies directory\n".into(),
+                false,
+            )
+        }
+        _ => source(dir),
+    };
     let bundle = match PolicyBundle::load(&src) {
         Ok(b) => b,
         Err(e) => return (e.to_string(), false),
     };
-    // The default data categories: the CLI reads no proxy configuration.
-    let categories = Categories::default();
-    let report: TestReport = match (dir, files.is_empty()) {
-        (_, false) => policy_tests::run_files(&bundle, files, dir, &categories),
-        (Some(d), true) => {
-            policy_tests::run_files(&bundle, &policy_tests::suites_in(d), Some(d), &categories)
+    let categories = match configured {
+        Some(a) => {
+            Categories::with_overrides(&a.categories.clone().into_iter().collect())
         }
+        // The default data categories: no proxy configuration was given.
+        None => Categories::default(),
+    };
+    let routes = match config {
+        Some(c) => match super::routed::Routes::from_config(
+            &c.routes,
+            c.authorization.entities.as_deref(),
+        ) {
+            Ok(r) => Some(r),
+            Err(e) => return (format!("{e}\n"), false),
+        },
+        None => None,
+    };
+    let report: TestReport = match (dir, files.is_empty()) {
+        (_, false) => policy_tests::run_files(&bundle, files, dir, &categories, routes.as_ref()),
+        (Some(d), true) => policy_tests::run_files(
+            &bundle,
+            &policy_tests::suites_in(d),
+            Some(d),
+            &categories,
+            routes.as_ref(),
+        ),
         (None, true) => policy_tests::run_embedded(&bundle, &categories),
     };
     let mut out = String::new();
@@ -502,7 +537,7 @@ mod tests {
     fn validate_and_test_report_on_the_embedded_set() {
         let (out, ok) = validate(None, None);
         assert!(ok, "{out}");
-        let (out, ok) = test(None, &[]);
+        let (out, ok) = test(None, &[], None);
         assert!(ok, "{out}");
         assert!(out.contains(" passed, 0 failed"), "{out}");
     }

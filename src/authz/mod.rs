@@ -13,6 +13,7 @@ pub mod eval;
 pub mod index;
 pub mod mapping;
 pub mod policy_tests;
+pub mod routed;
 pub mod runtime;
 pub mod source;
 pub mod store;

@@ -7,10 +7,15 @@
 //! optionally, the policies that must determine it. The Cedar CLI's
 //! `run-tests` JSON is accepted too. `phigate policy test` runs suites, and a
 //! policy reload runs the shipped suites before it swaps anything in.
+//!
+//! A suite with `mapping: routes` names requests as clients send them; they
+//! are routed and mapped through a `phigate.toml`'s routes ([`Routes`]),
+//! which `policy test --config` and `serve` supply.
 
 use super::engine::{Categories, Decision, Engine, RequestFacts, Subject};
 use super::entities::{EntityStore, PrincipalEntity};
 use super::mapping::{AccessRequest, Action, FhirMapper, RequestView, Resource, StoredRecords};
+use super::routed::Routes;
 use super::store::PolicyBundle;
 use crate::authn::principal::{AuthMethod, Principal, PrincipalKind};
 use cedar_policy::{Authorizer, Context, Entities, EntityUid, Request};
@@ -28,11 +33,26 @@ struct Suite {
     /// Entities file, relative to the suite (default: `entities.json` in
     /// the policy directory, when present).
     entities: Option<PathBuf>,
+    /// `fhir` (default): requests are relative to a FHIR base and mapped
+    /// by the FHIR grammar. `routes`: requests are paths as clients send
+    /// them, routed and mapped by phigate.toml's routes (templates or
+    /// FHIR) exactly as `serve` maps them; such a suite decides on the
+    /// config's entities unless it names its own.
+    #[serde(default)]
+    mapping: SuiteMapping,
     #[serde(default)]
     principals: BTreeMap<String, TestPrincipal>,
     #[serde(default)]
     defaults: TestContext,
     cases: Vec<Case>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SuiteMapping {
+    #[default]
+    Fhir,
+    Routes,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +87,8 @@ struct TestContext {
     ticket: Option<String>,
     device_trusted: Option<bool>,
     route: Option<String>,
+    /// The `Host` a routed request is sent to (for routes with `hosts`).
+    host: Option<String>,
     mfa: Option<bool>,
     auth_age: Option<u64>,
 }
@@ -218,6 +240,7 @@ pub fn run_files(
     files: &[PathBuf],
     policy_dir: Option<&Path>,
     categories: &Categories,
+    routes: Option<&Routes>,
 ) -> TestReport {
     let mut report = TestReport::default();
     for file in files {
@@ -246,7 +269,7 @@ pub fn run_files(
             };
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
         };
-        report.merge(run_text(bundle, &name, &text, &load, categories));
+        report.merge(run_text(bundle, &name, &text, &load, categories, routes));
     }
     report
 }
@@ -256,7 +279,7 @@ pub fn run_embedded(bundle: &PolicyBundle, categories: &Categories) -> TestRepor
     let mut report = TestReport::default();
     for (name, text) in EMBEDDED_SUITES {
         let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
-        report.merge(run_text(bundle, name, text, &load, categories));
+        report.merge(run_text(bundle, name, text, &load, categories, None));
     }
     report
 }
@@ -270,6 +293,7 @@ pub fn run_text(
     text: &str,
     load: &EntityLoader<'_>,
     categories: &Categories,
+    routes: Option<&Routes>,
 ) -> TestReport {
     let mut report = TestReport::default();
     if text.trim_start().starts_with('[') {
@@ -282,7 +306,29 @@ pub fn run_text(
             return report;
         }
     };
-    let store = match load(suite.entities.as_deref())
+    let mapper = match (suite.mapping, routes) {
+        (SuiteMapping::Fhir, _) => Mapper::Fhir(FhirMapper::new(vec![TEST_FHIR_BASE.to_string()])),
+        (SuiteMapping::Routes, Some(routes)) => Mapper::Routes(routes),
+        (SuiteMapping::Routes, None) => {
+            report.fail(
+                name,
+                "-",
+                "this suite maps requests through phigate.toml's routes (`mapping: routes`): run it with `phigate policy test --config phigate.toml`",
+            );
+            return report;
+        }
+    };
+    // A routed suite decides on what `serve` decides on: the config's
+    // entities (none is an empty set), unless it names its own.
+    let entities = match (&mapper, &suite.entities) {
+        (Mapper::Routes(routes), None) => match &routes.entities {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: {e}", path.display())),
+            None => Ok("[]".to_string()),
+        },
+        _ => load(suite.entities.as_deref()),
+    };
+    let store = match entities
         .and_then(|t| EntityStore::from_json(&t, Some(&bundle.schema)).map_err(|e| e.to_string()))
     {
         Ok(s) => s,
@@ -292,7 +338,6 @@ pub fn run_text(
         }
     };
     let engine = Engine::new(jiff::tz::TimeZone::UTC);
-    let mapper = FhirMapper::new(vec![TEST_FHIR_BASE.to_string()]);
     for case in &suite.cases {
         match run_case(bundle, &store, &engine, &mapper, &suite, case, categories) {
             Ok(()) => report.passed += 1,
@@ -307,7 +352,7 @@ fn run_case(
     bundle: &PolicyBundle,
     store: &EntityStore,
     engine: &Engine,
-    mapper: &FhirMapper,
+    mapper: &Mapper<'_>,
     suite: &Suite,
     case: &Case,
     categories: &Categories,
@@ -327,10 +372,22 @@ fn run_case(
     };
     let principal = to_principal(&test_principal, &context, now)?;
     let disclose = case.action.as_deref() == Some("disclose");
-    let accesses = if disclose {
-        Vec::new()
+    let (accesses, routed) = if disclose {
+        (Vec::new(), None)
     } else {
-        accesses_of(case, mapper)?
+        match accesses_of(case, mapper, context.host.as_deref())? {
+            Mapped::Accesses(accesses, route) => (accesses, route),
+            Mapped::Refused { route, reason } => return check_refused(case, &route, &reason),
+        }
+    };
+    let route = match (routed, &context.route) {
+        (Some(routed), Some(given)) if *given != routed => {
+            return Err(format!(
+                "context.route `{given}`: the request is served by route `{routed}` (a routed suite's route is the one that serves the request; leave context.route out)"
+            ))
+        }
+        (Some(routed), _) => routed,
+        (None, given) => given.clone().unwrap_or_else(|| "fhir".into()),
     };
     let facts = RequestFacts {
         client_ip: context
@@ -343,7 +400,7 @@ fn run_case(
         purpose_of_use: context.purpose_of_use.clone(),
         break_glass: context.break_glass.clone(),
         ticket: context.ticket.clone(),
-        route: context.route.clone().unwrap_or_else(|| "fhir".into()),
+        route,
         now,
     };
     let entity = PrincipalEntity::build(&principal, store, None).map_err(|e| e.to_string())?;
@@ -393,6 +450,20 @@ fn run_case(
         bundle, store, &subject, &accesses, &facts, categories, &labels,
     );
     check(case, &decision)
+}
+
+/// A routed request the route refuses to decide (no template matches, a
+/// malformed request): `serve` denies it, so a case expecting a plain
+/// denial passes and any other fails naming the route.
+fn check_refused(case: &Case, route: &str, reason: &str) -> Result<(), String> {
+    let named = case.determining.as_ref().is_some_and(|d| !d.is_empty());
+    if case.expect == Expect::Deny && !named {
+        return Ok(());
+    }
+    Err(format!(
+        "expected {:?}, got Deny: route `{route}` does not map this request ({reason}), so serve denies it before any policy is asked",
+        case.expect
+    ))
 }
 
 fn check(case: &Case, decision: &Decision) -> Result<(), String> {
@@ -451,6 +522,7 @@ fn merge(defaults: &TestContext, case: &TestContext) -> TestContext {
         ticket: case.ticket.clone().or_else(|| defaults.ticket.clone()),
         device_trusted: case.device_trusted.or(defaults.device_trusted),
         route: case.route.clone().or_else(|| defaults.route.clone()),
+        host: case.host.clone().or_else(|| defaults.host.clone()),
         mfa: case.mfa.or(defaults.mfa),
         auth_age: case.auth_age.or(defaults.auth_age),
     }
@@ -498,19 +570,23 @@ fn to_principal(
 /// The case's `stored` record, at every record its writes by id change.
 fn stored_records(
     case: &Case,
-    mapper: &FhirMapper,
+    mapper: &Mapper<'_>,
+    host: Option<&str>,
     view: &RequestView<'_>,
 ) -> Result<Option<StoredRecords>, String> {
     let Some(stored) = &case.stored else {
         return Ok(None);
     };
-    let reads: Vec<(String, String)> = match mapper.map(view) {
-        Ok(mapping) => mapping
-            .stored_reads()
-            .into_iter()
-            .map(|(t, i)| (t.to_owned(), i.to_owned()))
-            .collect(),
-        Err(_) => Vec::new(),
+    let reads: Vec<(String, String)> = match mapper {
+        Mapper::Fhir(fhir) => match fhir.map(view) {
+            Ok(mapping) => mapping
+                .stored_reads()
+                .into_iter()
+                .map(|(t, i)| (t.to_owned(), i.to_owned()))
+                .collect(),
+            Err(_) => Vec::new(),
+        },
+        Mapper::Routes(routes) => routes.stored_reads(host, view),
     };
     if reads.is_empty() {
         return Err("stored: only a write by id of a non-Patient record reads one".into());
@@ -545,7 +621,23 @@ fn stored_records(
     Ok(Some(records))
 }
 
-fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, String> {
+/// How a suite's requests become access requests.
+enum Mapper<'a> {
+    /// FHIR-relative paths, the FHIR grammar, [`TEST_FHIR_BASE`].
+    Fhir(FhirMapper),
+    /// Paths as clients send them, through the configured routes.
+    Routes(&'a Routes),
+}
+
+/// A case's request, mapped.
+enum Mapped {
+    /// What Cedar decides, and the route that serves it (routed suites).
+    Accesses(Vec<AccessRequest>, Option<String>),
+    /// The route refuses to map it: serve denies it undecided.
+    Refused { route: String, reason: String },
+}
+
+fn accesses_of(case: &Case, mapper: &Mapper<'_>, host: Option<&str>) -> Result<Mapped, String> {
     match (&case.request, &case.action) {
         (Some(line), None) => {
             let (method, target) = line
@@ -568,15 +660,25 @@ fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, S
                 if_none_exist: None,
                 stored: None,
             };
-            let stored = stored_records(case, mapper, &view)?;
+            let stored = stored_records(case, mapper, host, &view)?;
             view.stored = stored.as_ref();
-            match mapper.map(&view) {
-                Ok(mapping) => Ok(mapping.requests),
-                // An unmapped request is denied by the proxy; model it as
-                // a decision nobody can pass.
-                Err(e) => Err(format!(
-                    "request does not map ({e}); test mapping errors in the mapper's own tests"
-                )),
+            match mapper {
+                Mapper::Fhir(fhir) => match fhir.map(&view) {
+                    Ok(mapping) => Ok(Mapped::Accesses(mapping.requests, None)),
+                    Err(e) => Err(format!(
+                        "request does not map as FHIR ({e}); a suite for an app's own routes sets `mapping: routes` and runs with --config"
+                    )),
+                },
+                Mapper::Routes(routes) => {
+                    let routed = routes.map(host, &view)?;
+                    match routed.mapping {
+                        Ok(mapping) => Ok(Mapped::Accesses(mapping.requests, Some(routed.route))),
+                        Err(e) => Ok(Mapped::Refused {
+                            route: routed.route,
+                            reason: e.to_string(),
+                        }),
+                    }
+                }
             }
         }
         (None, Some(action)) => {
@@ -586,7 +688,7 @@ fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, S
                 .resource
                 .as_ref()
                 .ok_or("an `action` case needs a `resource`")?;
-            Ok(vec![AccessRequest {
+            Ok(Mapped::Accesses(vec![AccessRequest {
                 action,
                 resource: Resource {
                     resource_type: resource.resource_type.clone(),
@@ -596,7 +698,7 @@ fn accesses_of(case: &Case, mapper: &FhirMapper) -> Result<Vec<AccessRequest>, S
                 fan_out: None,
                 interaction: "test".into(),
                 operation: None,
-            }])
+            }], None))
         }
         _ => Err("give either `request` or `action` + `resource`".into()),
     }
@@ -761,7 +863,7 @@ cases:
     expect: allow
 "#;
         let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
-        let report = run_text(&bundle, "x.yaml", suite, &load, &Categories::default());
+        let report = run_text(&bundle, "x.yaml", suite, &load, &Categories::default(), None);
         assert_eq!(report.failures.len(), 1);
         assert!(
             report.failures[0]
@@ -801,8 +903,104 @@ cases:
             text,
             &|_| Ok("[]".into()),
             &Categories::default(),
+            None,
         );
         assert!(report.ok(), "{:?}", report.failures);
         assert_eq!(report.passed, 1);
+    }
+
+    fn routed(templates: &str) -> Routes {
+        #[derive(Deserialize)]
+        struct R {
+            routes: Vec<crate::proxy::config::RouteConfig>,
+        }
+        let text = format!(
+            "[[routes]]\nname = \"portal\"\npath_prefix = \"/portal\"\nupstream = \"portal\"\nauthorization = {{ templates = [{templates}] }}\n\n[[routes]]\nname = \"fhir\"\npath_prefix = \"/fhir\"\nupstream = \"ehr\"\nauthorization = {{ mapping = \"fhir\" }}\n"
+        );
+        let r: R = toml::from_str(&text).unwrap();
+        Routes::from_config(&r.routes, None).unwrap()
+    }
+
+    const ROUTED_SUITE: &str = r#"
+mapping: routes
+entities: entities.json
+principals:
+  alice: {id: alice, roles: [care_manager, nurse], care_teams: [team-01], mfa: true}
+defaults: {now: "2026-03-02T15:00:00Z"}
+cases:
+  - name: reads her patient's vitals through the portal
+    principal: alice
+    request: GET /portal/patients/pat-0001/vitals
+    expect: allow
+    determining: [care-team-clinical-access]
+  - name: the same patient through the FHIR route
+    principal: alice
+    request: GET /fhir/Observation?patient=pat-0001
+    expect: allow
+  - name: another team's patient
+    principal: alice
+    request: GET /portal/patients/pat-0008/vitals
+    expect: deny
+  - name: a page no template describes is denied
+    principal: alice
+    request: GET /portal/admin
+    expect: deny
+"#;
+
+    fn run_routed(routes: Option<&Routes>, suite: &str) -> TestReport {
+        let bundle = PolicyBundle::load(&PolicySource::Embedded).unwrap();
+        let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
+        run_text(&bundle, "app.yaml", suite, &load, &Categories::default(), routes)
+    }
+
+    #[test]
+    fn routed_suites_map_through_the_configured_templates() {
+        let routes = routed(
+            r#"{ path = "/portal/patients/{patient}/vitals", methods = ["GET"], resource_type = "Observation" }"#,
+        );
+        let report = run_routed(Some(&routes), ROUTED_SUITE);
+        assert!(report.ok(), "{:?}", report.failures);
+        assert_eq!(report.passed, 4);
+    }
+
+    #[test]
+    fn a_wrong_template_fails_the_suite() {
+        // A wrong resource type: notes are not what care teams may read,
+        // so the case that expects an allow fails.
+        let routes = routed(
+            r#"{ path = "/portal/patients/{patient}/vitals", methods = ["GET"], resource_type = "ClinicalNote" }"#,
+        );
+        let report = run_routed(Some(&routes), ROUTED_SUITE);
+        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        assert_eq!(report.failures[0].case, "reads her patient's vitals through the portal");
+        // A template that does not match the path at all: a refusal, named.
+        let routes = routed(
+            r#"{ path = "/portal/patient/{patient}/vitals", methods = ["GET"], resource_type = "Observation" }"#,
+        );
+        let report = run_routed(Some(&routes), ROUTED_SUITE);
+        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        assert!(
+            report.failures[0].message.contains("route `portal` does not map"),
+            "{:?}",
+            report.failures
+        );
+    }
+
+    #[test]
+    fn a_routed_suite_without_routes_says_how_to_run_it() {
+        let report = run_routed(None, ROUTED_SUITE);
+        assert_eq!(report.failures.len(), 1);
+        assert!(report.failures[0].message.contains("--config"));
+    }
+
+    #[test]
+    fn a_routed_request_no_route_serves_is_a_test_error() {
+        let routes = routed(
+            r#"{ path = "/portal/patients/{patient}/vitals", methods = ["GET"], resource_type = "Observation" }"#,
+        );
+        let suite = "mapping: routes\nentities: e.json\ncases:\n  - name: x\n    principal: {id: a, roles: [nurse]}\n    request: GET /elsewhere/1\n    expect: deny\n";
+        let report = run_routed(Some(&routes), suite);
+        assert_eq!(report.failures.len(), 1);
+        assert!(report.failures[0].message.contains("no route serves /elsewhere/1"));
     }
 }

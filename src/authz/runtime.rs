@@ -234,6 +234,8 @@ pub struct Authorization {
         moka::sync::Cache<String, (Arc<CachedPrincipal>, Arc<crate::redact::rules::Rules>)>,
     pub decision_header: bool,
     test_on_reload: bool,
+    /// The config's routes, which `mapping: routes` suites map through.
+    routes: Option<Arc<super::routed::Routes>>,
     reload_lock: Mutex<String>,
     /// Told of every reload attempt (the audit trail records them).
     pub on_reload: std::sync::OnceLock<ReloadHook>,
@@ -271,8 +273,20 @@ pub enum Reloaded {
 }
 
 impl Authorization {
-    /// Loads and checks everything; an error lists every problem.
+    /// Loads and checks everything; an error lists every problem. Suites
+    /// with `mapping: routes` cannot run without routes: see
+    /// [`Authorization::with_routes`].
     pub fn from_config(c: &AuthorizationConfig) -> Result<Authorization, String> {
+        Self::with_routes(c, None)
+    }
+
+    /// As `serve` builds it: policy tests map routed suites through the
+    /// config's `routes`, at start and at every reload.
+    pub fn with_routes(
+        c: &AuthorizationConfig,
+        routes: Option<super::routed::Routes>,
+    ) -> Result<Authorization, String> {
+        let routes = routes.map(Arc::new);
         let policy_source = match (&c.policies, c.example_policies) {
             (Some(dir), _) => PolicySource::Dir(dir.clone()),
             (None, true) => PolicySource::Embedded,
@@ -290,6 +304,7 @@ impl Authorization {
             c.entities.as_ref(),
             c.test_on_reload,
             &categories,
+            routes.as_deref(),
         )?;
         let time_zone = jiff::tz::TimeZone::get(&c.time_zone)
             .map_err(|e| format!("authorization.time_zone `{}`: {e}", c.time_zone))?;
@@ -319,6 +334,7 @@ impl Authorization {
                 .build(),
             decision_header: c.decision_header,
             test_on_reload: c.test_on_reload,
+            routes,
             reload_lock: Mutex::new(fingerprint),
             on_reload: std::sync::OnceLock::new(),
         })
@@ -574,6 +590,7 @@ impl Authorization {
             self.entities_path.as_ref(),
             self.test_on_reload,
             &self.categories,
+            self.routes.as_deref(),
         ) {
             Ok((bundle, entities, entities_version)) => {
                 *last = print;
@@ -688,6 +705,7 @@ fn load(
     entities: Option<&PathBuf>,
     run_tests: bool,
     categories: &Categories,
+    routes: Option<&super::routed::Routes>,
 ) -> Result<(PolicyBundle, EntityStore, String), String> {
     let bundle = PolicyBundle::load(source).map_err(|e| e.to_string())?;
     if run_tests {
@@ -696,7 +714,7 @@ fn load(
             PolicySource::Nothing => policy_tests::TestReport::default(),
             PolicySource::Dir(dir) => {
                 let files = policy_tests::suites_in(dir);
-                policy_tests::run_files(&bundle, &files, Some(dir), categories)
+                policy_tests::run_files(&bundle, &files, Some(dir), categories, routes)
             }
         };
         if !report.ok() {

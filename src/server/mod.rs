@@ -105,8 +105,17 @@ pub fn prepare(
     };
     let authn = crate::authn::build_with_events(config.authn(), events)?;
     let authz = Arc::new(
-        crate::authz::Authorization::from_config(&config.authorization)
-            .map_err(StartError::Authz)?,
+        crate::authz::Authorization::with_routes(
+            &config.authorization,
+            Some(
+                crate::authz::routed::Routes::from_config(
+                    &config.routes,
+                    config.authorization.entities.as_deref(),
+                )
+                .map_err(StartError::Authz)?,
+            ),
+        )
+        .map_err(StartError::Authz)?,
     );
     let stages = Arc::new(Stages::from_config(
         config.pipeline(),
