@@ -52,6 +52,19 @@ enum Command {
     /// disclosures, search it, follow it.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// DEVELOPMENT ONLY: a token issuer on loopback for trying a config
+    /// before the real IdP is wired in. Serves discovery and keys, and
+    /// signs any claims POSTed to /token. Never trust it for real patients.
+    DevIssuer {
+        /// Where to listen; loopback addresses only.
+        #[arg(long, default_value = "127.0.0.1:8400")]
+        listen: std::net::SocketAddr,
+        /// Keep the signing key in this file (created, owner-only, if it
+        /// does not exist) so tokens survive a restart. Default: a new key
+        /// each run.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
 }
 
 /// Where a spool is: `--dir`, or the `[audit] dir` of `--config`.
@@ -372,6 +385,13 @@ fn main() -> ExitCode {
             }
         }
         Command::Audit(cmd) => audit_command(cmd),
+        Command::DevIssuer { listen, key } => match dev_issuer(listen, key.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("phigate dev-issuer: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Keygen(Keygen::ApiKey { id, roles }) => {
             if id.is_empty() || id.chars().any(|c| c.is_control() || c == '"') {
                 eprintln!("phigate keygen: --id must be a plain name");
@@ -583,6 +603,42 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
             }
         }
     }
+}
+
+/// Runs the development issuer until interrupted.
+fn dev_issuer(listen: std::net::SocketAddr, key: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use phigate::demo::issuer;
+    let key = match key {
+        Some(path) => issuer::load_or_create_key(path)?,
+        None => phigate::authn::assertion::SigningKey::generate()?,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (issuer, listener) = issuer::DemoIssuer::bind(listen, key).await?;
+        let url = &issuer.issuer;
+        println!("phigate dev-issuer: DEVELOPMENT ONLY. It signs a token for anyone on this host who asks; never point a config for real patients at it.");
+        println!();
+        println!("issuer  {url}");
+        println!();
+        println!("In phigate.toml:");
+        println!("[[identity_providers]]");
+        println!("name = \"dev\"");
+        println!("issuer = \"{url}\"");
+        println!("audiences = [\"{}\"]", issuer::DEFAULT_AUDIENCE);
+        println!("dangerous_allow_http = true   # loopback only; a real IdP is https");
+        println!();
+        println!("A token (claims as JSON; ?ttl=SECONDS, default 3600):");
+        println!("curl -s -X POST {url}/token -d '{{\"sub\":\"alice\",\"roles\":[\"nurse\"],\"care_teams\":[\"team-01\"],\"amr\":[\"pwd\",\"otp\"]}}'");
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            _ = issuer.clone().serve(listener) => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(())
+    })
 }
 
 /// A redaction key file, as `pseudonym_key = "file:…"` reads it.

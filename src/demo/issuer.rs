@@ -1,17 +1,22 @@
-//! The demo's identity provider: a random signing key per run, discovery
-//! and JWKS on loopback, and access tokens for the demo personas.
+//! A development token issuer: discovery, JWKS and, for `phigate
+//! dev-issuer`, a token endpoint that signs whatever claims it is given.
 //!
-//! It exists only inside `phigate demo` — `phigate serve` has no way to
-//! start it — and it never authenticates anyone: it mints tokens for
-//! synthetic personas so the demo shows real verification.
+//! It exists so a team can try its own `phigate.toml` before its real IdP
+//! is wired in, and so `phigate demo` shows real verification. It never
+//! authenticates anyone, so it binds only loopback addresses and answers
+//! only requests whose `Host` is a loopback name (a page on another site
+//! cannot reach it by DNS rebinding). Development only: a config that
+//! trusts it trusts anyone on the host.
 
 use crate::authn::assertion::SigningKey;
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 /// A synthetic user or service of the demo.
@@ -73,14 +78,36 @@ pub fn personas() -> Vec<Persona> {
     ]
 }
 
-/// The running demo issuer.
+/// The audience tokens carry unless the claims say otherwise.
+pub const DEFAULT_AUDIENCE: &str = "phigate";
+/// Longest lifetime the token endpoint signs.
+pub const MAX_TTL_SECS: u64 = 24 * 3600;
+/// Largest claims document the token endpoint reads.
+const MAX_CLAIMS: usize = 64 * 1024;
+
+/// A running development issuer.
 pub struct DemoIssuer {
     pub issuer: String,
     key: SigningKey,
+    /// Whether `POST /token` signs claims (`phigate dev-issuer`), or only
+    /// discovery and keys are served (`phigate demo`).
+    mint: bool,
+}
+
+/// Why the issuer would not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    #[error("{0} is not a loopback address: the development issuer signs tokens for anyone who asks, so it listens on 127.0.0.1 or ::1 only")]
+    NotLoopback(SocketAddr),
+    #[error("{path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 impl DemoIssuer {
-    /// Binds `127.0.0.1:0` and serves discovery and JWKS on a background thread.
+    /// `phigate demo`'s issuer: `127.0.0.1:0`, a fresh key, discovery and
+    /// JWKS on a background thread, no token endpoint.
     pub fn start() -> anyhow::Result<Arc<DemoIssuer>> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -88,6 +115,7 @@ impl DemoIssuer {
         let me = Arc::new(DemoIssuer {
             issuer,
             key: SigningKey::generate()?,
+            mint: false,
         });
         let served = me.clone();
         std::thread::Builder::new()
@@ -97,22 +125,49 @@ impl DemoIssuer {
                     .enable_all()
                     .build();
                 if let Ok(rt) = rt {
-                    rt.block_on(served.serve(listener));
+                    if let Ok(listener) = rt.block_on(async {
+                        tokio::net::TcpListener::from_std(listener)
+                    }) {
+                        rt.block_on(served.serve(listener));
+                    }
                 }
             })?;
         Ok(me)
     }
 
-    async fn serve(self: Arc<Self>, listener: std::net::TcpListener) {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-            return;
+    /// `phigate dev-issuer`'s issuer on `addr` (loopback only), signing
+    /// with `key`: discovery, JWKS and `POST /token`.
+    pub async fn bind(
+        addr: SocketAddr,
+        key: SigningKey,
+    ) -> Result<(Arc<DemoIssuer>, tokio::net::TcpListener), IssuerError> {
+        if !addr.ip().is_loopback() {
+            return Err(IssuerError::NotLoopback(addr));
+        }
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let bound = listener.local_addr()?;
+        let host = match bound {
+            SocketAddr::V4(a) => a.to_string(),
+            SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
         };
+        Ok((
+            Arc::new(DemoIssuer {
+                issuer: format!("http://{host}"),
+                key,
+                mint: true,
+            }),
+            listener,
+        ))
+    }
+
+    /// Serves until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: tokio::net::TcpListener) {
         let discovery = Bytes::from(
             json!({
                 "issuer": self.issuer,
                 "jwks_uri": format!("{}/jwks", self.issuer),
                 "authorization_endpoint": format!("{}/authorize-unavailable", self.issuer),
-                "token_endpoint": format!("{}/token-unavailable", self.issuer),
+                "token_endpoint": format!("{}/token", self.issuer),
                 "response_types_supported": ["code"],
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["ES256"],
@@ -124,23 +179,12 @@ impl DemoIssuer {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (discovery, jwks) = (discovery.clone(), jwks.clone());
+            let (me, discovery, jwks) = (self.clone(), discovery.clone(), jwks.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
-                        let body = match req.uri().path() {
-                            "/.well-known/openid-configuration" => Some(discovery.clone()),
-                            "/jwks" => Some(jwks.clone()),
-                            _ => None,
-                        };
-                        async move {
-                            let mut resp =
-                                Response::new(Full::new(body.clone().unwrap_or_default()));
-                            if body.is_none() {
-                                *resp.status_mut() = StatusCode::NOT_FOUND;
-                            }
-                            Ok::<_, Infallible>(resp)
-                        }
+                        let (me, discovery, jwks) = (me.clone(), discovery.clone(), jwks.clone());
+                        async move { Ok::<_, Infallible>(me.answer(req, discovery, jwks).await) }
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -150,18 +194,202 @@ impl DemoIssuer {
         }
     }
 
-    /// An access token for `persona`, valid for `ttl_secs`.
-    pub fn token(&self, persona: &Persona, ttl_secs: u64) -> Option<String> {
+    async fn answer(
+        &self,
+        req: hyper::Request<hyper::body::Incoming>,
+        discovery: Bytes,
+        jwks: Bytes,
+    ) -> Response<Full<Bytes>> {
+        let reply = |status: StatusCode, body: Bytes| {
+            let mut resp = Response::new(Full::new(body));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("application/json"),
+            );
+            resp
+        };
+        let error = |status: StatusCode, m: &str| {
+            reply(status, Bytes::from(json!({ "error": m }).to_string()))
+        };
+        if !loopback_host(&req) {
+            return error(StatusCode::MISDIRECTED_REQUEST, "the Host is not a loopback name");
+        }
+        match (req.method().as_str(), req.uri().path()) {
+            ("GET", "/.well-known/openid-configuration") => reply(StatusCode::OK, discovery),
+            ("GET", "/jwks") => reply(StatusCode::OK, jwks),
+            ("POST", "/token") if self.mint => {
+                let ttl = match ttl_of(req.uri().query()) {
+                    Ok(t) => t,
+                    Err(m) => return error(StatusCode::BAD_REQUEST, &m),
+                };
+                let body = match Limited::new(req.into_body(), MAX_CLAIMS).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "claims are limited to 64 KiB"),
+                };
+                let claims = match serde_json::from_slice::<serde_json::Value>(&body) {
+                    Ok(c) => c,
+                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")),
+                };
+                match self.mint(&claims, ttl) {
+                    Ok(token) => reply(
+                        StatusCode::OK,
+                        Bytes::from(
+                            json!({"access_token": token, "token_type": "Bearer", "expires_in": ttl})
+                                .to_string(),
+                        ),
+                    ),
+                    Err(m) => error(StatusCode::BAD_REQUEST, &m),
+                }
+            }
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    /// Signs `claims` (an object with a string `sub`) as an access token
+    /// valid for `ttl_secs`. `iss`, `aud` (`phigate`), `iat`, `exp` and
+    /// `auth_time` are filled in unless the claims give them, so a test can
+    /// also mint a wrong audience or an old sign-in.
+    pub fn mint(&self, claims: &serde_json::Value, ttl_secs: u64) -> Result<String, String> {
+        let given = claims
+            .as_object()
+            .ok_or("the claims must be a JSON object, e.g. {\"sub\":\"alice\",\"roles\":[\"nurse\"]}")?;
+        if !given.get("sub").is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())) {
+            return Err("the claims need a `sub` (the user's id)".into());
+        }
         let now = jsonwebtoken::get_current_timestamp();
-        let mut claims = json!({
-            "iss": self.issuer, "aud": "phigate", "sub": persona.sub,
+        let mut all = json!({
+            "iss": self.issuer, "aud": DEFAULT_AUDIENCE,
             "iat": now, "exp": now + ttl_secs, "auth_time": now,
         });
-        if let (Some(c), Some(extra)) = (claims.as_object_mut(), persona.claims.as_object()) {
-            for (k, v) in extra {
+        if let Some(c) = all.as_object_mut() {
+            for (k, v) in given {
                 c.insert(k.clone(), v.clone());
             }
         }
-        self.key.sign("at+jwt", &claims)
+        self.key
+            .sign("at+jwt", &all)
+            .ok_or_else(|| "the token could not be signed".to_string())
+    }
+
+    /// An access token for `persona`, valid for `ttl_secs`.
+    pub fn token(&self, persona: &Persona, ttl_secs: u64) -> Option<String> {
+        let mut claims = persona.claims.clone();
+        if let Some(c) = claims.as_object_mut() {
+            c.insert("sub".into(), json!(persona.sub));
+        }
+        self.mint(&claims, ttl_secs).ok()
+    }
+}
+
+/// `?ttl=SECONDS` (default one hour, at most a day).
+fn ttl_of(query: Option<&str>) -> Result<u64, String> {
+    let Some(q) = query else { return Ok(3600) };
+    for pair in q.split('&') {
+        if let Some(v) = pair.strip_prefix("ttl=") {
+            return match v.parse::<u64>() {
+                Ok(t) if (1..=MAX_TTL_SECS).contains(&t) => Ok(t),
+                _ => Err(format!("ttl is a number of seconds from 1 to {MAX_TTL_SECS}")),
+            };
+        }
+    }
+    Ok(3600)
+}
+
+/// Whether the request's `Host` names this machine's loopback.
+fn loopback_host<B>(req: &hyper::Request<B>) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The issuer's signing key from `path`: read if it exists, else created
+/// (owner-only), so tokens minted before a restart still verify.
+pub fn load_or_create_key(path: &Path) -> Result<SigningKey, IssuerError> {
+    let bad = |reason: String| IssuerError::Key {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pair = match std::fs::read_to_string(path) {
+        Ok(pem) => rcgen::KeyPair::from_pem(&pem).map_err(|e| bad(e.to_string()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let pair = rcgen::KeyPair::generate().map_err(|e| bad(e.to_string()))?;
+            crate::server::tls::write_private(path, pair.serialize_pem().as_bytes())
+                .map_err(|e| bad(e.to_string()))?;
+            pair
+        }
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    SigningKey::from_key_pair(&pair).map_err(|e| bad(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_endpoint_needs_a_subject_and_a_sane_lifetime() {
+        assert_eq!(ttl_of(None), Ok(3600));
+        assert_eq!(ttl_of(Some("ttl=60")), Ok(60));
+        assert!(ttl_of(Some("ttl=0")).is_err());
+        assert!(ttl_of(Some("ttl=99999999")).is_err());
+        let issuer = DemoIssuer {
+            issuer: "http://127.0.0.1:1".into(),
+            key: SigningKey::generate().unwrap(),
+            mint: true,
+        };
+        assert!(issuer.mint(&json!({"roles": ["nurse"]}), 60).is_err());
+        assert!(issuer.mint(&json!([1]), 60).is_err());
+        let token = issuer
+            .mint(&json!({"sub": "alice", "aud": "other", "acr": "urn:mfa"}), 60)
+            .unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(claims["aud"], "other");
+        assert_eq!(claims["acr"], "urn:mfa");
+        assert_eq!(claims["iss"], "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn only_loopback_hosts_are_answered() {
+        let req = |host: &str| {
+            hyper::Request::builder()
+                .header("host", host)
+                .body(())
+                .unwrap()
+        };
+        assert!(loopback_host(&req("127.0.0.1:8400")));
+        assert!(loopback_host(&req("localhost:8400")));
+        assert!(loopback_host(&req("[::1]:8400")));
+        assert!(!loopback_host(&req("evil.example:8400")));
+        assert!(!loopback_host(&req("10.0.0.1")));
+    }
+
+    #[tokio::test]
+    async fn a_non_loopback_address_is_refused() {
+        let e = DemoIssuer::bind(
+            "0.0.0.0:0".parse().unwrap(),
+            SigningKey::generate().unwrap(),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(e.to_string().contains("loopback"), "{e}");
     }
 }
