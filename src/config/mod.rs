@@ -74,17 +74,11 @@ impl Config {
     /// anchors relative file paths.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         let locator = Locator::new(text);
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            ConfigErrors(vec![ConfigProblem {
-                file: path.to_path_buf(),
-                line,
-                key: String::new(),
-                message: e.message().trim().to_string(),
-            }])
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
+        let mut config: Config = match toml::from_str(text) {
+            Ok(c) => c,
+            Err(e) => return Err(Self::every_problem(text, path, &locator, e)),
+        };
+        config.resolve_paths(&base_of(path));
         config.fingerprint = {
             use sha2::Digest;
             sha2::Sha256::digest(text.as_bytes())
@@ -103,10 +97,82 @@ impl Config {
             })
             .collect();
         if problems.is_empty() {
+            config.warnings = config
+                .warnings()
+                .into_iter()
+                .map(|(key, message)| ConfigProblem {
+                    file: path.to_path_buf(),
+                    line: locator.line(&key),
+                    key,
+                    message,
+                })
+                .collect();
             Ok(config)
         } else {
             Err(ConfigErrors(problems))
         }
+    }
+
+    /// A file that does not deserialize: every unknown key and wrongly
+    /// typed value, not just the first. Each one found is reported and
+    /// taken out, and the rest read again; when only leaves had to go, the
+    /// semantic checks run on what remains too.
+    fn every_problem(
+        text: &str,
+        path: &Path,
+        locator: &Locator<'_>,
+        first: toml::de::Error,
+    ) -> ConfigErrors {
+        let problem = |line, key: String, message: &str| ConfigProblem {
+            file: path.to_path_buf(),
+            line,
+            key,
+            message: message.trim().to_string(),
+        };
+        // Not TOML at all: the parser's own message is all there is.
+        let Ok(mut table) = text.parse::<toml::Table>() else {
+            let line = first.span().map(|s| line_of(text, s.start));
+            return ConfigErrors(vec![problem(line, String::new(), first.message())]);
+        };
+        let mut problems = Vec::new();
+        let mut only_leaves = true;
+        for _ in 0..100 {
+            let value = toml::Value::Table(table.clone());
+            let e = match serde_path_to_error::deserialize::<_, Config>(value) {
+                Ok(mut config) => {
+                    if only_leaves {
+                        config.resolve_paths(&base_of(path));
+                        problems.extend(config.problems().into_iter().map(|(key, message)| {
+                            problem(locator.line(&key), key, &message)
+                        }));
+                    }
+                    break;
+                }
+                Err(e) => e,
+            };
+            let message = e.inner().message().to_string();
+            let at = e.path().to_string();
+            let at = if at == "." { String::new() } else { at };
+            // The path names the unknown key itself; if it stops at the
+            // table holding it, the message names the key.
+            let key = match unknown_field(&message) {
+                Some(field) if at.is_empty() => field.to_string(),
+                Some(field) if at != field && !at.ends_with(&format!(".{field}")) => {
+                    format!("{at}.{field}")
+                }
+                _ => at,
+            };
+            only_leaves &= unknown_field(&message).is_some() || !message.starts_with("missing field");
+            problems.push(problem(locator.line(&key), key.clone(), &message));
+            if key.is_empty() || !remove_key(&mut table, &key) {
+                break;
+            }
+        }
+        if problems.is_empty() {
+            let line = first.span().map(|s| line_of(text, s.start));
+            problems.push(problem(line, String::new(), first.message()));
+        }
+        ConfigErrors(problems)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -195,6 +261,41 @@ impl Config {
                 }
             }
         }
+    }
+
+    /// What is valid but will bite: routes that can only ever deny, and
+    /// routes that forward what their policies deny. Each is (dotted key,
+    /// message); `check` prints them and `serve` logs them at start.
+    pub fn warnings(&self) -> Vec<(String, String)> {
+        use crate::authz::config::{EnforcementMode, MappingKind};
+        let mut out = Vec::new();
+        for (i, r) in self.routes.iter().enumerate() {
+            if r.auth.kind == AuthKind::Public {
+                continue;
+            }
+            let key = format!("routes[{i}].authorization");
+            if r.authorization.mapping == MappingKind::Templates
+                && r.authorization.templates.is_empty()
+            {
+                out.push((
+                    key.clone(),
+                    format!(
+                        "route {:?} can only deny: it needs authorization but describes no requests. Add `templates` (docs/front-a-legacy-app.md), or `mapping = \"fhir\"` for a FHIR server; until then every authenticated request on it gets 403",
+                        r.name
+                    ),
+                ));
+            }
+            if r.authorization.mode == EnforcementMode::Shadow {
+                out.push((
+                    format!("{key}.mode"),
+                    format!(
+                        "route {:?} is in shadow mode: requests its policies deny are recorded but forwarded. Remove `mode` to enforce",
+                        r.name
+                    ),
+                ));
+            }
+        }
+        out
     }
 
     /// Semantic checks; each result is (dotted key, message).
@@ -525,6 +626,82 @@ impl<'a> Locator<'a> {
         }
         span.map(|s| line_of(self.text, s))
     }
+}
+
+/// The directory relative paths in the config at `path` are resolved
+/// against, made absolute: every error and log line then names the file it
+/// means, whatever the working directory is.
+fn base_of(path: &Path) -> PathBuf {
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf())
+}
+
+/// The key serde names in "unknown field `x`, expected …".
+fn unknown_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("unknown field `")?
+        .split_once('`')
+        .map(|(field, _)| field)
+}
+
+/// Removes a dotted key (`routes[1].auth.acept`) from a table; false if it
+/// is not there.
+fn remove_key(table: &mut toml::Table, key: &str) -> bool {
+    let parts: Vec<&str> = key.split('.').collect();
+    let Some((last, parents)) = parts.split_last() else {
+        return false;
+    };
+    let mut current = table;
+    for part in parents {
+        let (name, indexes) = split_indexes(part);
+        let Some(mut value) = current.get_mut(name) else {
+            return false;
+        };
+        for i in indexes {
+            match value {
+                toml::Value::Array(a) if i < a.len() => value = &mut a[i],
+                _ => return false,
+            }
+        }
+        match value {
+            toml::Value::Table(t) => current = t,
+            _ => return false,
+        }
+    }
+    let (name, indexes) = split_indexes(last);
+    if indexes.is_empty() {
+        return current.remove(name).is_some();
+    }
+    let Some(mut value) = current.get_mut(name) else {
+        return false;
+    };
+    let (last_index, outer) = indexes.split_last().map(|(l, o)| (*l, o.to_vec())).unwrap_or((0, Vec::new()));
+    for i in outer {
+        match value {
+            toml::Value::Array(a) if i < a.len() => value = &mut a[i],
+            _ => return false,
+        }
+    }
+    match value {
+        toml::Value::Array(a) if last_index < a.len() => {
+            a.remove(last_index);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// `routes[1]` → (`routes`, [1]).
+fn split_indexes(part: &str) -> (&str, Vec<usize>) {
+    let mut pieces = part.split('[');
+    let name = pieces.next().unwrap_or("");
+    let indexes = pieces
+        .filter_map(|p| p.trim_end_matches(']').parse().ok())
+        .collect();
+    (name, indexes)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

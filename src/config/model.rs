@@ -67,6 +67,10 @@ pub struct Config {
     /// configuration a process ran with.
     #[serde(skip)]
     pub fingerprint: String,
+    /// What is valid but will bite ([`Config::warnings`]), placed in the
+    /// file: `check` prints them, `serve` logs them.
+    #[serde(skip)]
+    pub warnings: Vec<super::ConfigProblem>,
 }
 
 impl Config {

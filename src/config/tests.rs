@@ -336,3 +336,68 @@ signing_key = "file:keys/audit.key"
         Some(SecretRef::File(base.join("keys/assertion.pem")))
     );
 }
+
+#[test]
+fn every_unknown_key_is_reported_and_the_rest_still_checked() {
+    let (dir, text) = with_cert();
+    let text = text
+        .replace("key = \"key.pem\"", "key = \"key.pem\"\nhtp2 = true")
+        .replace(
+            "auth = { kind = \"public\" }",
+            "auth = { kind = \"public\" }\nmax_bodyy = \"1MiB\"\nwebsocket = \"yes\"",
+        )
+        .replace("upstream = \"ehr\"", "upstream = \"nowhere\"");
+    let e = load(&dir, &text).unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"listeners[0].tls.htp2"), "{e}");
+    assert!(keys.contains(&"routes[0].max_bodyy"), "{e}");
+    assert!(keys.contains(&"routes[0].websocket"), "{e}");
+    // After the typos, the semantic checks still ran.
+    assert!(keys.contains(&"routes[0].upstream"), "{e}");
+    let typo = e.0.iter().find(|p| p.key == "routes[0].max_bodyy").unwrap();
+    assert_eq!(typo.line, Some(14), "{e}");
+}
+
+#[test]
+fn a_missing_required_key_stops_the_semantic_checks() {
+    // Taking a whole route out would make "no route" a false problem.
+    let (dir, text) = with_cert();
+    let text = text.replace("path_prefix = \"/fhir\"\n", "");
+    let e = load(&dir, &text).unwrap_err();
+    assert!(e.to_string().contains("path_prefix"), "{e}");
+    assert!(!e.0.iter().any(|p| p.key == "routes"), "{e}");
+}
+
+#[test]
+fn relative_paths_become_absolute_whatever_the_working_directory() {
+    let (dir, text) = with_cert();
+    let c = load(&dir, &text).unwrap();
+    let cert = &c.listeners[0].tls.as_ref().unwrap().cert;
+    assert!(cert.is_absolute() && cert.starts_with(dir.path()), "{cert:?}");
+    // A config named without a directory resolves against the working one.
+    let c = Config::from_toml(&text, Path::new("phigate.toml"));
+    let problems = c.err().map(|e| e.to_string()).unwrap_or_default();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        problems.is_empty() || problems.contains(&cwd.join("cert.pem").display().to_string()),
+        "{problems}"
+    );
+}
+
+#[test]
+fn a_route_that_can_only_deny_is_warned_about() {
+    let (dir, text) = with_cert();
+    let text = text.replace("auth = { kind = \"public\" }\n", "")
+        + "\n[[identity_providers]]\nname = \"idp\"\nissuer = \"https://idp.example\"\naudiences = [\"phigate\"]\n\n[authorization]\nexample_policies = true\n\n[audit]\ndir = \"audit\"\n";
+    let c = load(&dir, &text).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].message.contains("can only deny"));
+    assert_eq!(c.warnings[0].key, "routes[0].authorization");
+    let shadow = text.replace(
+        "upstream = \"ehr\"\n",
+        "upstream = \"ehr\"\nauthorization = { mode = \"shadow\", mapping = \"fhir\" }\n",
+    );
+    let c = load(&dir, &shadow).unwrap();
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert!(c.warnings[0].message.contains("shadow"));
+}

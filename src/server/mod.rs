@@ -86,6 +86,17 @@ impl Prepared {
     pub fn policy_version(&self) -> String {
         self.authz.version()
     }
+
+    /// Whether any policy could allow anything: a set of only `forbid`s
+    /// (or none) denies every request.
+    pub fn permits_anything(&self) -> bool {
+        self.authz
+            .snapshot()
+            .policies
+            .policies
+            .policies()
+            .any(|p| p.effect() == cedar_policy::Effect::Permit)
+    }
 }
 
 /// Builds every stage and listener TLS config for a validated config,
@@ -201,6 +212,10 @@ fn record_start(
 /// One start-up line per listener, route and issuer, and the policy and
 /// entity versions in force: what an operator checks first.
 fn announce(config: &Config, authz: &crate::authz::Authorization) {
+    for w in &config.warnings {
+        let key = w.key.as_str();
+        tracing::warn!(key, "{}", w.message);
+    }
     for l in &config.listeners {
         let tls = l.tls.is_some();
         tracing::info!(address = %l.address, tls, "listener");
