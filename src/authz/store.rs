@@ -403,6 +403,7 @@ impl PolicyBundle {
                     .unwrap_or_else(|| ("?".into(), ""));
                 problems.push(diagnostic_problem(&file, text, Some(id), error));
             }
+            problems = say_once(problems);
         }
 
         match schema {
@@ -460,6 +461,12 @@ fn diagnostic_problem(
         .and_then(|mut labels| labels.next())
         .map(|label| line_of(text, label.offset()));
     let mut message = error.to_string();
+    // Cedar names the policy in its message; the problem already does.
+    if let Some(id) = &policy {
+        if let Some(rest) = message.strip_prefix(&format!("for policy `{id}`, ")) {
+            message = rest.to_string();
+        }
+    }
     if let Some(help) = error.help() {
         message.push_str(&format!(" (help: {help})"));
     }
@@ -475,6 +482,62 @@ fn diagnostic_problem(
         policy,
         message,
     }
+}
+
+/// Each thing once: identical problems collapse, and one missing attribute
+/// reported for every entity type a policy's principal could be becomes
+/// one problem naming those types.
+fn say_once(problems: Vec<PolicyProblem>) -> Vec<PolicyProblem> {
+    let mut out: Vec<PolicyProblem> = Vec::with_capacity(problems.len());
+    // (index in `out`, attribute) → entity types and suggestions so far.
+    let mut merged: Vec<(usize, String, Vec<String>, Vec<String>)> = Vec::new();
+    for p in problems {
+        if let Some((attribute, entity_type, help)) = missing_attribute(&p.message) {
+            let same = merged.iter_mut().find(|(i, a, _, _)| {
+                let o = &out[*i];
+                *a == attribute && o.file == p.file && o.line == p.line && o.policy == p.policy
+            });
+            match same {
+                Some((i, _, types, helps)) => {
+                    if !types.contains(&entity_type) {
+                        types.push(entity_type);
+                    }
+                    if let Some(h) = help.filter(|h| !helps.contains(h)) {
+                        helps.push(h);
+                    }
+                    let types_text = types.join("`, `");
+                    let mut message = format!(
+                        "attribute `{attribute}` not found on entity type(s) `{types_text}`"
+                    );
+                    if !helps.is_empty() {
+                        message.push_str(&format!(" (help: did you mean {}?)", helps.join(" or ")));
+                    }
+                    out[*i].message = message;
+                }
+                None => {
+                    merged.push((out.len(), attribute, vec![entity_type], help.into_iter().collect()));
+                    out.push(p);
+                }
+            }
+            continue;
+        }
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Cedar's "attribute `a` on entity type `T` not found (help: did you mean
+/// `b`?)": the attribute, the type and the suggestion.
+fn missing_attribute(message: &str) -> Option<(String, String, Option<String>)> {
+    let rest = message.strip_prefix("attribute `")?;
+    let (attribute, rest) = rest.split_once("` on entity type `")?;
+    let (entity_type, rest) = rest.split_once("` not found")?;
+    let help = rest
+        .split_once("did you mean ")
+        .map(|(_, h)| h.trim_end_matches([')', '?']).to_string());
+    Some((attribute.to_string(), entity_type.to_string(), help))
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -505,6 +568,23 @@ mod tests {
             .collect();
         files.extend(extra.iter().map(|(n, t)| (n.to_string(), t.to_string())));
         files
+    }
+
+    #[test]
+    fn validation_says_each_thing_once() {
+        let files = embedded_with(&[(
+            "x.cedar",
+            "@id(\"typo\")\npermit (principal, action == Phigate::Action::\"read\", resource is Phigate::Record)\nwhen { principal.nosuch && resource.categry == \"clinical\" };\n",
+        )]);
+        let e = PolicyBundle::from_files(&files).err().unwrap();
+        let text = e.to_string();
+        assert_eq!(e.0.len(), 2, "{text}");
+        // The policy is named once per line, not again by Cedar.
+        assert!(!text.contains("for policy"), "{text}");
+        // One missing attribute, whatever principal types it is missing on.
+        assert_eq!(text.matches("`nosuch`").count(), 1, "{text}");
+        assert!(text.contains("Phigate::User") && text.contains("Phigate::ServiceAccount"), "{text}");
+        assert!(text.contains("did you mean `category`"), "{text}");
     }
 
     #[test]
