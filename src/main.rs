@@ -643,8 +643,8 @@ fn dev_issuer(listen: std::net::SocketAddr, key: Option<&std::path::Path>) -> an
         println!("audiences = [\"{}\"]", issuer::DEFAULT_AUDIENCE);
         println!("dangerous_allow_http = true   # loopback only; a real IdP is https");
         println!();
-        println!("A token (claims as JSON; ?ttl=SECONDS, default 3600):");
-        println!("curl -s -X POST {url}/token -d '{{\"sub\":\"alice\",\"roles\":[\"nurse\"],\"care_teams\":[\"team-01\"],\"amr\":[\"pwd\",\"otp\"]}}'");
+        println!("A token for the claims you give (?ttl=SECONDS, default 3600; format=jwt prints the token alone):");
+        println!("TOKEN=$(curl -s -X POST '{url}/token?format=jwt' -d '{{\"sub\":\"alice\",\"roles\":[\"nurse\"],\"care_teams\":[\"team-01\"],\"amr\":[\"pwd\",\"otp\"]}}')");
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         tokio::select! {

@@ -130,43 +130,25 @@ impl Config {
             message: message.trim().to_string(),
         };
         // Not TOML at all: the parser's own message is all there is.
-        let Ok(mut table) = text.parse::<toml::Table>() else {
+        let Ok(table) = text.parse::<toml::Table>() else {
             let line = first.span().map(|s| line_of(text, s.start));
             return ConfigErrors(vec![problem(line, String::new(), first.message())]);
         };
-        let mut problems = Vec::new();
-        let mut only_leaves = true;
-        for _ in 0..100 {
-            let value = toml::Value::Table(table.clone());
-            let e = match serde_path_to_error::deserialize::<_, Config>(value) {
-                Ok(mut config) => {
-                    if only_leaves {
-                        config.resolve_paths(&base_of(path));
-                        problems.extend(config.problems().into_iter().map(|(key, message)| {
-                            problem(locator.line(&key), key, &message)
-                        }));
-                    }
-                    break;
-                }
-                Err(e) => e,
-            };
-            let message = e.inner().message().to_string();
-            let at = e.path().to_string();
-            let at = if at == "." { String::new() } else { at };
-            // The path names the unknown key itself; if it stops at the
-            // table holding it, the message names the key.
-            let key = match unknown_field(&message) {
-                Some(field) if at.is_empty() => field.to_string(),
-                Some(field) if at != field && !at.ends_with(&format!(".{field}")) => {
-                    format!("{at}.{field}")
-                }
-                _ => at,
-            };
-            only_leaves &= unknown_field(&message).is_some() || !message.starts_with("missing field");
-            problems.push(problem(locator.line(&key), key.clone(), &message));
-            if key.is_empty() || !remove_key(&mut table, &key) {
-                break;
-            }
+        let (found, config) = deserialize_all(table);
+        let mut problems: Vec<ConfigProblem> = found
+            .into_iter()
+            .map(|(key, message)| problem(locator.line(&key), key, &message))
+            .collect();
+        // Only when nothing had to be made up do the semantic checks mean
+        // anything.
+        if let Some(mut config) = config {
+            config.resolve_paths(&base_of(path));
+            problems.extend(
+                config
+                    .problems()
+                    .into_iter()
+                    .map(|(key, message)| problem(locator.line(&key), key, &message)),
+            );
         }
         if problems.is_empty() {
             let line = first.span().map(|s| line_of(text, s.start));
@@ -647,51 +629,169 @@ fn unknown_field(message: &str) -> Option<&str> {
         .map(|(field, _)| field)
 }
 
-/// Removes a dotted key (`routes[1].auth.acept`) from a table; false if it
-/// is not there.
-fn remove_key(table: &mut toml::Table, key: &str) -> bool {
-    let parts: Vec<&str> = key.split('.').collect();
-    let Some((last, parents)) = parts.split_last() else {
-        return false;
-    };
-    let mut current = table;
-    for part in parents {
-        let (name, indexes) = split_indexes(part);
-        let Some(mut value) = current.get_mut(name) else {
-            return false;
+/// Every key and value problem in a parsed file, as (dotted key, message),
+/// and the config when only unknown keys and bad values had to be taken out
+/// to read it. A missing required key is reported and stood in for with a
+/// placeholder, so the rest of its table (and every later one) is still read.
+fn deserialize_all(mut table: toml::Table) -> (Vec<(String, String)>, Option<Config>) {
+    let placeholders = [
+        toml::Value::String(String::new()),
+        toml::Value::Array(Vec::new()),
+        toml::Value::Table(toml::Table::new()),
+        toml::Value::Integer(0),
+        toml::Value::Boolean(false),
+    ];
+    let mut problems = Vec::new();
+    let mut made_up = false;
+    // The placeholder being tried: (its key, which one).
+    let mut trying: Option<(String, usize)> = None;
+    for _ in 0..500 {
+        let value = toml::Value::Table(table.clone());
+        let e = match serde_path_to_error::deserialize::<_, Config>(value) {
+            Ok(config) => return (problems, (!made_up).then_some(config)),
+            Err(e) => e,
         };
-        for i in indexes {
-            match value {
-                toml::Value::Array(a) if i < a.len() => value = &mut a[i],
-                _ => return false,
+        let message = e.inner().message().trim().to_string();
+        let at = e.path().to_string();
+        let at = if at == "." { String::new() } else { at };
+        // The path names the unknown key itself; if it stops at the table
+        // holding it, the message names the key.
+        let key = match unknown_field(&message) {
+            Some(field) if at.is_empty() => field.to_string(),
+            Some(field) if at != field && !at.ends_with(&format!(".{field}")) => {
+                format!("{at}.{field}")
+            }
+            _ => at.clone(),
+        };
+        // Our own placeholder has the wrong type: try the next kind.
+        if let Some((placed, kind)) = &trying {
+            if *placed == key {
+                let next = kind + 1;
+                let Some(value) = placeholders.get(next) else {
+                    break;
+                };
+                if !set_key(&mut table, placed, value.clone()) {
+                    break;
+                }
+                trying = Some((placed.clone(), next));
+                continue;
             }
         }
-        match value {
-            toml::Value::Table(t) => current = t,
-            _ => return false,
+        problems.push((key.clone(), message.clone()));
+        if let Some(field) = missing_field(&message) {
+            made_up = true;
+            let placed = if at.is_empty() {
+                field.to_string()
+            } else {
+                format!("{at}.{field}")
+            };
+            if !set_key(&mut table, &placed, placeholders[0].clone()) {
+                break;
+            }
+            trying = Some((placed, 0));
+            continue;
+        }
+        if key.is_empty() || !remove_key(&mut table, &key) {
+            break;
         }
     }
-    let (name, indexes) = split_indexes(last);
-    if indexes.is_empty() {
-        return current.remove(name).is_some();
+    (problems, None)
+}
+
+/// The key serde names in "missing field `x`".
+fn missing_field(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("missing field `")?
+        .split_once('`')
+        .map(|(field, _)| field)
+}
+
+/// The table a dotted path (`routes[1].auth`) names; the root for "".
+fn table_at<'a>(table: &'a mut toml::Table, path: &str) -> Option<&'a mut toml::Table> {
+    let mut current = table;
+    if path.is_empty() {
+        return Some(current);
     }
-    let Some(mut value) = current.get_mut(name) else {
+    for part in path.split('.') {
+        let (name, indexes) = split_indexes(part);
+        let mut value = current.get_mut(name)?;
+        for i in indexes {
+            value = match value {
+                toml::Value::Array(a) => a.get_mut(i)?,
+                _ => return None,
+            };
+        }
+        current = match value {
+            toml::Value::Table(t) => t,
+            _ => return None,
+        };
+    }
+    Some(current)
+}
+
+/// Splits `a.b[2].c` into (`a.b[2]`, `c`).
+fn split_last_key(key: &str) -> (&str, &str) {
+    match key.rsplit_once('.') {
+        Some((parent, last)) => (parent, last),
+        None => ("", key),
+    }
+}
+
+/// Sets a dotted key whose last part is a plain name.
+fn set_key(table: &mut toml::Table, key: &str, value: toml::Value) -> bool {
+    let (parent, name) = split_last_key(key);
+    match table_at(table, parent) {
+        Some(t) => {
+            t.insert(name.to_string(), value);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Removes a dotted key (`routes[1].auth.acept`, `hygiene.x[2]`); false if
+/// it is not there.
+fn remove_key(table: &mut toml::Table, key: &str) -> bool {
+    let (parent, last) = split_last_key(key);
+    let Some(t) = table_at(table, parent) else {
         return false;
     };
-    let (last_index, outer) = indexes.split_last().map(|(l, o)| (*l, o.to_vec())).unwrap_or((0, Vec::new()));
-    for i in outer {
-        match value {
-            toml::Value::Array(a) if i < a.len() => value = &mut a[i],
+    let (name, indexes) = split_indexes(last);
+    let Some((&index, outer)) = indexes.split_last() else {
+        return t.remove(name).is_some();
+    };
+    let Some(mut value) = t.get_mut(name) else {
+        return false;
+    };
+    for &i in outer {
+        value = match value {
+            toml::Value::Array(a) if i < a.len() => &mut a[i],
             _ => return false,
-        }
+        };
     }
     match value {
-        toml::Value::Array(a) if last_index < a.len() => {
-            a.remove(last_index);
+        toml::Value::Array(a) if index < a.len() => {
+            a.remove(index);
             true
         }
         _ => false,
     }
+}
+
+/// Problems with the keys and values of a fragment of `phigate.toml` (as
+/// the docs show them): unknown keys and wrongly typed values. A required
+/// key the fragment leaves out is not a problem here.
+pub fn fragment_problems(text: &str) -> Vec<String> {
+    let table = match text.parse::<toml::Table>() {
+        Ok(t) => t,
+        Err(e) => return vec![e.message().trim().to_string()],
+    };
+    deserialize_all(table)
+        .0
+        .into_iter()
+        .filter(|(_, message)| missing_field(message).is_none())
+        .map(|(key, message)| format!("`{key}`: {message}"))
+        .collect()
 }
 
 /// `routes[1]` → (`routes`, [1]).

@@ -401,3 +401,27 @@ fn a_route_that_can_only_deny_is_warned_about() {
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert!(c.warnings[0].message.contains("shadow"));
 }
+
+#[test]
+fn a_missing_key_does_not_hide_the_problems_after_it() {
+    let (dir, text) = with_cert();
+    let text = text.replace("path_prefix = \"/fhir\"\n", "")
+        + "\n[[routes]]\nname = \"two\"\npath_prefix = \"/two\"\nupstream = \"ehr\"\nauth = { kind = \"public\" }\nwebsockt = true\n";
+    let e = load(&dir, &text).unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["routes[0]", "routes[1].websockt"], "{e}");
+    assert!(e.0[0].message.contains("path_prefix"), "{e}");
+}
+
+#[test]
+fn fragments_are_checked_for_keys_and_types_only() {
+    assert!(fragment_problems("[audit]\ndir = \"/var/lib/phigate/audit\"\n").is_empty());
+    // A route without its required keys is still a fine fragment...
+    assert!(fragment_problems("[[routes]]\nname = \"x\"\nwebsocket = true\n").is_empty());
+    // ...but not one with a renamed key or a wrong type.
+    let p = fragment_problems("[[routes]]\nname = \"x\"\nwebsockets = true\nmax_body = []\n");
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p.iter().any(|m| m.contains("websockets")), "{p:?}");
+    assert!(p.iter().any(|m| m.contains("max_body")), "{p:?}");
+    assert!(fragment_problems("[audit\n").len() == 1);
+}

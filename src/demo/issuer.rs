@@ -219,6 +219,7 @@ impl DemoIssuer {
             ("GET", "/.well-known/openid-configuration") => reply(StatusCode::OK, discovery),
             ("GET", "/jwks") => reply(StatusCode::OK, jwks),
             ("POST", "/token") if self.mint => {
+                let query = req.uri().query().unwrap_or("").to_string();
                 let ttl = match ttl_of(req.uri().query()) {
                     Ok(t) => t,
                     Err(m) => return error(StatusCode::BAD_REQUEST, &m),
@@ -231,7 +232,17 @@ impl DemoIssuer {
                     Ok(c) => c,
                     Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")),
                 };
+                let bare = req_query_has(&query, "format=jwt");
                 match self.mint(&claims, ttl) {
+                    // `?format=jwt`: the token alone, for `TOKEN=$(curl …)`.
+                    Ok(token) if bare => {
+                        let mut resp = reply(StatusCode::OK, Bytes::from(format!("{token}\n")));
+                        resp.headers_mut().insert(
+                            hyper::header::CONTENT_TYPE,
+                            hyper::header::HeaderValue::from_static("text/plain"),
+                        );
+                        resp
+                    }
                     Ok(token) => reply(
                         StatusCode::OK,
                         Bytes::from(
@@ -282,7 +293,8 @@ impl DemoIssuer {
     }
 }
 
-/// `?ttl=SECONDS` (default one hour, at most a day).
+/// `?ttl=SECONDS` (default one hour, at most a day); other parameters
+/// (`format=jwt`) are not its business.
 fn ttl_of(query: Option<&str>) -> Result<u64, String> {
     let Some(q) = query else { return Ok(3600) };
     for pair in q.split('&') {
@@ -294,6 +306,10 @@ fn ttl_of(query: Option<&str>) -> Result<u64, String> {
         }
     }
     Ok(3600)
+}
+
+fn req_query_has(query: &str, pair: &str) -> bool {
+    query.split('&').any(|p| p == pair)
 }
 
 /// Whether the request's `Host` names this machine's loopback.
