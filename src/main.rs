@@ -344,9 +344,10 @@ fn main() -> ExitCode {
                 Ok(prepared) => {
                     let mut warnings: Vec<String> =
                         c.warnings.iter().map(|w| w.to_string()).collect();
-                    let decides = c.routes.iter().any(|r| {
-                        r.auth.kind != phigate::config::AuthKind::Public
-                    });
+                    let decides = c
+                        .routes
+                        .iter()
+                        .any(|r| r.auth.kind != phigate::config::AuthKind::Public);
                     if decides && !prepared.permits_anything() {
                         warnings.push(format!(
                             "{}: `authorization.policies`: the policy set has no `permit` policy, so every request on a route that needs authorization will be denied",

@@ -77,20 +77,18 @@ pub fn test(
         Err(e) => return (e.to_string(), false),
     };
     let categories = match configured {
-        Some(a) => {
-            Categories::with_overrides(&a.categories.clone().into_iter().collect())
-        }
+        Some(a) => Categories::with_overrides(&a.categories.clone().into_iter().collect()),
         // The default data categories: no proxy configuration was given.
         None => Categories::default(),
     };
     let routes = match config {
-        Some(c) => match super::routed::Routes::from_config(
-            &c.routes,
-            c.authorization.entities.as_deref(),
-        ) {
-            Ok(r) => Some(r),
-            Err(e) => return (format!("{e}\n"), false),
-        },
+        Some(c) => {
+            match super::routed::Routes::from_config(&c.routes, c.authorization.entities.as_deref())
+            {
+                Ok(r) => Some(r),
+                Err(e) => return (format!("{e}\n"), false),
+            }
+        }
         None => None,
     };
     let report: TestReport = match (dir, files.is_empty()) {

@@ -322,8 +322,9 @@ pub fn run_text(
     // entities (none is an empty set), unless it names its own.
     let entities = match (&mapper, &suite.entities) {
         (Mapper::Routes(routes), None) => match &routes.entities {
-            Some(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("{}: {e}", path.display())),
+            Some(path) => {
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+            }
             None => Ok("[]".to_string()),
         },
         _ => load(suite.entities.as_deref()),
@@ -688,17 +689,20 @@ fn accesses_of(case: &Case, mapper: &Mapper<'_>, host: Option<&str>) -> Result<M
                 .resource
                 .as_ref()
                 .ok_or("an `action` case needs a `resource`")?;
-            Ok(Mapped::Accesses(vec![AccessRequest {
-                action,
-                resource: Resource {
-                    resource_type: resource.resource_type.clone(),
-                    id: resource.id.clone(),
-                },
-                patient: resource.patient.clone(),
-                fan_out: None,
-                interaction: "test".into(),
-                operation: None,
-            }], None))
+            Ok(Mapped::Accesses(
+                vec![AccessRequest {
+                    action,
+                    resource: Resource {
+                        resource_type: resource.resource_type.clone(),
+                        id: resource.id.clone(),
+                    },
+                    patient: resource.patient.clone(),
+                    fan_out: None,
+                    interaction: "test".into(),
+                    operation: None,
+                }],
+                None,
+            ))
         }
         _ => Err("give either `request` or `action` + `resource`".into()),
     }
@@ -863,7 +867,14 @@ cases:
     expect: allow
 "#;
         let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
-        let report = run_text(&bundle, "x.yaml", suite, &load, &Categories::default(), None);
+        let report = run_text(
+            &bundle,
+            "x.yaml",
+            suite,
+            &load,
+            &Categories::default(),
+            None,
+        );
         assert_eq!(report.failures.len(), 1);
         assert!(
             report.failures[0]
@@ -950,7 +961,14 @@ cases:
     fn run_routed(routes: Option<&Routes>, suite: &str) -> TestReport {
         let bundle = PolicyBundle::load(&PolicySource::Embedded).unwrap();
         let load = |_: Option<&Path>| -> Result<String, String> { Ok(EMBEDDED_ENTITIES.into()) };
-        run_text(&bundle, "app.yaml", suite, &load, &Categories::default(), routes)
+        run_text(
+            &bundle,
+            "app.yaml",
+            suite,
+            &load,
+            &Categories::default(),
+            routes,
+        )
     }
 
     #[test]
@@ -972,7 +990,10 @@ cases:
         );
         let report = run_routed(Some(&routes), ROUTED_SUITE);
         assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
-        assert_eq!(report.failures[0].case, "reads her patient's vitals through the portal");
+        assert_eq!(
+            report.failures[0].case,
+            "reads her patient's vitals through the portal"
+        );
         // A template that does not match the path at all: a refusal, named.
         let routes = routed(
             r#"{ path = "/portal/patient/{patient}/vitals", methods = ["GET"], resource_type = "Observation" }"#,
@@ -980,7 +1001,9 @@ cases:
         let report = run_routed(Some(&routes), ROUTED_SUITE);
         assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
         assert!(
-            report.failures[0].message.contains("route `portal` does not map"),
+            report.failures[0]
+                .message
+                .contains("route `portal` does not map"),
             "{:?}",
             report.failures
         );
@@ -1001,6 +1024,8 @@ cases:
         let suite = "mapping: routes\nentities: e.json\ncases:\n  - name: x\n    principal: {id: a, roles: [nurse]}\n    request: GET /elsewhere/1\n    expect: deny\n";
         let report = run_routed(Some(&routes), suite);
         assert_eq!(report.failures.len(), 1);
-        assert!(report.failures[0].message.contains("no route serves /elsewhere/1"));
+        assert!(report.failures[0]
+            .message
+            .contains("no route serves /elsewhere/1"));
     }
 }

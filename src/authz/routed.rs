@@ -76,11 +76,7 @@ impl Routes {
     /// client sends it; `host` the `Host` header, if the case gives one.
     /// An `Err` is a mistake in the test (no route serves the path, the
     /// route is public, the path is one hygiene refuses), not a decision.
-    pub fn map(
-        &self,
-        host: Option<&str>,
-        view: &RequestView<'_>,
-    ) -> Result<Routed, String> {
+    pub fn map(&self, host: Option<&str>, view: &RequestView<'_>) -> Result<Routed, String> {
         let target = match view.query {
             Some(q) => format!("{}?{q}", view.path),
             None => view.path.to_string(),
@@ -102,9 +98,9 @@ impl Routes {
             .route(host.as_deref(), &routing_view(path))
             .ok_or_else(|| match &host {
                 Some(h) => format!("no route serves {path} on host {h}"),
-                None => format!(
-                    "no route serves {path} (give `context.host` for routes with `hosts`)"
-                ),
+                None => {
+                    format!("no route serves {path} (give `context.host` for routes with `hosts`)")
+                }
             })?;
         let Some(authz) = &route.authz else {
             return Err(format!(
@@ -125,7 +121,11 @@ impl Routes {
 
     /// The records a write by id changes on the route serving `view`, for
     /// a case's `stored` records.
-    pub fn stored_reads(&self, host: Option<&str>, view: &RequestView<'_>) -> Vec<(String, String)> {
+    pub fn stored_reads(
+        &self,
+        host: Option<&str>,
+        view: &RequestView<'_>,
+    ) -> Vec<(String, String)> {
         match self.map(host, view) {
             Ok(Routed {
                 mapping: Ok(mapping),
@@ -192,24 +192,18 @@ auth = { kind = "public" }
     #[test]
     fn requests_are_routed_and_mapped_as_the_proxy_does() {
         let r = routes(ROUTES);
-        let routed = r
-            .map(None, &get("/patients/p1/chart", None))
-            .unwrap();
+        let routed = r.map(None, &get("/patients/p1/chart", None)).unwrap();
         assert_eq!(routed.route, "portal");
         let m = routed.mapping.unwrap();
         assert_eq!(m.requests[0].resource.resource_type, "Observation");
         assert_eq!(m.requests[0].patient.as_deref(), Some("p1"));
 
-        let routed = r
-            .map(None, &get("/search", Some("pid=p2&x=1")))
-            .unwrap();
+        let routed = r.map(None, &get("/search", Some("pid=p2&x=1"))).unwrap();
         let m = routed.mapping.unwrap();
         assert_eq!(m.requests[0].action, Action::Search);
         assert_eq!(m.requests[0].patient.as_deref(), Some("p2"));
 
-        let routed = r
-            .map(None, &get("/fhir/Patient/pat-1", None))
-            .unwrap();
+        let routed = r.map(None, &get("/fhir/Patient/pat-1", None)).unwrap();
         assert_eq!(routed.route, "fhir");
         assert_eq!(
             routed.mapping.unwrap().requests[0].patient.as_deref(),
@@ -228,10 +222,7 @@ auth = { kind = "public" }
     #[test]
     fn mistakes_in_the_test_are_named() {
         let r = routes(ROUTES);
-        let e = r
-            .map(None, &get("/static/app.js", None))
-            .err()
-            .unwrap();
+        let e = r.map(None, &get("/static/app.js", None)).err().unwrap();
         assert!(e.contains("public"), "{e}");
         let e = r
             .map(None, &get("/a/../patients/p1/chart", None))

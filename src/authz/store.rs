@@ -515,7 +515,12 @@ fn say_once(problems: Vec<PolicyProblem>) -> Vec<PolicyProblem> {
                     out[*i].message = message;
                 }
                 None => {
-                    merged.push((out.len(), attribute, vec![entity_type], help.into_iter().collect()));
+                    merged.push((
+                        out.len(),
+                        attribute,
+                        vec![entity_type],
+                        help.into_iter().collect(),
+                    ));
                     out.push(p);
                 }
             }
@@ -583,7 +588,10 @@ mod tests {
         assert!(!text.contains("for policy"), "{text}");
         // One missing attribute, whatever principal types it is missing on.
         assert_eq!(text.matches("`nosuch`").count(), 1, "{text}");
-        assert!(text.contains("Phigate::User") && text.contains("Phigate::ServiceAccount"), "{text}");
+        assert!(
+            text.contains("Phigate::User") && text.contains("Phigate::ServiceAccount"),
+            "{text}"
+        );
         assert!(text.contains("did you mean `category`"), "{text}");
     }
 

@@ -373,7 +373,10 @@ fn relative_paths_become_absolute_whatever_the_working_directory() {
     let (dir, text) = with_cert();
     let c = load(&dir, &text).unwrap();
     let cert = &c.listeners[0].tls.as_ref().unwrap().cert;
-    assert!(cert.is_absolute() && cert.starts_with(dir.path()), "{cert:?}");
+    assert!(
+        cert.is_absolute() && cert.starts_with(dir.path()),
+        "{cert:?}"
+    );
     // A config named without a directory resolves against the working one.
     let c = Config::from_toml(&text, Path::new("phigate.toml"));
     let problems = c.err().map(|e| e.to_string()).unwrap_or_default();

@@ -125,9 +125,9 @@ impl DemoIssuer {
                     .enable_all()
                     .build();
                 if let Ok(rt) = rt {
-                    if let Ok(listener) = rt.block_on(async {
-                        tokio::net::TcpListener::from_std(listener)
-                    }) {
+                    if let Ok(listener) =
+                        rt.block_on(async { tokio::net::TcpListener::from_std(listener) })
+                    {
                         rt.block_on(served.serve(listener));
                     }
                 }
@@ -213,7 +213,10 @@ impl DemoIssuer {
             reply(status, Bytes::from(json!({ "error": m }).to_string()))
         };
         if !loopback_host(&req) {
-            return error(StatusCode::MISDIRECTED_REQUEST, "the Host is not a loopback name");
+            return error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "the Host is not a loopback name",
+            );
         }
         match (req.method().as_str(), req.uri().path()) {
             ("GET", "/.well-known/openid-configuration") => reply(StatusCode::OK, discovery),
@@ -226,11 +229,21 @@ impl DemoIssuer {
                 };
                 let body = match Limited::new(req.into_body(), MAX_CLAIMS).collect().await {
                     Ok(b) => b.to_bytes(),
-                    Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "claims are limited to 64 KiB"),
+                    Err(_) => {
+                        return error(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "claims are limited to 64 KiB",
+                        )
+                    }
                 };
                 let claims = match serde_json::from_slice::<serde_json::Value>(&body) {
                     Ok(c) => c,
-                    Err(e) => return error(StatusCode::BAD_REQUEST, &format!("the body is not JSON: {e}")),
+                    Err(e) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            &format!("the body is not JSON: {e}"),
+                        )
+                    }
                 };
                 let bare = req_query_has(&query, "format=jwt");
                 match self.mint(&claims, ttl) {
@@ -262,10 +275,11 @@ impl DemoIssuer {
     /// `auth_time` are filled in unless the claims give them, so a test can
     /// also mint a wrong audience or an old sign-in.
     pub fn mint(&self, claims: &serde_json::Value, ttl_secs: u64) -> Result<String, String> {
-        let given = claims
-            .as_object()
-            .ok_or("the claims must be a JSON object, e.g. {\"sub\":\"alice\",\"roles\":[\"nurse\"]}")?;
-        if !given.get("sub").is_some_and(|s| s.as_str().is_some_and(|s| !s.is_empty())) {
+        let given = claims.as_object().ok_or(
+            "the claims must be a JSON object, e.g. {\"sub\":\"alice\",\"roles\":[\"nurse\"]}",
+        )?;
+        let subject = given.get("sub").and_then(|s| s.as_str()).unwrap_or("");
+        if subject.is_empty() {
             return Err("the claims need a `sub` (the user's id)".into());
         }
         let now = jsonwebtoken::get_current_timestamp();
@@ -301,7 +315,9 @@ fn ttl_of(query: Option<&str>) -> Result<u64, String> {
         if let Some(v) = pair.strip_prefix("ttl=") {
             return match v.parse::<u64>() {
                 Ok(t) if (1..=MAX_TTL_SECS).contains(&t) => Ok(t),
-                _ => Err(format!("ttl is a number of seconds from 1 to {MAX_TTL_SECS}")),
+                _ => Err(format!(
+                    "ttl is a number of seconds from 1 to {MAX_TTL_SECS}"
+                )),
             };
         }
     }
@@ -326,7 +342,9 @@ fn loopback_host<B>(req: &hyper::Request<B>) -> bool {
         None => host.rsplit_once(':').map_or(host, |(n, _)| n),
     };
     name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The issuer's signing key from `path`: read if it exists, else created
@@ -367,7 +385,10 @@ mod tests {
         assert!(issuer.mint(&json!({"roles": ["nurse"]}), 60).is_err());
         assert!(issuer.mint(&json!([1]), 60).is_err());
         let token = issuer
-            .mint(&json!({"sub": "alice", "aud": "other", "acr": "urn:mfa"}), 60)
+            .mint(
+                &json!({"sub": "alice", "aud": "other", "acr": "urn:mfa"}),
+                60,
+            )
             .unwrap();
         let payload = token.split('.').nth(1).unwrap();
         use base64::Engine as _;
