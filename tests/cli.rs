@@ -407,3 +407,57 @@ fn a_route_needing_authorization_must_name_its_policies() {
     ));
     assert!(!text.contains("`authorization.policies`"), "{text}");
 }
+
+/// `phigate dev-issuer`: loopback only, and `--key` keeps tokens valid
+/// across a restart (the same key id in the JWKS).
+#[test]
+fn the_dev_issuer_binds_loopback_only_and_keeps_its_key() {
+    let out = Command::new(phigate_bin())
+        .args(["dev-issuer", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a loopback address"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("issuer.key");
+    let jwks = || {
+        let port = free_port();
+        let mut p = Proc {
+            child: Command::new(phigate_bin())
+                .args([
+                    "dev-issuer",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--key",
+                ])
+                .arg(&key)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            name: "dev-issuer".into(),
+        };
+        let addr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_for_port(addr, "dev-issuer", &mut p.child);
+        let discovery = http_get(addr, "/.well-known/openid-configuration").unwrap();
+        assert_eq!(discovery.status, 200);
+        assert_eq!(
+            discovery.json()["issuer"],
+            format!("http://127.0.0.1:{port}")
+        );
+        http_get(addr, "/jwks").unwrap().json()["keys"][0]["kid"].clone()
+    };
+    let first = jwks();
+    assert!(first.is_string());
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(jwks(), first, "a restart with --key keeps the key");
+}

@@ -364,6 +364,43 @@ fn the_guide_runs_as_written() {
         "{recorded}"
     );
 
+    // Reloads run routed suites through the routes too: one that holds
+    // only through the portal's templates is accepted, a false one refused.
+    let reload_with = |name: &str, suite: &str, want: &str| {
+        std::fs::write(dir.path().join("policies/tests").join(name), suite).unwrap();
+        let before = std::fs::read_to_string(log("phigate"))
+            .unwrap()
+            .matches("\"event\":\"policy_reload\"")
+            .count();
+        Command::new("kill")
+            .args(["-HUP", &px.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let logs = std::fs::read_to_string(log("phigate")).unwrap();
+            let reloads: Vec<&str> = logs
+                .lines()
+                .filter(|l| l.contains("\"event\":\"policy_reload\""))
+                .collect();
+            if reloads.len() > before {
+                let last = reloads[reloads.len() - 1];
+                assert!(
+                    last.contains(&format!("\"result\":\"{want}\"")),
+                    "{name}: {last}"
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "no reload logged:\n{logs}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let suite = |expect: &str| {
+        format!("mapping: routes\ncases:\n  - name: ward 5 through the vitals page\n    principal: {{id: wendy, roles: [nurse], care_teams: [ward-5], mfa: true}}\n    request: GET /api/vitals?patient_id=p-1002\n    expect: {expect}\n")
+    };
+    reload_with("zz-ward5.yaml", &suite("allow"), "unchanged");
+    reload_with("zz-ward5.yaml", &suite("deny"), "rejected");
+
     // The start-up lines the guide describes.
     let logs = std::fs::read_to_string(log("phigate")).unwrap();
     for message in [
