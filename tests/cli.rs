@@ -461,3 +461,39 @@ fn the_dev_issuer_binds_loopback_only_and_keeps_its_key() {
     );
     assert_eq!(jwks(), first, "a restart with --key keeps the key");
 }
+
+/// `check` passes a config that will bite, but says how: a route with no
+/// templates and a policy set with nothing to permit can only deny.
+#[test]
+fn check_warns_about_routes_that_can_only_deny() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/phigate.cedarschema"),
+        policies.join("phigate.cedarschema"),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("only.cedar"),
+        "@id(\"no-exports\")\nforbid (principal, action == Phigate::Action::\"export\", resource);\n",
+    )
+    .unwrap();
+    let (_, entry) = keygen_api_key("svc", "nurse");
+    let config = GOOD.replace(
+        "auth = { kind = \"public\" }",
+        "auth = { kind = \"api\", accept = [\"api_key\"] }",
+    ) + &format!(
+        "\n{entry}\n[authorization]\npolicies = \"{}\"\n\n[audit]\ndir = \"{}\"\n",
+        policies.display(),
+        dir.path().join("audit").display()
+    );
+    let (ok, text) = check(&config);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning:")
+            && text.contains("`routes[0].authorization`: route \"fhir\" can only deny"),
+        "{text}"
+    );
+    assert!(text.contains("has no `permit` policy"), "{text}");
+}
