@@ -534,7 +534,7 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                 },
                 (None, None) => return fail("give --claims or --token".into()),
             };
-            let headers = headers
+            let headers: Vec<(String, String)> = headers
                 .iter()
                 .filter_map(|h| h.split_once(':'))
                 .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
@@ -552,24 +552,35 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                     };
                     policies = policies.or(config.authorization.policies.clone());
                     entities = entities.or(config.authorization.entities.clone());
+                    // The route serving the request, chosen as `serve`
+                    // chooses it: by Host (`-H 'Host: …'`) and longest prefix.
                     let path_only = target.split('?').next().unwrap_or("/");
-                    let route = config
-                        .routes
+                    let host = headers
                         .iter()
-                        .filter(|r| {
-                            path_only == r.path_prefix
-                                || path_only.starts_with(&format!(
-                                    "{}/",
-                                    r.path_prefix.trim_end_matches('/')
-                                ))
-                        })
-                        .max_by_key(|r| r.path_prefix.len());
-                    match route {
+                        .find(|(n, _)| n.eq_ignore_ascii_case("host"))
+                        .map(|(_, v)| v.to_ascii_lowercase());
+                    let host = host
+                        .as_deref()
+                        .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n));
+                    let router = phigate::proxy::Router::new(
+                        config
+                            .routes
+                            .iter()
+                            .map(|r| (r.hosts.clone(), r.path_prefix.clone(), r)),
+                    );
+                    match router.route(host, &phigate::proxy::routing_view(path_only)) {
+                        Some(r) if r.auth.kind == phigate::config::AuthKind::Public => {
+                            return fail(format!(
+                                "route `{}` serving {path_only} is public: nothing there is decided",
+                                r.name
+                            ))
+                        }
                         Some(r) => (r.authorization.clone(), r.path_prefix.clone()),
                         None => {
                             return fail(format!(
-                                "no route in {} serves {path_only}",
-                                path.display()
+                                "no route in {} serves {path_only}{}",
+                                path.display(),
+                                if host.is_none() { " (give -H 'Host: …' for routes with hosts)" } else { "" }
                             ))
                         }
                     }

@@ -152,3 +152,65 @@ dir = "audit"
     let (code, out) = explain();
     assert_eq!(code, Some(0), "{out}");
 }
+
+#[test]
+fn explain_with_a_config_picks_the_route_serve_would() {
+    // Two routes on one prefix: the host-specific one is public, the other
+    // decides with FHIR mapping. explain must route by Host as serve does.
+    let d = tempfile::tempdir().unwrap();
+    let (_, key_entry) = keygen_api_key("svc", "reader");
+    let path = d.path().join("phigate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+{key_entry}
+[[listeners]]
+address = "127.0.0.1:8080"
+[[routes]]
+name = "open-data"
+hosts = ["open.example"]
+path_prefix = "/fhir"
+upstream = "ehr"
+auth = {{ kind = "public" }}
+[[routes]]
+name = "fhir"
+path_prefix = "/fhir"
+upstream = "ehr"
+auth = {{ kind = "api", accept = ["api_key"] }}
+authorization = {{ mapping = "fhir" }}
+[upstreams.ehr]
+origins = ["http://127.0.0.1:9"]
+[authorization]
+example_policies = true
+[audit]
+dir = "audit"
+"#
+        ),
+    )
+    .unwrap();
+    let explain = |host: &str| {
+        let mut args = vec![
+            "policy",
+            "explain",
+            "--config",
+            path.to_str().unwrap(),
+            "--claims",
+            r#"{"sub":"alice","roles":["care_manager"]}"#,
+            "--exit-code",
+        ];
+        if !host.is_empty() {
+            args.extend(["-H", host]);
+        }
+        args.extend(["GET", "/fhir/Patient/pat-0001"]);
+        phigate(&args)
+    };
+    let (code, out) = explain("");
+    assert_eq!(code, Some(1), "{out}");
+    let (code, out) = explain("Host: OPEN.example:443");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("route `open-data`") && out.contains("public"),
+        "{out}"
+    );
+}
