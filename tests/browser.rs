@@ -551,3 +551,25 @@ fn anonymous_sign_in_floods_are_rate_limited_per_client() {
         .unwrap();
     assert_eq!(r.status(), 429);
 }
+
+#[test]
+fn browser_routes_send_hsts_by_default() {
+    // Even a refusal: the browser learns HTTPS-only before it signs in.
+    let s = sso("");
+    let Http { rt, phigate, .. } = s.http();
+    let r = rt
+        .block_on(
+            phigate
+                .get(format!("{}/__echo/x", s.base))
+                .header("Accept", "application/json")
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let hsts: Vec<_> = r
+        .headers()
+        .get_all("strict-transport-security")
+        .iter()
+        .collect();
+    assert_eq!(hsts, ["max-age=31536000"]);
+}

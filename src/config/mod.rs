@@ -177,6 +177,9 @@ impl Config {
                 if let Some(ca) = &mut tls.client_ca {
                     fix(ca);
                 }
+                if let Some(ocsp) = &mut tls.ocsp_response {
+                    fix(ocsp);
+                }
             }
         }
         for u in self.upstreams.values_mut() {
@@ -438,6 +441,16 @@ impl Config {
 fn check_route(key: &str, r: &RouteConfig, config: &Config, out: &mut Vec<(String, String)>) {
     r.check(key, config.hygiene.max_path_length, out);
     check_route_auth(key, r, config, out);
+    // Explicit HSTS that no client could ever receive is a mistake worth
+    // naming (browser routes' default is quietly inert on such a setup).
+    let secure_somewhere = config.listeners.iter().any(|l| l.tls.is_some())
+        || !config.hygiene.trusted_proxies.is_empty();
+    if r.hsts.as_ref().is_some_and(|h| h.enabled) && !secure_somewhere {
+        out.push((
+            format!("{key}.hsts"),
+            "HSTS is sent only over TLS, but no listener has [listeners.tls] and no trusted proxy can report https (hygiene.trusted_proxies)".into(),
+        ));
+    }
     if !config.upstreams.contains_key(&r.upstream) {
         let known: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
         out.push((

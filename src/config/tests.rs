@@ -428,3 +428,91 @@ fn fragments_are_checked_for_keys_and_types_only() {
     assert!(p.iter().any(|m| m.contains("max_body")), "{p:?}");
     assert!(fragment_problems("[audit\n").len() == 1);
 }
+
+#[test]
+fn tls_resumption_ocsp_and_hsts_are_validated() {
+    let (dir, text) = with_cert();
+    let c = load(&dir, &text).unwrap();
+    let tls = c.listeners[0].tls.as_ref().unwrap();
+    assert_eq!(tls.session_ticket_lifetime, HumanDuration::secs(3600));
+    assert!(tls.ocsp_response.is_none());
+
+    // Relative OCSP paths resolve beside the config; an unusable response
+    // is named by its key, as is a lifetime rustls could not announce.
+    std::fs::write(dir.path().join("resp.der"), b"not DER").unwrap();
+    let bad = text.replace(
+        "key = \"key.pem\"",
+        "key = \"key.pem\"\nocsp_response = \"resp.der\"\nsession_ticket_lifetime = \"8days\"",
+    );
+    let e = load(&dir, &bad).unwrap_err();
+    let keys: Vec<&str> = e.0.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "listeners[0].tls.ocsp_response",
+            "listeners[0].tls.session_ticket_lifetime"
+        ],
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains(&dir.path().join("resp.der").display().to_string()),
+        "{e}"
+    );
+    for ok in ["0s", "10m", "7days"] {
+        let t = text.replace(
+            "key = \"key.pem\"",
+            &format!("key = \"key.pem\"\nsession_ticket_lifetime = \"{ok}\""),
+        );
+        load(&dir, &t).unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+
+    // Explicit HSTS where no client connection can be TLS.
+    let cleartext = text
+        .replace("address = \"0.0.0.0:8443\"", "address = \"127.0.0.1:8080\"")
+        .replace(
+            "[listeners.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n",
+            "",
+        )
+        .replace(
+            "auth = { kind = \"public\" }",
+            "auth = { kind = \"public\" }\nhsts = { max_age = \"1d\" }",
+        );
+    let e = load(&dir, &cleartext).unwrap_err();
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].key, "routes[0].hsts");
+    let behind_lb = cleartext.replace(
+        "[upstreams.ehr]",
+        "[hygiene]\ntrusted_proxies = [\"10.0.0.0/8\"]\n\n[upstreams.ehr]",
+    );
+    load(&dir, &behind_lb).unwrap();
+}
+
+#[test]
+fn the_tls_guides_config_fragments_are_valid() {
+    // docs/tls.md shows real keys: each ```toml block, appended to the
+    // shipped example, must load (OCSP response included).
+    use crate::server::ocsp::tests::{chain, response, spec};
+    let doc = include_str!("../../docs/tls.md");
+    let shipped = include_str!("../../config/phigate.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let ch = chain();
+    std::fs::write(dir.path().join("cert.pem"), &ch.chain_pem).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &ch.key_pem).unwrap();
+    std::fs::write(dir.path().join("ocsp.der"), response(&ch, spec())).unwrap();
+    let blocks: Vec<&str> = doc
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .collect();
+    assert_eq!(blocks.len(), 3, "docs/tls.md's toml blocks changed");
+    for block in blocks {
+        let text = format!("{shipped}\n{block}")
+            .replace("/etc/phigate/tls/", "")
+            .replace("/etc/phigate/upstream-ca.pem", "cert.pem")
+            .replace("/var/lib/phigate/audit", "audit");
+        if let Err(e) = load(&dir, &text) {
+            panic!("{block}\n{e}");
+        }
+    }
+}

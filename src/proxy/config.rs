@@ -67,6 +67,44 @@ pub struct RouteConfig {
     /// template routes redact JSON documents by the classes' JSON paths.
     /// Default: none (answers pass as the upstream sent them).
     pub redaction: Option<RouteRedactionConfig>,
+    /// HTTP Strict Transport Security: browsers that saw it use only HTTPS
+    /// for this host (every port) until `max_age` passes. Sent only on
+    /// responses whose client connection was TLS (to phigate, or to a
+    /// trusted proxy saying `X-Forwarded-Proto: https`), never over
+    /// cleartext; it replaces any the upstream sent. Default: on for
+    /// `auth.kind = "browser"` routes (`max_age = "365d"`, this host only,
+    /// no preload), off for others (API clients ignore it; the upstream's
+    /// header, if any, passes). `hsts = { enabled = false }` turns it off.
+    pub hsts: Option<HstsConfig>,
+}
+
+/// A route's `hsts` table (RFC 6797).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HstsConfig {
+    /// Send the header. Default `true` (writing the table turns it on).
+    pub enabled: bool,
+    /// How long browsers hold to HTTPS-only, in whole seconds. Default
+    /// `"365d"`. `"0s"` tells browsers to forget an earlier policy.
+    pub max_age: HumanDuration,
+    /// `includeSubDomains`: every subdomain of the host too. Default
+    /// `false`: a hospital domain often has plain-HTTP devices below it.
+    pub include_subdomains: bool,
+    /// `preload`: consent to the browsers' built-in list. Needs
+    /// `include_subdomains` and `max_age` of at least `"365d"`, and is hard
+    /// to undo. Default `false`.
+    pub preload: bool,
+}
+
+impl Default for HstsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_age: HumanDuration::secs(365 * 24 * 60 * 60),
+            include_subdomains: false,
+            preload: false,
+        }
+    }
 }
 
 fn default_max_body() -> ByteSize {
@@ -254,6 +292,9 @@ impl RouteConfig {
                     ));
                 }
             }
+        }
+        if let Some(h) = &r.hsts {
+            super::hsts::check(h, &format!("{key}.hsts"), out);
         }
         if r.preserve_host && r.hosts.is_empty() {
             out.push((

@@ -1,8 +1,9 @@
 //! The exit: every response leaves through [`exit`], which sees every
 //! stage's result for the request. It finishes generated bodies, adds the
-//! request id and the decision header, bounds keep-alive, and records the
-//! request (metrics and one log line, whatever the outcome) — the place the
-//! audit record will be written before anything is released.
+//! request id, the decision header and the route's HSTS, bounds
+//! keep-alive, and records the request (metrics and one log line, whatever
+//! the outcome) — the place the audit record will be written before
+//! anything is released.
 //!
 //! A request whose client goes away before the exit is recorded when its
 //! context is dropped, as `client_closed` (status label `499`).
@@ -32,6 +33,9 @@ pub struct RequestCtx {
     pub decision: Option<DecisionCtx>,
     /// Why phigate answered itself, when it did.
     pub rejection: Option<&'static str>,
+    /// The client's connection was TLS: to phigate, or (once admitted) to
+    /// a trusted proxy that says so. Decides whether HSTS is sent.
+    pub secure: bool,
     /// On a redacting route: what the response disclosed, filled in when
     /// its body ends (for the audit record).
     pub disclosure: Option<super::redaction::DisclosureSlot>,
@@ -57,6 +61,7 @@ impl RequestCtx {
             principal: None,
             decision: None,
             rejection: None,
+            secure: conn.tls,
             disclosure: None,
             audit: super::audit::AuditCtx::start(audit, req.headers(), conn),
             recorded: false,
@@ -145,6 +150,9 @@ pub fn exit(
         .and_then(|d| HeaderValue::from_str(d).ok())
     {
         h.insert("x-phigate-decision", v);
+    }
+    if let Some(route) = &ctx.route {
+        super::hsts::apply(h, route.hsts.as_ref(), ctx.secure);
     }
     // HTTP/1.1 keep-alive is bounded by a request count, and ends after an
     // upgrade request that was not upgraded (its bytes are no longer

@@ -19,6 +19,7 @@ pub mod config;
 pub mod decide;
 mod endpoints;
 pub mod exit;
+pub mod hsts;
 pub mod identify;
 mod identity;
 pub mod pool;
@@ -183,6 +184,7 @@ where
         let route = admission.route.clone();
         ctx.route = Some(route.clone());
         ctx.client_ip = Some(admission.client_ip);
+        ctx.secure = admission.forwarded.proto == "https";
         ctx.audit
             .set_target(admission.path.path(), admission.path.query());
 

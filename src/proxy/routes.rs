@@ -33,6 +33,9 @@ pub struct Route {
     pub redaction: Option<super::redaction::RouteRedaction>,
     /// Its request counters and latency histogram.
     pub metrics: super::exit::RouteMetrics,
+    /// The `Strict-Transport-Security` value it sends over TLS, if it owns
+    /// the header.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// Hygiene settings resolved from config once, used on every request.
@@ -159,6 +162,7 @@ pub fn build(config: &PipelineConfig<'_>) -> Result<Table, PoolError> {
                     crate::authz::config::MappingKind::Templates => DenialStyle::Problem,
                 },
                 metrics: super::exit::RouteMetrics::new(&r.name),
+                hsts: super::hsts::for_route(r),
             }),
         ))
     });

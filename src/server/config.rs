@@ -86,6 +86,21 @@ pub struct TlsConfig {
     /// `"optional"` (default when `client_ca` is set) or `"required"`.
     #[serde(default)]
     pub client_auth: ClientAuth,
+    /// How long a client may resume its TLS session without a full
+    /// handshake (stateless session tickets; the ticket's issue time is
+    /// checked, and its key is rotated every lifetime and erased after two).
+    /// `"0s"` turns session resumption off. At most 7 days (RFC 8446).
+    /// Default `"1h"`: a working session's reconnects skip the handshake,
+    /// while a ticket key stolen from memory opens at most two hours of
+    /// TLS 1.2 sessions (docs/tls.md).
+    #[serde(default = "default_session_ticket_lifetime")]
+    pub session_ticket_lifetime: HumanDuration,
+    /// A DER OCSP response for `cert` to staple (fetched by you, e.g. with
+    /// `openssl ocsp` from cron; phigate does not fetch it). Reloaded with
+    /// the certificate. It must be about this certificate, say "good" and
+    /// be current; once past its nextUpdate it is no longer stapled.
+    /// Default: none (no stapling).
+    pub ocsp_response: Option<PathBuf>,
 }
 
 /// Whether a listener with `client_ca` demands a client certificate.
@@ -102,6 +117,9 @@ fn yes() -> bool {
 }
 fn default_reload_interval() -> HumanDuration {
     HumanDuration::secs(10)
+}
+fn default_session_ticket_lifetime() -> HumanDuration {
+    HumanDuration::secs(3600)
 }
 
 /// The admin plane: a separate HTTP listener for operators.
@@ -167,9 +185,32 @@ impl ListenerConfig {
                     }
                 }
                 if tls.cert.exists() && tls.key.exists() {
-                    if let Err(e) = super::tls::load_certified_key(&tls.cert, &tls.key) {
-                        out.push((format!("{key}.tls.cert"), e.to_string()));
+                    match super::tls::load_certified_key(&tls.cert, &tls.key) {
+                        Err(e) => out.push((format!("{key}.tls.cert"), e.to_string())),
+                        Ok(ck) => {
+                            let now = std::time::SystemTime::now();
+                            if let Some(Err(e)) = tls
+                                .ocsp_response
+                                .as_ref()
+                                .map(|o| super::tls::load_staple(&ck, o, now))
+                            {
+                                out.push((format!("{key}.tls.ocsp_response"), e.to_string()));
+                            }
+                        }
                     }
+                }
+                let lifetime = tls.session_ticket_lifetime.get();
+                if !lifetime.is_zero()
+                    && (lifetime.subsec_nanos() != 0
+                        || lifetime > super::tickets::MAX_TICKET_LIFETIME)
+                {
+                    out.push((
+                        format!("{key}.tls.session_ticket_lifetime"),
+                        format!(
+                            "{} must be whole seconds, at most 7 days (RFC 8446), or \"0s\" to turn resumption off",
+                            tls.session_ticket_lifetime
+                        ),
+                    ));
                 }
             }
         }

@@ -11,6 +11,8 @@ pub mod admin;
 pub mod config;
 pub mod conn;
 pub mod listen;
+pub mod ocsp;
+pub mod tickets;
 pub mod tls;
 mod watch;
 
@@ -23,7 +25,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tls::{ReloadOutcome, ReloadingCert};
+use tls::{ListenerKeys, ReloadOutcome, ReloadingCert};
 
 /// Why the server could not be assembled.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +63,7 @@ pub struct Server {
     listeners: Vec<BoundListener>,
     admin: std::net::TcpListener,
     readiness: Arc<admin::Readiness>,
-    certs: Vec<(Arc<ReloadingCert>, Duration)>,
+    certs: Vec<ListenerKeys>,
     authz: Arc<crate::authz::Authorization>,
     settings: Arc<ConnSettings>,
     threads: usize,
@@ -78,7 +80,7 @@ pub struct Prepared {
     stages: Arc<Stages>,
     authz: Arc<crate::authz::Authorization>,
     tls: Vec<Option<listen::TlsListener>>,
-    certs: Vec<(Arc<ReloadingCert>, Duration)>,
+    certs: Vec<ListenerKeys>,
 }
 
 impl Prepared {
@@ -143,9 +145,17 @@ pub fn prepare(
                     address: l.address.clone(),
                     source,
                 };
-                let cert = Arc::new(ReloadingCert::load(&t.cert, &t.key).map_err(tls_err)?);
-                certs.push((cert.clone(), t.reload_interval.get()));
-                let config = tls::server_config(t, cert).map_err(tls_err)?;
+                let cert = Arc::new(
+                    ReloadingCert::load(&t.cert, &t.key, t.ocsp_response.as_deref())
+                        .map_err(tls_err)?,
+                );
+                let tickets = tls::session_tickets(t).map_err(tls_err)?;
+                certs.push(ListenerKeys {
+                    cert: cert.clone(),
+                    tickets: tickets.clone(),
+                    reload_interval: t.reload_interval.get(),
+                });
+                let config = tls::server_config(t, cert, tickets).map_err(tls_err)?;
                 Some(listen::TlsListener {
                     acceptor: tokio_rustls::TlsAcceptor::from(config),
                     client_ca: t
@@ -564,31 +574,35 @@ pub async fn stop_signal() {
     }
 }
 
-/// Polls listener certificates for changes.
-async fn reload_certificates(certs: Vec<(Arc<ReloadingCert>, Duration)>) {
-    let Some(interval) = certs.iter().map(|(_, d)| *d).min() else {
+/// Polls listener certificates (and their OCSP staples) for changes, and
+/// erases session ticket keys whose tickets have all expired.
+async fn reload_certificates(certs: Vec<ListenerKeys>) {
+    let Some(interval) = certs.iter().map(|k| k.reload_interval).min() else {
         return;
     };
     loop {
         tokio::time::sleep(interval).await;
-        for (cert, _) in &certs {
-            match cert.check() {
-                ReloadOutcome::Unchanged => {}
+        for keys in &certs {
+            if let Some(tickets) = &keys.tickets {
+                tickets.erase_expired();
+            }
+            let cert = &keys.cert;
+            let result = match cert.check() {
+                ReloadOutcome::Unchanged => continue,
                 ReloadOutcome::Reloaded => {
-                    metrics()
-                        .cert_reloads
-                        .with_label_values(&["reloaded"])
-                        .inc();
                     tracing::info!(cert = %cert.cert_path().display(), "listener certificate reloaded");
+                    "reloaded"
                 }
                 ReloadOutcome::Rejected(why) => {
-                    metrics()
-                        .cert_reloads
-                        .with_label_values(&["rejected"])
-                        .inc();
                     tracing::error!(cert = %cert.cert_path().display(), error = %why, "new listener certificate refused; still serving the previous one");
+                    "rejected"
                 }
-            }
+                ReloadOutcome::StapleExpired => {
+                    tracing::error!(cert = %cert.cert_path().display(), "the stapled OCSP response passed its nextUpdate and is no longer stapled; refresh the ocsp_response file");
+                    "ocsp_expired"
+                }
+            };
+            metrics().cert_reloads.with_label_values(&[result]).inc();
         }
     }
 }

@@ -3,8 +3,13 @@
 //! Listeners present a certificate through [`ReloadingCert`], a rustls
 //! resolver whose key pair is swapped atomically when the files change, so
 //! certificate rotation needs no restart and a broken new pair is refused
-//! while the old one keeps serving.
+//! while the old one keeps serving. An OCSP response from a file is
+//! stapled with it ([`super::ocsp`]), reloaded with it, and dropped once
+//! stale. Session resumption uses [`SessionTickets`], whose lifetime is
+//! configured and enforced.
 
+use super::ocsp::Staple;
+use super::tickets::SessionTickets;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -30,6 +35,10 @@ pub enum TlsMaterialError {
     Mismatch { cert: String, key: String },
     #[error("{path}: {reason}")]
     BadCa { path: String, reason: String },
+    #[error("OCSP response {path} is not stapled: {reason}")]
+    BadOcsp { path: String, reason: String },
+    #[error("session tickets: {0}")]
+    Tickets(String),
 }
 
 fn unreadable(path: &Path, e: impl fmt::Display) -> TlsMaterialError {
@@ -94,18 +103,60 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsMa
     Ok(certs)
 }
 
+/// Loads the listener's key pair and, when configured, the OCSP response to
+/// staple with it, checked against the certificate at `now`.
+pub fn load_listener_key(
+    cert: &Path,
+    key: &Path,
+    ocsp: Option<&Path>,
+    now: SystemTime,
+) -> Result<(CertifiedKey, Option<Staple>), TlsMaterialError> {
+    let mut ck = load_certified_key(cert, key)?;
+    let Some(path) = ocsp else {
+        return Ok((ck, None));
+    };
+    let staple = load_staple(&ck, path, now)?;
+    ck.ocsp = Some(staple.der.clone());
+    Ok((ck, Some(staple)))
+}
+
+/// Reads the OCSP response at `path` and checks it is fit to staple to `ck`.
+pub fn load_staple(
+    ck: &CertifiedKey,
+    path: &Path,
+    now: SystemTime,
+) -> Result<Staple, TlsMaterialError> {
+    let der = std::fs::read(path).map_err(|e| unreadable(path, e))?;
+    let chain: Vec<&[u8]> = ck.cert.iter().map(|c| c.as_ref()).collect();
+    Staple::check(der, &chain, now).map_err(|e| TlsMaterialError::BadOcsp {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// The modification times of the files a listener's key comes from.
+type Stamp = Option<(SystemTime, SystemTime, Option<SystemTime>)>;
+
 /// A server certificate that can be replaced while serving.
 pub struct ReloadingCert {
     cert_path: PathBuf,
     key_path: PathBuf,
+    ocsp_path: Option<PathBuf>,
     current: ArcSwap<CertifiedKey>,
-    stamp: std::sync::Mutex<Option<(SystemTime, SystemTime)>>,
+    state: std::sync::Mutex<Served>,
+}
+
+/// What is being served: the files' stamp and until when the staple is good.
+struct Served {
+    stamp: Stamp,
+    staple_until: Option<SystemTime>,
 }
 
 impl fmt::Debug for ReloadingCert {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReloadingCert")
             .field("cert", &self.cert_path)
+            .field("ocsp", &self.ocsp_path)
             .finish_non_exhaustive()
     }
 }
@@ -115,34 +166,64 @@ impl fmt::Debug for ReloadingCert {
 pub enum ReloadOutcome {
     Unchanged,
     Reloaded,
-    /// The files changed but the new pair is unusable; the old one stays.
+    /// The files changed but the new set is unusable; the old one stays.
     Rejected(String),
+    /// The stapled OCSP response passed its nextUpdate and is no longer
+    /// stapled (the certificate is still served).
+    StapleExpired,
 }
 
 impl ReloadingCert {
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsMaterialError> {
-        let ck = load_certified_key(cert_path, key_path)?;
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        ocsp_path: Option<&Path>,
+    ) -> Result<Self, TlsMaterialError> {
+        let stamp = file_stamp(cert_path, key_path, ocsp_path);
+        let (ck, staple) = load_listener_key(cert_path, key_path, ocsp_path, SystemTime::now())?;
         Ok(Self {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
+            ocsp_path: ocsp_path.map(Path::to_path_buf),
             current: ArcSwap::from_pointee(ck),
-            stamp: std::sync::Mutex::new(file_stamp(cert_path, key_path)),
+            state: std::sync::Mutex::new(Served {
+                stamp,
+                staple_until: staple.map(|s| s.next_update),
+            }),
         })
     }
 
-    /// Reloads if either file's modification time changed since the last look.
+    /// Reloads if a file's modification time changed since the last look;
+    /// otherwise drops a staple that went stale.
     pub fn check(&self) -> ReloadOutcome {
-        let now = file_stamp(&self.cert_path, &self.key_path);
-        let Ok(mut last) = self.stamp.lock() else {
+        self.check_at(SystemTime::now())
+    }
+
+    fn check_at(&self, now: SystemTime) -> ReloadOutcome {
+        let stamp = file_stamp(&self.cert_path, &self.key_path, self.ocsp_path.as_deref());
+        let Ok(mut served) = self.state.lock() else {
             return ReloadOutcome::Unchanged;
         };
-        if now == *last {
+        if stamp == served.stamp {
+            if served.staple_until.is_some_and(|until| now >= until) {
+                served.staple_until = None;
+                let mut ck = CertifiedKey::clone(&self.current.load_full());
+                ck.ocsp = None;
+                self.current.store(Arc::new(ck));
+                return ReloadOutcome::StapleExpired;
+            }
             return ReloadOutcome::Unchanged;
         }
-        *last = now;
-        match load_certified_key(&self.cert_path, &self.key_path) {
-            Ok(ck) => {
+        served.stamp = stamp;
+        match load_listener_key(
+            &self.cert_path,
+            &self.key_path,
+            self.ocsp_path.as_deref(),
+            now,
+        ) {
+            Ok((ck, staple)) => {
                 self.current.store(Arc::new(ck));
+                served.staple_until = staple.map(|s| s.next_update);
                 ReloadOutcome::Reloaded
             }
             Err(e) => ReloadOutcome::Rejected(e.to_string()),
@@ -154,9 +235,13 @@ impl ReloadingCert {
     }
 }
 
-fn file_stamp(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
+fn file_stamp(cert: &Path, key: &Path, ocsp: Option<&Path>) -> Stamp {
     let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    Some((m(cert)?, m(key)?))
+    let ocsp = match ocsp {
+        Some(p) => Some(m(p)?),
+        None => None,
+    };
+    Some((m(cert)?, m(key)?, ocsp))
 }
 
 impl ResolvesServerCert for ReloadingCert {
@@ -165,13 +250,38 @@ impl ResolvesServerCert for ReloadingCert {
     }
 }
 
+/// A TLS listener's material that changes while serving, for the task that
+/// reloads certificates and erases expired ticket keys.
+pub struct ListenerKeys {
+    pub cert: Arc<ReloadingCert>,
+    pub tickets: Option<Arc<SessionTickets>>,
+    pub reload_interval: std::time::Duration,
+}
+
+/// The listener's session tickets, or `None` when `session_ticket_lifetime`
+/// is `"0s"` (resumption off).
+pub fn session_tickets(
+    t: &super::config::TlsConfig,
+) -> Result<Option<Arc<SessionTickets>>, TlsMaterialError> {
+    let lifetime = t.session_ticket_lifetime.get();
+    if lifetime.is_zero() {
+        return Ok(None);
+    }
+    SessionTickets::new(lifetime)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(TlsMaterialError::Tickets)
+}
+
 /// A listener's rustls config: TLS 1.2 and 1.3 only, the certificate from
-/// `cert` (hot-reloaded), client certificates verified against the
-/// listener's `client_ca` when configured, ALPN `h2` (when `http2`) then
-/// `http/1.1`.
+/// `cert` (hot-reloaded, with its OCSP staple), client certificates
+/// verified against the listener's `client_ca` when configured, ALPN `h2`
+/// (when `http2`) then `http/1.1`. Sessions resume only by `tickets`
+/// (stateless, lifetime enforced); with none, not at all. Session-ID
+/// resumption is off: rustls's session cache has no expiry.
 pub fn server_config(
     t: &super::config::TlsConfig,
     cert: Arc<ReloadingCert>,
+    tickets: Option<Arc<SessionTickets>>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsMaterialError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -203,6 +313,11 @@ pub fn server_config(
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(cert);
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    match tickets {
+        Some(tickets) => config.ticketer = tickets,
+        None => config.send_tls13_tickets = 0,
+    }
     config.alpn_protocols = if t.http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
@@ -261,9 +376,10 @@ mod tests {
             .unwrap()
             .write(dir.path())
             .unwrap();
-        let rc = ReloadingCert::load(&c, &k).unwrap();
+        let rc = ReloadingCert::load(&c, &k, None).unwrap();
         assert_eq!(rc.check(), ReloadOutcome::Unchanged);
         let before = rc.current.load_full();
+        assert!(before.ocsp.is_none());
 
         // A mismatched pair: new cert, old key.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -278,6 +394,62 @@ mod tests {
         std::fs::write(&c, &other.cert_pem).unwrap();
         assert_eq!(rc.check(), ReloadOutcome::Reloaded);
         assert!(!Arc::ptr_eq(&before, &rc.current.load_full()));
+    }
+
+    #[test]
+    fn the_staple_reloads_with_the_certificate_and_goes_when_stale() {
+        use crate::server::ocsp::tests::{chain, response, spec, Spec};
+        let dir = tempfile::tempdir().unwrap();
+        let (c, k, o) = (
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem"),
+            dir.path().join("ocsp.der"),
+        );
+        let ch = chain();
+        std::fs::write(&c, &ch.chain_pem).unwrap();
+        std::fs::write(&k, &ch.key_pem).unwrap();
+        let good = response(&ch, spec());
+        std::fs::write(&o, &good).unwrap();
+        let rc = ReloadingCert::load(&c, &k, Some(&o)).unwrap();
+        assert_eq!(rc.current.load_full().ocsp.as_deref(), Some(&good[..]));
+
+        // A response about another certificate is refused; the old staple stays.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&o, response(&chain(), spec())).unwrap();
+        let outcome = rc.check();
+        assert!(
+            matches!(&outcome, ReloadOutcome::Rejected(e) if e.contains("another certificate")),
+            "{outcome:?}"
+        );
+        assert_eq!(rc.current.load_full().ocsp.as_deref(), Some(&good[..]));
+
+        // A fresh one for this certificate is picked up.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let now = SystemTime::now();
+        let fresher = Spec {
+            next_update: Some(now + std::time::Duration::from_secs(3600)),
+            ..spec()
+        };
+        let fresher_der = response(&ch, fresher);
+        std::fs::write(&o, &fresher_der).unwrap();
+        assert_eq!(rc.check(), ReloadOutcome::Reloaded);
+        assert_eq!(
+            rc.current.load_full().ocsp.as_deref(),
+            Some(&fresher_der[..])
+        );
+
+        // Past its nextUpdate it is no longer stapled; the certificate is.
+        let later = now + std::time::Duration::from_secs(3601);
+        assert_eq!(rc.check_at(later), ReloadOutcome::StapleExpired);
+        let served = rc.current.load_full();
+        assert!(served.ocsp.is_none());
+        assert_eq!(served.cert.len(), 2);
+        assert_eq!(rc.check_at(later), ReloadOutcome::Unchanged);
+
+        // An OCSP file that is missing at start fails the load.
+        std::fs::remove_file(&o).unwrap();
+        let e = ReloadingCert::load(&c, &k, Some(&o)).unwrap_err();
+        assert!(e.to_string().contains("ocsp.der"), "{e}");
     }
 
     #[test]

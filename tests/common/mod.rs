@@ -577,6 +577,51 @@ impl TestCa {
         roots.add(self.issuer.der().clone()).unwrap();
         roots
     }
+
+    /// A DER OCSP response about `cert` signed by this CA (`openssl ocsp` as
+    /// a local responder), valid for a day, written to `out`.
+    pub fn ocsp_response(&self, cert: &Path, revoked: bool, out: &Path) {
+        let openssl = require("openssl");
+        let dir = self.dir.path();
+        let key = dir.join("ca.key");
+        std::fs::write(&key, self.issuer.key().serialize_pem()).unwrap();
+        let serial = Command::new(&openssl)
+            .args(["x509", "-noout", "-serial", "-in"])
+            .arg(cert)
+            .output()
+            .expect("run openssl x509");
+        let serial = String::from_utf8_lossy(&serial.stdout);
+        let serial = serial.trim().trim_start_matches("serial=");
+        // openssl's CA database: V(alid) or R(evoked), expiry, revocation time.
+        let line = if revoked {
+            format!("R\t301231000000Z\t250101000000Z\t{serial}\tunknown\t/CN=test\n")
+        } else {
+            format!("V\t301231000000Z\t\t{serial}\tunknown\t/CN=test\n")
+        };
+        let index = dir.join("ocsp-index.txt");
+        std::fs::write(&index, line).unwrap();
+        let status = Command::new(&openssl)
+            .arg("ocsp")
+            .arg("-index")
+            .arg(&index)
+            .arg("-rsigner")
+            .arg(&self.ca_pem)
+            .arg("-rkey")
+            .arg(&key)
+            .arg("-CA")
+            .arg(&self.ca_pem)
+            .arg("-issuer")
+            .arg(&self.ca_pem)
+            .arg("-cert")
+            .arg(cert)
+            .args(["-ndays", "1", "-no_nonce", "-respout"])
+            .arg(out)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl ocsp");
+        assert!(status.success(), "openssl ocsp failed: {SETUP}");
+    }
 }
 
 /// A TLS listener section for phigate.
