@@ -554,14 +554,30 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                     entities = entities.or(config.authorization.entities.clone());
                     // The route serving the request, chosen as `serve`
                     // chooses it: by Host (`-H 'Host: …'`) and longest prefix.
-                    let path_only = target.split('?').next().unwrap_or("/");
                     let host = headers
                         .iter()
                         .find(|(n, _)| n.eq_ignore_ascii_case("host"))
-                        .map(|(_, v)| v.to_ascii_lowercase());
-                    let host = host
-                        .as_deref()
-                        .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n));
+                        .map(|(_, v)| v.as_bytes());
+                    let host = match phigate::proxy::request_host(host) {
+                        Ok(h) => h,
+                        Err(_) => return fail("the Host header is not a valid host".into()),
+                    };
+                    let host = host.as_deref();
+                    let policy = phigate::http::PathPolicy {
+                        max_len: usize::MAX,
+                        allow_double_slash: false,
+                    };
+                    let normalized = match phigate::http::normalize_path(target.as_bytes(), &policy)
+                    {
+                        Ok(p) => p,
+                        Err(e) => {
+                            return fail(format!(
+                                "{target}: serve refuses this path before any route sees it ({})",
+                                e.reason()
+                            ))
+                        }
+                    };
+                    let path_only = normalized.path();
                     let router = phigate::proxy::Router::new(
                         config
                             .routes

@@ -281,14 +281,22 @@ pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
     )?;
     let (bundle, principal) = (&off.bundle, &off.principal);
     let route = RouteAuthz::from_config(&args.route, &args.route_prefix)?;
-    let (path, query) = match args.target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (args.target, None),
+    // The path as serve maps it: normalized first.
+    let policy = crate::http::PathPolicy {
+        max_len: usize::MAX,
+        allow_double_slash: false,
     };
+    let normalized = crate::http::normalize_path(args.target.as_bytes(), &policy).map_err(|e| {
+        format!(
+            "{}: serve refuses this path before any route sees it ({})",
+            args.target,
+            e.reason()
+        )
+    })?;
     let view = RequestView {
         method: args.method,
-        path,
-        query,
+        path: normalized.path(),
+        query: normalized.query(),
         content_type: args.body.as_ref().map(|_| "application/fhir+json"),
         body: args.body.as_deref(),
         if_none_exist: None,

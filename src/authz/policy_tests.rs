@@ -138,6 +138,9 @@ enum Expect {
     Allow,
     Deny,
     StepUp,
+    /// The request does not map (no template matches, a FHIR request
+    /// phigate cannot read): refused before any policy is asked.
+    Unmapped,
 }
 
 /// One failed case.
@@ -453,21 +456,27 @@ fn run_case(
     check(case, &decision)
 }
 
-/// A routed request the route refuses to decide (no template matches, a
-/// malformed request): `serve` denies it, so a case expecting a plain
-/// denial passes and any other fails naming the route.
+/// A request its route does not map (no template matches, a malformed
+/// request): `serve` refuses it before any policy is asked. Only `expect:
+/// unmapped` says so; a `deny` must come from the policies, or a typo in a
+/// test's path would pass as a denial.
 fn check_refused(case: &Case, route: &str, reason: &str) -> Result<(), String> {
-    let named = case.determining.as_ref().is_some_and(|d| !d.is_empty());
-    if case.expect == Expect::Deny && !named {
+    if case.expect == Expect::Unmapped && case.determining.is_none() {
         return Ok(());
     }
     Err(format!(
-        "expected {:?}, got Deny: route `{route}` does not map this request ({reason}), so serve denies it before any policy is asked",
+        "expected {:?}, but route `{route}` does not map this request ({reason}): serve refuses it before any policy is asked (write `expect: unmapped` if that is the point)",
         case.expect
     ))
 }
 
 fn check(case: &Case, decision: &Decision) -> Result<(), String> {
+    if case.expect == Expect::Unmapped {
+        return Err(format!(
+            "expected the request to be unmapped, but it maps and the policies decide {}",
+            if decision.allowed { "Allow" } else { "Deny" }
+        ));
+    }
     let got = if decision.allowed {
         Expect::Allow
     } else if decision.step_up.is_some() {
@@ -666,6 +675,10 @@ fn accesses_of(case: &Case, mapper: &Mapper<'_>, host: Option<&str>) -> Result<M
             match mapper {
                 Mapper::Fhir(fhir) => match fhir.map(&view) {
                     Ok(mapping) => Ok(Mapped::Accesses(mapping.requests, None)),
+                    Err(e) if case.expect == Expect::Unmapped => Ok(Mapped::Refused {
+                        route: "fhir".into(),
+                        reason: e.to_string(),
+                    }),
                     Err(e) => Err(format!(
                         "request does not map as FHIR ({e}); a suite for an app's own routes sets `mapping: routes` and runs with --config"
                     )),
@@ -952,10 +965,10 @@ cases:
     principal: alice
     request: GET /portal/patients/pat-0008/vitals
     expect: deny
-  - name: a page no template describes is denied
+  - name: a page no template describes is refused unmapped
     principal: alice
     request: GET /portal/admin
-    expect: deny
+    expect: unmapped
 "#;
 
     fn run_routed(routes: Option<&Routes>, suite: &str) -> TestReport {
@@ -998,15 +1011,31 @@ cases:
         let routes = routed(
             r#"{ path = "/portal/patient/{patient}/vitals", methods = ["GET"], resource_type = "Observation" }"#,
         );
+        // Both cases about the vitals page fail: the allow, and the deny,
+        // which must not pass on a request no policy was asked about.
         let report = run_routed(Some(&routes), ROUTED_SUITE);
-        assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+        assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
         assert!(
-            report.failures[0]
-                .message
-                .contains("route `portal` does not map"),
+            report
+                .failures
+                .iter()
+                .all(|f| f.message.contains("route `portal` does not map")),
             "{:?}",
             report.failures
         );
+    }
+
+    #[test]
+    fn a_denial_must_come_from_the_policies_not_from_a_typo() {
+        let routes = routed(
+            r#"{ path = "/portal/patients/{patient}/vitals", methods = ["GET"], resource_type = "Observation" }"#,
+        );
+        // A mistyped path maps nowhere: `deny` does not pass on that.
+        let suite = "mapping: routes\nentities: e.json\ncases:\n  - name: typo\n    principal: {id: a, roles: [nurse], care_teams: [team-01], mfa: true}\n    request: GET /portal/patient/pat-0008/vitals\n    expect: deny\n  - name: mapped, but expected unmapped\n    principal: {id: a, roles: [nurse]}\n    request: GET /portal/patients/pat-0008/vitals\n    expect: unmapped\n";
+        let report = run_routed(Some(&routes), suite);
+        assert_eq!(report.failures.len(), 2, "{:?}", report.failures);
+        assert!(report.failures[0].message.contains("expect: unmapped"));
+        assert!(report.failures[1].message.contains("it maps"));
     }
 
     #[test]

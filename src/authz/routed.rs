@@ -91,7 +91,10 @@ impl Routes {
                 e.reason()
             )
         })?;
-        let host = host.map(|h| h.trim().to_ascii_lowercase());
+        // The Host as `serve` reads it: lowercased, port and trailing dot
+        // removed, validated.
+        let host = crate::proxy::request_host(host.map(str::as_bytes))
+            .map_err(|_| "context.host is not a valid Host header value".to_string())?;
         let path = normalized.path();
         let route = self
             .router

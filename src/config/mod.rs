@@ -5,10 +5,13 @@
 //! and `serve` refuses to start on anything it would have to guess at.
 
 mod model;
+mod problems;
 
 pub use crate::secret::{SecretError, SecretRef};
 pub use crate::units::{parse_byte_size, ByteSize, HumanDuration};
 pub use model::*;
+pub use problems::fragment_problems;
+use problems::{deserialize_all, hide_values};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -127,7 +130,7 @@ impl Config {
             file: path.to_path_buf(),
             line,
             key,
-            message: message.trim().to_string(),
+            message: hide_values(message.trim()),
         };
         // Not TOML at all: the parser's own message is all there is.
         let Ok(table) = text.parse::<toml::Table>() else {
@@ -254,6 +257,17 @@ impl Config {
     pub fn warnings(&self) -> Vec<(String, String)> {
         use crate::authz::config::{EnforcementMode, MappingKind};
         let mut out = Vec::new();
+        for (i, idp) in self.identity_providers.iter().enumerate() {
+            if idp.issuer.starts_with("http://") {
+                out.push((
+                    format!("identity_providers[{i}].issuer"),
+                    format!(
+                        "identity provider {:?} is an http:// issuer on this host (a development issuer such as `phigate dev-issuer`): whoever can reach it can mint any role. Never for real patients",
+                        idp.name
+                    ),
+                ));
+            }
+        }
         for (i, r) in self.routes.iter().enumerate() {
             if r.auth.kind == AuthKind::Public {
                 continue;
@@ -632,189 +646,6 @@ fn base_of(path: &Path) -> PathBuf {
         _ => Path::new("."),
     };
     std::path::absolute(base).unwrap_or_else(|_| base.to_path_buf())
-}
-
-/// The key serde names in "unknown field `x`, expected …".
-fn unknown_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("unknown field `")?
-        .split_once('`')
-        .map(|(field, _)| field)
-}
-
-/// Every key and value problem in a parsed file, as (dotted key, message),
-/// and the config when only unknown keys and bad values had to be taken out
-/// to read it. A missing required key is reported and stood in for with a
-/// placeholder, so the rest of its table (and every later one) is still read.
-fn deserialize_all(mut table: toml::Table) -> (Vec<(String, String)>, Option<Config>) {
-    let placeholders = [
-        toml::Value::String(String::new()),
-        toml::Value::Array(Vec::new()),
-        toml::Value::Table(toml::Table::new()),
-        toml::Value::Integer(0),
-        toml::Value::Boolean(false),
-    ];
-    let mut problems = Vec::new();
-    let mut made_up = false;
-    // The placeholder being tried: (its key, which one).
-    let mut trying: Option<(String, usize)> = None;
-    for _ in 0..500 {
-        let value = toml::Value::Table(table.clone());
-        let e = match serde_path_to_error::deserialize::<_, Config>(value) {
-            Ok(config) => return (problems, (!made_up).then_some(config)),
-            Err(e) => e,
-        };
-        let message = e.inner().message().trim().to_string();
-        let at = e.path().to_string();
-        let at = if at == "." { String::new() } else { at };
-        // The path names the unknown key itself; if it stops at the table
-        // holding it, the message names the key.
-        let key = match unknown_field(&message) {
-            Some(field) if at.is_empty() => field.to_string(),
-            Some(field) if at != field && !at.ends_with(&format!(".{field}")) => {
-                format!("{at}.{field}")
-            }
-            _ => at.clone(),
-        };
-        // Our own placeholder has the wrong type: try the next kind.
-        if let Some((placed, kind)) = &trying {
-            if *placed == key {
-                let next = kind + 1;
-                let Some(value) = placeholders.get(next) else {
-                    break;
-                };
-                if !set_key(&mut table, placed, value.clone()) {
-                    break;
-                }
-                trying = Some((placed.clone(), next));
-                continue;
-            }
-        }
-        problems.push((key.clone(), message.clone()));
-        if let Some(field) = missing_field(&message) {
-            made_up = true;
-            let placed = if at.is_empty() {
-                field.to_string()
-            } else {
-                format!("{at}.{field}")
-            };
-            if !set_key(&mut table, &placed, placeholders[0].clone()) {
-                break;
-            }
-            trying = Some((placed, 0));
-            continue;
-        }
-        if key.is_empty() || !remove_key(&mut table, &key) {
-            break;
-        }
-    }
-    (problems, None)
-}
-
-/// The key serde names in "missing field `x`".
-fn missing_field(message: &str) -> Option<&str> {
-    message
-        .strip_prefix("missing field `")?
-        .split_once('`')
-        .map(|(field, _)| field)
-}
-
-/// The table a dotted path (`routes[1].auth`) names; the root for "".
-fn table_at<'a>(table: &'a mut toml::Table, path: &str) -> Option<&'a mut toml::Table> {
-    let mut current = table;
-    if path.is_empty() {
-        return Some(current);
-    }
-    for part in path.split('.') {
-        let (name, indexes) = split_indexes(part);
-        let mut value = current.get_mut(name)?;
-        for i in indexes {
-            value = match value {
-                toml::Value::Array(a) => a.get_mut(i)?,
-                _ => return None,
-            };
-        }
-        current = match value {
-            toml::Value::Table(t) => t,
-            _ => return None,
-        };
-    }
-    Some(current)
-}
-
-/// Splits `a.b[2].c` into (`a.b[2]`, `c`).
-fn split_last_key(key: &str) -> (&str, &str) {
-    match key.rsplit_once('.') {
-        Some((parent, last)) => (parent, last),
-        None => ("", key),
-    }
-}
-
-/// Sets a dotted key whose last part is a plain name.
-fn set_key(table: &mut toml::Table, key: &str, value: toml::Value) -> bool {
-    let (parent, name) = split_last_key(key);
-    match table_at(table, parent) {
-        Some(t) => {
-            t.insert(name.to_string(), value);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Removes a dotted key (`routes[1].auth.acept`, `hygiene.x[2]`); false if
-/// it is not there.
-fn remove_key(table: &mut toml::Table, key: &str) -> bool {
-    let (parent, last) = split_last_key(key);
-    let Some(t) = table_at(table, parent) else {
-        return false;
-    };
-    let (name, indexes) = split_indexes(last);
-    let Some((&index, outer)) = indexes.split_last() else {
-        return t.remove(name).is_some();
-    };
-    let Some(mut value) = t.get_mut(name) else {
-        return false;
-    };
-    for &i in outer {
-        value = match value {
-            toml::Value::Array(a) if i < a.len() => &mut a[i],
-            _ => return false,
-        };
-    }
-    match value {
-        toml::Value::Array(a) if index < a.len() => {
-            a.remove(index);
-            true
-        }
-        _ => false,
-    }
-}
-
-/// Problems with the keys and values of a fragment of `phigate.toml` (as
-/// the docs show them): unknown keys and wrongly typed values. A required
-/// key the fragment leaves out is not a problem here.
-pub fn fragment_problems(text: &str) -> Vec<String> {
-    let table = match text.parse::<toml::Table>() {
-        Ok(t) => t,
-        Err(e) => return vec![e.message().trim().to_string()],
-    };
-    deserialize_all(table)
-        .0
-        .into_iter()
-        .filter(|(_, message)| missing_field(message).is_none())
-        .map(|(key, message)| format!("`{key}`: {message}"))
-        .collect()
-}
-
-/// `routes[1]` → (`routes`, [1]).
-fn split_indexes(part: &str) -> (&str, Vec<usize>) {
-    let mut pieces = part.split('[');
-    let name = pieces.next().unwrap_or("");
-    let indexes = pieces
-        .filter_map(|p| p.trim_end_matches(']').parse().ok())
-        .collect();
-    (name, indexes)
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -177,6 +177,8 @@ impl DemoIssuer {
         let jwks = Bytes::from(self.key.jwks.to_string());
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors, say: wait rather than spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
             let (me, discovery, jwks) = (self.clone(), discovery.clone(), jwks.clone());
@@ -292,6 +294,15 @@ impl DemoIssuer {
                 c.insert(k.clone(), v.clone());
             }
         }
+        // A development token never outlives a day, whatever `exp` it asks.
+        match all.get("exp").map(|e| e.as_u64()) {
+            Some(Some(exp)) if exp <= now + MAX_TTL_SECS => {}
+            _ => {
+                return Err(format!(
+                    "`exp` must be a time within {MAX_TTL_SECS} seconds from now"
+                ))
+            }
+        }
         self.key
             .sign("at+jwt", &all)
             .ok_or_else(|| "the token could not be signed".to_string())
@@ -328,23 +339,19 @@ fn req_query_has(query: &str, pair: &str) -> bool {
     query.split('&').any(|p| p == pair)
 }
 
-/// Whether the request's `Host` names this machine's loopback.
+/// Whether the request's `Host`, read as the proxy reads it, names this
+/// machine's loopback.
 fn loopback_host<B>(req: &hyper::Request<B>) -> bool {
-    let Some(host) = req
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-    else {
-        return false;
-    };
-    let name = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    let raw = req.headers().get(hyper::header::HOST).map(|h| h.as_bytes());
+    match crate::proxy::request_host(raw) {
+        Ok(Some(name)) => {
+            name == "localhost"
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        _ => false,
+    }
 }
 
 /// The issuer's signing key from `path`: read if it exists, else created
@@ -355,7 +362,20 @@ pub fn load_or_create_key(path: &Path) -> Result<SigningKey, IssuerError> {
         reason,
     };
     let pair = match std::fs::read_to_string(path) {
-        Ok(pem) => rcgen::KeyPair::from_pem(&pem).map_err(|e| bad(e.to_string()))?,
+        Ok(pem) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| bad(e.to_string()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(bad(format!(
+                    "readable by others (mode {:o}): chmod 600 it",
+                    mode & 0o777
+                )));
+            }
+            rcgen::KeyPair::from_pem(&pem).map_err(|e| bad(e.to_string()))?
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let pair = rcgen::KeyPair::generate().map_err(|e| bad(e.to_string()))?;
             crate::server::tls::write_private(path, pair.serialize_pem().as_bytes())
@@ -401,6 +421,10 @@ mod tests {
         assert_eq!(claims["aud"], "other");
         assert_eq!(claims["acr"], "urn:mfa");
         assert_eq!(claims["iss"], "http://127.0.0.1:1");
+        // Never a token for longer than a day, even when asked.
+        assert!(issuer
+            .mint(&json!({"sub": "a", "exp": 9_999_999_999u64}), 60)
+            .is_err());
     }
 
     #[test]
@@ -416,6 +440,8 @@ mod tests {
         assert!(loopback_host(&req("[::1]:8400")));
         assert!(!loopback_host(&req("evil.example:8400")));
         assert!(!loopback_host(&req("10.0.0.1")));
+        assert!(!loopback_host(&req("[::1]junk")));
+        assert!(!loopback_host(&req("localhost.evil.example")));
     }
 
     #[tokio::test]
