@@ -111,7 +111,7 @@ impl Metrics {
         let cert_reloads = IntCounterVec::new(
             Opts::new(
                 "phigate_tls_cert_reloads_total",
-                "Listener certificate reloads, by result: reloaded, rejected, ocsp_expired (a stale staple dropped)",
+                "Listener certificate reloads, by result: reloaded, rejected, ocsp_rejected (a response that cannot be stapled), ocsp_expired (a stale staple dropped)",
             ),
             &["result"],
         )

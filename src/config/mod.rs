@@ -257,6 +257,15 @@ impl Config {
     pub fn warnings(&self) -> Vec<(String, String)> {
         use crate::authz::config::{EnforcementMode, MappingKind};
         let mut out = Vec::new();
+        for (i, l) in self.listeners.iter().enumerate() {
+            if let Some(why) = l
+                .tls
+                .as_ref()
+                .and_then(crate::server::config::staple_warning)
+            {
+                out.push((format!("listeners[{i}].tls.ocsp_response"), why));
+            }
+        }
         for (i, idp) in self.identity_providers.iter().enumerate() {
             if idp.issuer.starts_with("http://") {
                 out.push((

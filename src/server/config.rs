@@ -187,16 +187,9 @@ impl ListenerConfig {
                 if tls.cert.exists() && tls.key.exists() {
                     match super::tls::load_certified_key(&tls.cert, &tls.key) {
                         Err(e) => out.push((format!("{key}.tls.cert"), e.to_string())),
-                        Ok(ck) => {
-                            let now = std::time::SystemTime::now();
-                            if let Some(Err(e)) = tls
-                                .ocsp_response
-                                .as_ref()
-                                .map(|o| super::tls::load_staple(&ck, o, now))
-                            {
-                                out.push((format!("{key}.tls.ocsp_response"), e.to_string()));
-                            }
-                        }
+                        // A response that cannot be stapled is a warning
+                        // (see `staple_warning`): the certificate is served.
+                        Ok(_) => {}
                     }
                 }
                 let lifetime = tls.session_ticket_lifetime.get();
@@ -215,4 +208,18 @@ impl ListenerConfig {
             }
         }
     }
+}
+
+/// Why a listener's configured OCSP response cannot be stapled now, if it
+/// cannot: `check` warns, `serve` serves the certificate without it.
+pub fn staple_warning(tls: &TlsConfig) -> Option<String> {
+    let ocsp = tls.ocsp_response.as_ref()?;
+    let ck = super::tls::load_certified_key(&tls.cert, &tls.key).ok()?;
+    super::tls::load_staple(&ck, ocsp, std::time::SystemTime::now())
+        .err()
+        .map(|e| {
+            format!(
+                "{e}; the certificate will be served without a staple until the file is refreshed"
+            )
+        })
 }

@@ -597,6 +597,10 @@ async fn reload_certificates(certs: Vec<ListenerKeys>) {
                     tracing::error!(cert = %cert.cert_path().display(), error = %why, "new listener certificate refused; still serving the previous one");
                     "rejected"
                 }
+                ReloadOutcome::StapleRefused(why) => {
+                    tracing::warn!(cert = %cert.cert_path().display(), error = %why, "the OCSP response cannot be stapled; the certificate is served without it (or with the previous response while that is current)");
+                    "ocsp_rejected"
+                }
                 ReloadOutcome::StapleExpired => {
                     tracing::error!(cert = %cert.cert_path().display(), "the stapled OCSP response passed its nextUpdate and is no longer stapled; refresh the ocsp_response file");
                     "ocsp_expired"

@@ -103,21 +103,32 @@ pub fn load_ca_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsMa
     Ok(certs)
 }
 
-/// Loads the listener's key pair and, when configured, the OCSP response to
-/// staple with it, checked against the certificate at `now`.
-pub fn load_listener_key(
-    cert: &Path,
-    key: &Path,
-    ocsp: Option<&Path>,
-    now: SystemTime,
-) -> Result<(CertifiedKey, Option<Staple>), TlsMaterialError> {
-    let mut ck = load_certified_key(cert, key)?;
-    let Some(path) = ocsp else {
-        return Ok((ck, None));
-    };
-    let staple = load_staple(&ck, path, now)?;
-    ck.ocsp = Some(staple.der.clone());
-    Ok((ck, Some(staple)))
+/// What a listener serves: its key pair, and the pair with the OCSP
+/// response stapled until the response's nextUpdate.
+struct Serving {
+    stapled: Arc<CertifiedKey>,
+    bare: Arc<CertifiedKey>,
+    until: Option<SystemTime>,
+}
+
+impl Serving {
+    fn new(ck: CertifiedKey, staple: Option<&Staple>) -> Serving {
+        let mut stapled = ck.clone();
+        stapled.ocsp = staple.map(|s| s.der.clone());
+        Serving {
+            stapled: Arc::new(stapled),
+            bare: Arc::new(ck),
+            until: staple.map(|s| s.next_update),
+        }
+    }
+
+    /// The key to present now: never a staple past its nextUpdate.
+    fn at(&self, now: SystemTime) -> &Arc<CertifiedKey> {
+        match self.until {
+            Some(until) if now < until => &self.stapled,
+            _ => &self.bare,
+        }
+    }
 }
 
 /// Reads the OCSP response at `path` and checks it is fit to staple to `ck`.
@@ -142,7 +153,7 @@ pub struct ReloadingCert {
     cert_path: PathBuf,
     key_path: PathBuf,
     ocsp_path: Option<PathBuf>,
-    current: ArcSwap<CertifiedKey>,
+    current: ArcSwap<Serving>,
     state: std::sync::Mutex<Served>,
 }
 
@@ -171,21 +182,36 @@ pub enum ReloadOutcome {
     /// The stapled OCSP response passed its nextUpdate and is no longer
     /// stapled (the certificate is still served).
     StapleExpired,
+    /// The key pair is served, but the OCSP response cannot be stapled with
+    /// it (stale, about another certificate, unreadable): served without
+    /// one, or with the previous one while it is current for the same
+    /// certificate. A staple is optional to clients; a listener is not.
+    StapleRefused(String),
 }
 
 impl ReloadingCert {
+    /// Loads the pair; an OCSP response that cannot be stapled is logged
+    /// and the pair served without it.
     pub fn load(
         cert_path: &Path,
         key_path: &Path,
         ocsp_path: Option<&Path>,
     ) -> Result<Self, TlsMaterialError> {
         let stamp = file_stamp(cert_path, key_path, ocsp_path);
-        let (ck, staple) = load_listener_key(cert_path, key_path, ocsp_path, SystemTime::now())?;
+        let ck = load_certified_key(cert_path, key_path)?;
+        let staple = match ocsp_path.map(|o| load_staple(&ck, o, SystemTime::now())) {
+            Some(Err(e)) => {
+                tracing::warn!(cert = %cert_path.display(), error = %e, "the OCSP response cannot be stapled; serving the certificate without it");
+                None
+            }
+            Some(Ok(s)) => Some(s),
+            None => None,
+        };
         Ok(Self {
             cert_path: cert_path.to_path_buf(),
             key_path: key_path.to_path_buf(),
             ocsp_path: ocsp_path.map(Path::to_path_buf),
-            current: ArcSwap::from_pointee(ck),
+            current: ArcSwap::from_pointee(Serving::new(ck, staple.as_ref())),
             state: std::sync::Mutex::new(Served {
                 stamp,
                 staple_until: staple.map(|s| s.next_update),
@@ -201,32 +227,52 @@ impl ReloadingCert {
 
     fn check_at(&self, now: SystemTime) -> ReloadOutcome {
         let stamp = file_stamp(&self.cert_path, &self.key_path, self.ocsp_path.as_deref());
-        let Ok(mut served) = self.state.lock() else {
-            return ReloadOutcome::Unchanged;
-        };
+        let mut served = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if stamp == served.stamp {
             if served.staple_until.is_some_and(|until| now >= until) {
                 served.staple_until = None;
-                let mut ck = CertifiedKey::clone(&self.current.load_full());
-                ck.ocsp = None;
-                self.current.store(Arc::new(ck));
+                // Handshakes already present it bare; this says so once.
+                let bare = self.current.load().bare.clone();
+                self.current.store(Arc::new(Serving {
+                    stapled: bare.clone(),
+                    bare,
+                    until: None,
+                }));
                 return ReloadOutcome::StapleExpired;
             }
             return ReloadOutcome::Unchanged;
         }
         served.stamp = stamp;
-        match load_listener_key(
-            &self.cert_path,
-            &self.key_path,
-            self.ocsp_path.as_deref(),
-            now,
-        ) {
-            Ok((ck, staple)) => {
-                self.current.store(Arc::new(ck));
-                served.staple_until = staple.map(|s| s.next_update);
+        let ck = match load_certified_key(&self.cert_path, &self.key_path) {
+            Ok(ck) => ck,
+            Err(e) => return ReloadOutcome::Rejected(e.to_string()),
+        };
+        let Some(ocsp) = self.ocsp_path.as_deref() else {
+            self.current.store(Arc::new(Serving::new(ck, None)));
+            served.staple_until = None;
+            return ReloadOutcome::Reloaded;
+        };
+        match load_staple(&ck, ocsp, now) {
+            Ok(staple) => {
+                self.current
+                    .store(Arc::new(Serving::new(ck, Some(&staple))));
+                served.staple_until = Some(staple.next_update);
                 ReloadOutcome::Reloaded
             }
-            Err(e) => ReloadOutcome::Rejected(e.to_string()),
+            Err(e) => {
+                // The same certificate keeps its current staple while it is
+                // good; a new certificate is served without one.
+                let previous = self.current.load_full();
+                let same = previous.bare.cert == ck.cert;
+                if !same || served.staple_until.is_none_or(|until| now >= until) {
+                    self.current.store(Arc::new(Serving::new(ck, None)));
+                    served.staple_until = None;
+                }
+                ReloadOutcome::StapleRefused(e.to_string())
+            }
         }
     }
 
@@ -246,7 +292,12 @@ fn file_stamp(cert: &Path, key: &Path, ocsp: Option<&Path>) -> Stamp {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        let serving = self.current.load();
+        let key = match serving.until {
+            None => &serving.bare,
+            Some(_) => serving.at(SystemTime::now()),
+        };
+        Some(key.clone())
     }
 }
 
@@ -378,7 +429,7 @@ mod tests {
             .unwrap();
         let rc = ReloadingCert::load(&c, &k, None).unwrap();
         assert_eq!(rc.check(), ReloadOutcome::Unchanged);
-        let before = rc.current.load_full();
+        let before = rc.current.load_full().bare.clone();
         assert!(before.ocsp.is_none());
 
         // A mismatched pair: new cert, old key.
@@ -386,14 +437,19 @@ mod tests {
         let other = SelfSigned::generate(&["localhost"]).unwrap();
         std::fs::write(&c, &other.cert_pem).unwrap();
         assert!(matches!(rc.check(), ReloadOutcome::Rejected(_)));
-        assert!(Arc::ptr_eq(&before, &rc.current.load_full()));
+        assert!(Arc::ptr_eq(&before, &rc.current.load_full().bare));
 
         std::fs::write(&k, &other.key_pem).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         // Touch the cert too so the stamp differs from the rejected one.
         std::fs::write(&c, &other.cert_pem).unwrap();
         assert_eq!(rc.check(), ReloadOutcome::Reloaded);
-        assert!(!Arc::ptr_eq(&before, &rc.current.load_full()));
+        assert!(!Arc::ptr_eq(&before, &rc.current.load_full().bare));
+    }
+
+    /// The OCSP response a handshake at `now` would get.
+    fn stapled(rc: &ReloadingCert, now: SystemTime) -> Option<Vec<u8>> {
+        rc.current.load().at(now).ocsp.clone()
     }
 
     #[test]
@@ -411,17 +467,19 @@ mod tests {
         let good = response(&ch, spec());
         std::fs::write(&o, &good).unwrap();
         let rc = ReloadingCert::load(&c, &k, Some(&o)).unwrap();
-        assert_eq!(rc.current.load_full().ocsp.as_deref(), Some(&good[..]));
+        let now = SystemTime::now();
+        assert_eq!(stapled(&rc, now).as_deref(), Some(&good[..]));
 
-        // A response about another certificate is refused; the old staple stays.
+        // A response about another certificate is refused; the current
+        // staple, still good for the same certificate, stays.
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(&o, response(&chain(), spec())).unwrap();
         let outcome = rc.check();
         assert!(
-            matches!(&outcome, ReloadOutcome::Rejected(e) if e.contains("another certificate")),
+            matches!(&outcome, ReloadOutcome::StapleRefused(e) if e.contains("another certificate")),
             "{outcome:?}"
         );
-        assert_eq!(rc.current.load_full().ocsp.as_deref(), Some(&good[..]));
+        assert_eq!(stapled(&rc, now).as_deref(), Some(&good[..]));
 
         // A fresh one for this certificate is picked up.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -433,23 +491,32 @@ mod tests {
         let fresher_der = response(&ch, fresher);
         std::fs::write(&o, &fresher_der).unwrap();
         assert_eq!(rc.check(), ReloadOutcome::Reloaded);
-        assert_eq!(
-            rc.current.load_full().ocsp.as_deref(),
-            Some(&fresher_der[..])
-        );
+        assert_eq!(stapled(&rc, now).as_deref(), Some(&fresher_der[..]));
 
-        // Past its nextUpdate it is no longer stapled; the certificate is.
+        // Past its nextUpdate no handshake gets it, even before the reload
+        // timer notices; then it is dropped for good.
         let later = now + std::time::Duration::from_secs(3601);
+        assert!(stapled(&rc, later).is_none());
         assert_eq!(rc.check_at(later), ReloadOutcome::StapleExpired);
-        let served = rc.current.load_full();
-        assert!(served.ocsp.is_none());
-        assert_eq!(served.cert.len(), 2);
+        assert!(stapled(&rc, now).is_none());
+        assert_eq!(rc.current.load().bare.cert.len(), 2);
         assert_eq!(rc.check_at(later), ReloadOutcome::Unchanged);
 
-        // An OCSP file that is missing at start fails the load.
+        // A renewed certificate whose response is not refreshed yet is
+        // served, without a staple.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&o, &fresher_der).unwrap();
+        let renewed = chain();
+        std::fs::write(&c, &renewed.chain_pem).unwrap();
+        std::fs::write(&k, &renewed.key_pem).unwrap();
+        assert!(matches!(rc.check(), ReloadOutcome::StapleRefused(_)));
+        assert_eq!(rc.current.load().bare.cert, load_certs(&c).unwrap());
+        assert!(stapled(&rc, now).is_none());
+
+        // An OCSP file that is missing at start: served without a staple.
         std::fs::remove_file(&o).unwrap();
-        let e = ReloadingCert::load(&c, &k, Some(&o)).unwrap_err();
-        assert!(e.to_string().contains("ocsp.der"), "{e}");
+        let rc = ReloadingCert::load(&c, &k, Some(&o)).unwrap();
+        assert!(stapled(&rc, SystemTime::now()).is_none());
     }
 
     #[test]
