@@ -29,6 +29,13 @@ impl ClientCertIdentity {
         use sha2::Digest;
         use x509_parser::extensions::GeneralName;
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        // rustls checked the validity period at the full handshake; a
+        // resumed session carries the certificate on without a look, and
+        // resumption can chain. Checked on every connection, an expired
+        // certificate is no identity, however the session was had.
+        if !cert.validity().is_valid() {
+            return None;
+        }
         let subject_cn = cert
             .subject()
             .iter_common_name()
@@ -150,6 +157,21 @@ impl CertificateMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_outside_its_validity_is_no_identity() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(vec!["gw.devices.test".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let expired = params.self_signed(&key).unwrap();
+        assert!(ClientCertIdentity::from_der(expired.der()).is_none());
+        params.not_before = rcgen::date_time_ymd(2090, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        let future = params.self_signed(&key).unwrap();
+        assert!(ClientCertIdentity::from_der(future.der()).is_none());
+    }
 
     #[test]
     fn parses_and_maps_exactly() {

@@ -90,9 +90,10 @@ pub struct TlsConfig {
     /// handshake (stateless session tickets; the ticket's issue time is
     /// checked, and its key is rotated every lifetime and erased after two).
     /// `"0s"` turns session resumption off. At most 7 days (RFC 8446).
-    /// Default `"1h"`: a working session's reconnects skip the handshake,
-    /// while a ticket key stolen from memory opens at most two hours of
-    /// TLS 1.2 sessions (docs/tls.md).
+    /// Default `"1h"`: a working session's reconnects skip the handshake.
+    /// The lifetime bounds each ticket, not a session that keeps resuming
+    /// (docs/tls.md says what that means for TLS 1.2 and client
+    /// certificates).
     #[serde(default = "default_session_ticket_lifetime")]
     pub session_ticket_lifetime: HumanDuration,
     /// A DER OCSP response for `cert` to staple (fetched by you, e.g. with
@@ -184,12 +185,11 @@ impl ListenerConfig {
                         out.push((format!("{key}.tls.client_ca"), e.to_string()));
                     }
                 }
+                // A response that cannot be stapled is only a warning (see
+                // `staple_warning`): the certificate is served without it.
                 if tls.cert.exists() && tls.key.exists() {
-                    match super::tls::load_certified_key(&tls.cert, &tls.key) {
-                        Err(e) => out.push((format!("{key}.tls.cert"), e.to_string())),
-                        // A response that cannot be stapled is a warning
-                        // (see `staple_warning`): the certificate is served.
-                        Ok(_) => {}
+                    if let Err(e) = super::tls::load_certified_key(&tls.cert, &tls.key) {
+                        out.push((format!("{key}.tls.cert"), e.to_string()));
                     }
                 }
                 let lifetime = tls.session_ticket_lifetime.get();
