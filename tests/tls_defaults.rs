@@ -417,5 +417,36 @@ async fn hsts_is_sent_over_tls_only_and_replaces_the_upstreams() {
     let r = http_get(clear, "/portal/x").unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.header("strict-transport-security"), None, "{r:?}");
+    // A client that is no trusted proxy cannot claim https for itself.
+    let spoofed = raw_request(
+        clear,
+        b"GET /portal/x HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(spoofed.status, 200);
+    assert_eq!(
+        spoofed.header("strict-transport-security"),
+        None,
+        "{spoofed:?}"
+    );
     drop(px);
+
+    // Behind a trusted proxy that terminated TLS, its word is taken.
+    let behind = Phigate::start_with(
+        &format!("[[listeners]]\naddress = \"127.0.0.1:{clear_port}\"\n"),
+        clear_port,
+        &format!("[hygiene]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\n{routes}"),
+    );
+    let via_proxy = |proto: &str| {
+        behind.raw(
+            format!("GET /portal/x HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: {proto}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let r = via_proxy("https");
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=86400; includeSubDomains"),
+        "{r:?}"
+    );
+    assert_eq!(via_proxy("http").header("strict-transport-security"), None);
 }
