@@ -832,15 +832,7 @@ mod tests {
     }
 
     fn get<'a>(path: &'a str, query: Option<&'a str>) -> RequestView<'a> {
-        RequestView {
-            method: "GET",
-            path,
-            query,
-            content_type: None,
-            body: None,
-            if_none_exist: None,
-            stored: None,
-        }
+        RequestView::get(path, query)
     }
 
     #[tokio::test]

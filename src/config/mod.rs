@@ -89,19 +89,8 @@ impl Config {
                 .map(|b| format!("{b:02x}"))
                 .collect()
         };
-        let problems: Vec<ConfigProblem> = config
-            .problems()
-            .into_iter()
-            .map(|(key, message)| ConfigProblem {
-                file: path.to_path_buf(),
-                line: locator.line(&key),
-                key,
-                message,
-            })
-            .collect();
-        if problems.is_empty() {
-            config.warnings = config
-                .warnings()
+        let placed = |found: Vec<(String, String)>| -> Vec<ConfigProblem> {
+            found
                 .into_iter()
                 .map(|(key, message)| ConfigProblem {
                     file: path.to_path_buf(),
@@ -109,7 +98,11 @@ impl Config {
                     key,
                     message,
                 })
-                .collect();
+                .collect()
+        };
+        let problems = placed(config.problems());
+        if problems.is_empty() {
+            config.warnings = placed(config.warnings());
             Ok(config)
         } else {
             Err(ConfigErrors(problems))

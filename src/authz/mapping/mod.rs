@@ -217,6 +217,22 @@ pub struct RequestView<'a> {
     pub stored: Option<&'a StoredRecords>,
 }
 
+#[cfg(test)]
+impl<'a> RequestView<'a> {
+    /// A bodiless GET, for tests.
+    pub fn get(path: &'a str, query: Option<&'a str>) -> RequestView<'a> {
+        RequestView {
+            method: "GET",
+            path,
+            query,
+            content_type: None,
+            body: None,
+            if_none_exist: None,
+            stored: None,
+        }
+    }
+}
+
 /// Builds the [`AccessRequest`] that every patient in a scope shares.
 fn access_request(
     action: Action,
