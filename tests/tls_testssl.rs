@@ -49,6 +49,27 @@ struct Finding {
     finding: String,
 }
 
+/// Two OpenSSL connections, the second resuming the first's session from
+/// the ticket it received (each holds the connection a second, so the
+/// ticket that follows the handshake is read).
+fn openssl_resumes(port: u16, dir: &std::path::Path) -> bool {
+    let session = dir.join("openssl.session");
+    let connect = |flag: &str| {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sleep 1 | timeout 20 {} s_client -connect 127.0.0.1:{port} -servername localhost {flag} {}",
+                require("openssl").display(),
+                session.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    connect("-sess_out");
+    connect("-sess_in").contains("Reused, TLSv1.3")
+}
+
 fn run_testssl(target: &str, json: &std::path::Path) -> (Duration, String) {
     let testssl = require("testssl");
     let openssl = require("openssl");
@@ -242,7 +263,20 @@ fn testssl_measures_tls12_13_aead_forward_secrecy_and_no_vulnerability() {
         "INFO",
         "valid for 3600 seconds only (<daily)",
     );
-    expect("sessionresumption_ticket", "INFO", "supported");
+    // testssl.sh's own resumption probe reads no further than the
+    // handshake (`s_client </dev/null`), so a TLS 1.3 ticket that arrives
+    // after its client closed leaves it nothing to resume with ("connect
+    // problem"; about 4 runs in 10 against a debug build here). Then
+    // OpenSSL is asked the same question, waiting for the ticket.
+    let resumption = get("sessionresumption_ticket");
+    if resumption.finding != "check failed because of connect problem" {
+        expect("sessionresumption_ticket", "INFO", "supported");
+    } else {
+        assert!(
+            openssl_resumes(port, dir.path()),
+            "no ticket resumption with OpenSSL either"
+        );
+    }
     expect("sessionresumption_ID", "INFO", "not supported");
 
     // Certificate: ECDSA P-256.
