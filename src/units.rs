@@ -93,16 +93,27 @@ pub fn parse_byte_size(s: &str) -> Result<ByteSize, String> {
 
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
+        // A visitor, not an untagged enum: a wrong value is then told what
+        // a size looks like, not "did not match any variant".
+        struct Size;
+        impl serde::de::Visitor<'_> for Size {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size such as \"64KiB\" or \"10MiB\", or a number of bytes")
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<ByteSize, E> {
+                u64::try_from(n)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                parse_byte_size(s).map_err(E::custom)
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => parse_byte_size(&s).map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(Size)
     }
 }
 
@@ -121,6 +132,24 @@ impl fmt::Display for ByteSize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_size_says_what_a_size_looks_like() {
+        #[derive(Deserialize, Debug)]
+        struct C {
+            #[allow(dead_code)]
+            size: ByteSize,
+        }
+        let e = toml::from_str::<C>("size = []").unwrap_err().to_string();
+        assert!(e.contains("a size such as"), "{e}");
+        let e = toml::from_str::<C>("size = -1").unwrap_err().to_string();
+        assert!(e.contains("negative"), "{e}");
+        assert_eq!(toml::from_str::<C>("size = 5").unwrap().size, ByteSize(5));
+        assert_eq!(
+            toml::from_str::<C>("size = \"1KiB\"").unwrap().size,
+            ByteSize(1024)
+        );
+    }
 
     #[test]
     fn sizes() {

@@ -159,7 +159,10 @@ fn sessions_resume_within_the_ticket_lifetime_and_never_after() {
 /// `openssl s_client`'s report of a connection that sent one request.
 fn s_client(addr: SocketAddr, args: &[&str]) -> String {
     use std::io::Write;
-    let mut child = Command::new(require("openssl"))
+    // Bounded: a server that never closes must fail the test, not hang it.
+    let mut child = Command::new(require("timeout"))
+        .arg("30")
+        .arg(require("openssl"))
         .args([
             "s_client",
             "-connect",
