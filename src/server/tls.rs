@@ -145,7 +145,8 @@ pub fn load_staple(
     })
 }
 
-/// The modification times of the files a listener's key comes from.
+/// The modification times of the files a listener's key comes from (the
+/// OCSP response's, when it is configured and there).
 type Stamp = Option<(SystemTime, SystemTime, Option<SystemTime>)>;
 
 /// A server certificate that can be replaced while serving.
@@ -154,13 +155,8 @@ pub struct ReloadingCert {
     key_path: PathBuf,
     ocsp_path: Option<PathBuf>,
     current: ArcSwap<Serving>,
-    state: std::sync::Mutex<Served>,
-}
-
-/// What is being served: the files' stamp and until when the staple is good.
-struct Served {
-    stamp: Stamp,
-    staple_until: Option<SystemTime>,
+    /// The files' stamp at the last look; held while a reload runs.
+    stamp: std::sync::Mutex<Stamp>,
 }
 
 impl fmt::Debug for ReloadingCert {
@@ -212,10 +208,7 @@ impl ReloadingCert {
             key_path: key_path.to_path_buf(),
             ocsp_path: ocsp_path.map(Path::to_path_buf),
             current: ArcSwap::from_pointee(Serving::new(ck, staple.as_ref())),
-            state: std::sync::Mutex::new(Served {
-                stamp,
-                staple_until: staple.map(|s| s.next_update),
-            }),
+            stamp: std::sync::Mutex::new(stamp),
         })
     }
 
@@ -227,49 +220,43 @@ impl ReloadingCert {
 
     fn check_at(&self, now: SystemTime) -> ReloadOutcome {
         let stamp = file_stamp(&self.cert_path, &self.key_path, self.ocsp_path.as_deref());
-        let mut served = self
-            .state
+        let mut last = self
+            .stamp
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if stamp == served.stamp {
-            if served.staple_until.is_some_and(|until| now >= until) {
-                served.staple_until = None;
+        let serving = self.current.load_full();
+        if stamp == *last {
+            if serving.until.is_some_and(|until| now >= until) {
                 // Handshakes already present it bare; this says so once.
-                let bare = self.current.load().bare.clone();
-                self.current.store(Arc::new(Serving {
-                    stapled: bare.clone(),
-                    bare,
-                    until: None,
-                }));
+                self.current.store(Arc::new(Serving::new(
+                    CertifiedKey::clone(&serving.bare),
+                    None,
+                )));
                 return ReloadOutcome::StapleExpired;
             }
             return ReloadOutcome::Unchanged;
         }
-        served.stamp = stamp;
+        *last = stamp;
         let ck = match load_certified_key(&self.cert_path, &self.key_path) {
             Ok(ck) => ck,
             Err(e) => return ReloadOutcome::Rejected(e.to_string()),
         };
         let Some(ocsp) = self.ocsp_path.as_deref() else {
             self.current.store(Arc::new(Serving::new(ck, None)));
-            served.staple_until = None;
             return ReloadOutcome::Reloaded;
         };
         match load_staple(&ck, ocsp, now) {
             Ok(staple) => {
                 self.current
                     .store(Arc::new(Serving::new(ck, Some(&staple))));
-                served.staple_until = Some(staple.next_update);
                 ReloadOutcome::Reloaded
             }
             Err(e) => {
                 // The same certificate keeps its current staple while it is
                 // good; a new certificate is served without one.
-                let previous = self.current.load_full();
-                let same = previous.bare.cert == ck.cert;
-                if !same || served.staple_until.is_none_or(|until| now >= until) {
+                let same = serving.bare.cert == ck.cert;
+                if !same || serving.until.is_none_or(|until| now >= until) {
                     self.current.store(Arc::new(Serving::new(ck, None)));
-                    served.staple_until = None;
                 }
                 ReloadOutcome::StapleRefused(e.to_string())
             }
@@ -283,11 +270,9 @@ impl ReloadingCert {
 
 fn file_stamp(cert: &Path, key: &Path, ocsp: Option<&Path>) -> Stamp {
     let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let ocsp = match ocsp {
-        Some(p) => Some(m(p)?),
-        None => None,
-    };
-    Some((m(cert)?, m(key)?, ocsp))
+    // A missing response must not hide a renewed certificate: it only
+    // leaves its own part of the stamp empty.
+    Some((m(cert)?, m(key)?, ocsp.and_then(m)))
 }
 
 impl ResolvesServerCert for ReloadingCert {
@@ -513,10 +498,17 @@ mod tests {
         assert_eq!(rc.current.load().bare.cert, load_certs(&c).unwrap());
         assert!(stapled(&rc, now).is_none());
 
-        // An OCSP file that is missing at start: served without a staple.
+        // An OCSP file that is missing at start: served without a staple,
+        // and a renewed certificate is still picked up.
         std::fs::remove_file(&o).unwrap();
         let rc = ReloadingCert::load(&c, &k, Some(&o)).unwrap();
         assert!(stapled(&rc, SystemTime::now()).is_none());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let again = chain();
+        std::fs::write(&c, &again.chain_pem).unwrap();
+        std::fs::write(&k, &again.key_pem).unwrap();
+        assert!(matches!(rc.check(), ReloadOutcome::StapleRefused(_)));
+        assert_eq!(rc.current.load().bare.cert, load_certs(&c).unwrap());
     }
 
     #[test]
