@@ -563,19 +563,9 @@ fn policy(cmd: PolicyCommand) -> ExitCode {
                         Err(_) => return fail("the Host header is not a valid host".into()),
                     };
                     let host = host.as_deref();
-                    let policy = phigate::http::PathPolicy {
-                        max_len: usize::MAX,
-                        allow_double_slash: false,
-                    };
-                    let normalized = match phigate::http::normalize_path(target.as_bytes(), &policy)
-                    {
+                    let normalized = match phigate::authz::routed::normalize_target(&target) {
                         Ok(p) => p,
-                        Err(e) => {
-                            return fail(format!(
-                                "{target}: serve refuses this path before any route sees it ({})",
-                                e.reason()
-                            ))
-                        }
+                        Err(e) => return fail(e),
                     };
                     let path_only = normalized.path();
                     let router = phigate::proxy::Router::new(

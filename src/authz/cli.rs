@@ -282,17 +282,7 @@ pub fn explain(args: &ExplainArgs<'_>) -> Result<Explanation, String> {
     let (bundle, principal) = (&off.bundle, &off.principal);
     let route = RouteAuthz::from_config(&args.route, &args.route_prefix)?;
     // The path as serve maps it: normalized first.
-    let policy = crate::http::PathPolicy {
-        max_len: usize::MAX,
-        allow_double_slash: false,
-    };
-    let normalized = crate::http::normalize_path(args.target.as_bytes(), &policy).map_err(|e| {
-        format!(
-            "{}: serve refuses this path before any route sees it ({})",
-            args.target,
-            e.reason()
-        )
-    })?;
+    let normalized = super::routed::normalize_target(args.target)?;
     let view = RequestView {
         method: args.method,
         path: normalized.path(),

@@ -11,10 +11,26 @@
 use super::mapping::{Mapping, MappingError, RequestView};
 use super::runtime::RouteAuthz;
 use crate::authn::config::AuthKind;
-use crate::http::{normalize_path, PathPolicy};
+use crate::http::{normalize_path, NormalizedPath, PathPolicy};
 use crate::proxy::config::RouteConfig;
 use crate::proxy::{routing_view, Router};
 use std::path::{Path, PathBuf};
+
+/// A request target (path and query) normalized as `serve` normalizes it,
+/// for the tools that map requests without serving them (`policy test`,
+/// `policy explain`); a target `serve` would refuse is an error naming why.
+pub fn normalize_target(target: &str) -> Result<NormalizedPath, String> {
+    let policy = PathPolicy {
+        max_len: usize::MAX,
+        allow_double_slash: false,
+    };
+    normalize_path(target.as_bytes(), &policy).map_err(|e| {
+        format!(
+            "{target}: serve refuses this path before any route sees it ({}); write it as a client sends it, starting with `/`",
+            e.reason()
+        )
+    })
+}
 
 /// The configured routes as policy tests see them.
 pub struct Routes {
@@ -81,16 +97,7 @@ impl Routes {
             Some(q) => format!("{}?{q}", view.path),
             None => view.path.to_string(),
         };
-        let policy = PathPolicy {
-            max_len: usize::MAX,
-            allow_double_slash: false,
-        };
-        let normalized = normalize_path(target.as_bytes(), &policy).map_err(|e| {
-            format!(
-                "the path is refused before any route sees it ({}): write it as a client sends it, starting with `/`",
-                e.reason()
-            )
-        })?;
+        let normalized = normalize_target(&target)?;
         // The Host as `serve` reads it: lowercased, port and trailing dot
         // removed, validated.
         let host = crate::proxy::request_host(host.map(str::as_bytes))
@@ -223,7 +230,7 @@ auth = { kind = "public" }
             .map(None, &get("/a/../patients/p1/chart", None))
             .err()
             .unwrap();
-        assert!(e.contains("refused"), "{e}");
+        assert!(e.contains("refuses"), "{e}");
         let only_fhir = routes(
             r#"
 [[routes]]
