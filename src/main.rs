@@ -342,19 +342,7 @@ fn main() -> ExitCode {
             // (policies loaded and tested, keys, pools, TLS), without sockets.
             Ok(c) => match phigate::server::prepare(&c, None) {
                 Ok(prepared) => {
-                    let mut warnings: Vec<String> =
-                        c.warnings.iter().map(|w| w.to_string()).collect();
-                    let decides = c
-                        .routes
-                        .iter()
-                        .any(|r| r.auth.kind != phigate::config::AuthKind::Public);
-                    if decides && !prepared.permits_anything() {
-                        warnings.push(format!(
-                            "{}: `authorization.policies`: the policy set has no `permit` policy, so every request on a route that needs authorization will be denied",
-                            path.display()
-                        ));
-                    }
-                    for w in &warnings {
+                    for w in prepared.warnings(&c) {
                         eprintln!("warning: {w}");
                     }
                     println!(

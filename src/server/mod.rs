@@ -89,16 +89,31 @@ impl Prepared {
         self.authz.version()
     }
 
-    /// Whether any policy could allow anything: a set of only `forbid`s
-    /// (or none) denies every request.
-    pub fn permits_anything(&self) -> bool {
-        self.authz
-            .snapshot()
-            .policies
-            .policies
-            .policies()
-            .any(|p| p.effect() == cedar_policy::Effect::Permit)
+    /// What will bite, for `check`: the config's warnings, and a policy set
+    /// that can only deny.
+    pub fn warnings(&self, config: &Config) -> Vec<String> {
+        let mut out: Vec<String> = config.warnings.iter().map(|w| w.to_string()).collect();
+        out.extend(permits_nothing(config, &self.authz));
+        out
     }
+}
+
+/// A policy set with no `permit` (only `forbid`s, or none) while some route
+/// needs authorization: every request there will be denied.
+fn permits_nothing(config: &Config, authz: &crate::authz::Authorization) -> Option<String> {
+    let decides = config
+        .routes
+        .iter()
+        .any(|r| r.auth.kind != AuthKind::Public);
+    let permits = authz
+        .snapshot()
+        .policies
+        .policies
+        .policies()
+        .any(|p| p.effect() == cedar_policy::Effect::Permit);
+    (decides && !permits).then(|| {
+        "`authorization.policies`: the policy set has no `permit` policy, so every request on a route that needs authorization will be denied".to_string()
+    })
 }
 
 /// Builds every stage and listener TLS config for a validated config,
@@ -225,6 +240,9 @@ fn announce(config: &Config, authz: &crate::authz::Authorization) {
     for w in &config.warnings {
         let key = w.key.as_str();
         tracing::warn!(key, "{}", w.message);
+    }
+    if let Some(w) = permits_nothing(config, authz) {
+        tracing::warn!(key = "authorization.policies", "{w}");
     }
     for l in &config.listeners {
         let tls = l.tls.is_some();
