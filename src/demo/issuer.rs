@@ -224,7 +224,7 @@ impl DemoIssuer {
             ("GET", "/.well-known/openid-configuration") => reply(StatusCode::OK, discovery),
             ("GET", "/jwks") => reply(StatusCode::OK, jwks),
             ("POST", "/token") if self.mint => {
-                let query = req.uri().query().unwrap_or("").to_string();
+                let bare = param(req.uri().query(), "format") == Some("jwt");
                 let ttl = match ttl_of(req.uri().query()) {
                     Ok(t) => t,
                     Err(m) => return error(StatusCode::BAD_REQUEST, &m),
@@ -247,7 +247,6 @@ impl DemoIssuer {
                         )
                     }
                 };
-                let bare = req_query_has(&query, "format=jwt");
                 match self.mint(&claims, ttl) {
                     // `?format=jwt`: the token alone, for `TOKEN=$(curl …)`.
                     Ok(token) if bare => {
@@ -318,25 +317,22 @@ impl DemoIssuer {
     }
 }
 
-/// `?ttl=SECONDS` (default one hour, at most a day); other parameters
-/// (`format=jwt`) are not its business.
-fn ttl_of(query: Option<&str>) -> Result<u64, String> {
-    let Some(q) = query else { return Ok(3600) };
-    for pair in q.split('&') {
-        if let Some(v) = pair.strip_prefix("ttl=") {
-            return match v.parse::<u64>() {
-                Ok(t) if (1..=MAX_TTL_SECS).contains(&t) => Ok(t),
-                _ => Err(format!(
-                    "ttl is a number of seconds from 1 to {MAX_TTL_SECS}"
-                )),
-            };
-        }
-    }
-    Ok(3600)
+/// The value of a query parameter (the token endpoint's are plain ASCII).
+fn param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
-fn req_query_has(query: &str, pair: &str) -> bool {
-    query.split('&').any(|p| p == pair)
+/// `?ttl=SECONDS` (default one hour, at most a day).
+fn ttl_of(query: Option<&str>) -> Result<u64, String> {
+    match param(query, "ttl").map(str::parse::<u64>) {
+        None => Ok(3600),
+        Some(Ok(t)) if (1..=MAX_TTL_SECS).contains(&t) => Ok(t),
+        Some(_) => Err(format!(
+            "ttl is a number of seconds from 1 to {MAX_TTL_SECS}"
+        )),
+    }
 }
 
 /// Whether the request's `Host`, read as the proxy reads it, names this
@@ -397,6 +393,9 @@ mod tests {
         assert_eq!(ttl_of(Some("ttl=60")), Ok(60));
         assert!(ttl_of(Some("ttl=0")).is_err());
         assert!(ttl_of(Some("ttl=99999999")).is_err());
+        assert_eq!(ttl_of(Some("format=jwt&ttl=60")), Ok(60));
+        assert_eq!(param(Some("ttlx=1&format=jwt"), "format"), Some("jwt"));
+        assert_eq!(param(Some("ttlx=1"), "ttl"), None);
         let issuer = DemoIssuer {
             issuer: "http://127.0.0.1:1".into(),
             key: SigningKey::generate().unwrap(),
