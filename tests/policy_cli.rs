@@ -95,18 +95,15 @@ fn policy_explain_exit_code_says_allow_deny_or_error() {
     assert_eq!(code, Some(2), "{out}");
 }
 
-#[test]
-fn explain_with_a_config_decides_on_exactly_its_entities() {
-    // `serve` with this config knows no patient (it names no entities
-    // file): explain must say the same, not fall back to the examples.
-    let d = tempfile::tempdir().unwrap();
-    let (_, key_entry) = keygen_api_key("svc", "reader");
-    let config = |entities: &str| {
-        format!(
-            r#"
+/// A config with an API-key FHIR route at `/fhir` deciding with the
+/// example policies: `routes` go before it, `authorization` keys after.
+fn fhir_config(key_entry: &str, routes: &str, authorization: &str) -> String {
+    format!(
+        r#"
 {key_entry}
 [[listeners]]
 address = "127.0.0.1:8080"
+{routes}
 [[routes]]
 name = "fhir"
 path_prefix = "/fhir"
@@ -117,12 +114,20 @@ authorization = {{ mapping = "fhir" }}
 origins = ["http://127.0.0.1:9"]
 [authorization]
 example_policies = true
-{entities}
+{authorization}
 [audit]
 dir = "audit"
 "#
-        )
-    };
+    )
+}
+
+#[test]
+fn explain_with_a_config_decides_on_exactly_its_entities() {
+    // `serve` with this config knows no patient (it names no entities
+    // file): explain must say the same, not fall back to the examples.
+    let d = tempfile::tempdir().unwrap();
+    let key_entry = keygen_api_key("svc", "reader").1;
+    let config = |entities: &str| fhir_config(&key_entry, "", entities);
     let path = d.path().join("phigate.toml");
     std::fs::write(&path, config("")).unwrap();
     let claims =
@@ -158,37 +163,10 @@ fn explain_with_a_config_picks_the_route_serve_would() {
     // Two routes on one prefix: the host-specific one is public, the other
     // decides with FHIR mapping. explain must route by Host as serve does.
     let d = tempfile::tempdir().unwrap();
-    let (_, key_entry) = keygen_api_key("svc", "reader");
+    let key_entry = keygen_api_key("svc", "reader").1;
     let path = d.path().join("phigate.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-{key_entry}
-[[listeners]]
-address = "127.0.0.1:8080"
-[[routes]]
-name = "open-data"
-hosts = ["open.example"]
-path_prefix = "/fhir"
-upstream = "ehr"
-auth = {{ kind = "public" }}
-[[routes]]
-name = "fhir"
-path_prefix = "/fhir"
-upstream = "ehr"
-auth = {{ kind = "api", accept = ["api_key"] }}
-authorization = {{ mapping = "fhir" }}
-[upstreams.ehr]
-origins = ["http://127.0.0.1:9"]
-[authorization]
-example_policies = true
-[audit]
-dir = "audit"
-"#
-        ),
-    )
-    .unwrap();
+    let open_data = "[[routes]]\nname = \"open-data\"\nhosts = [\"open.example\"]\npath_prefix = \"/fhir\"\nupstream = \"ehr\"\nauth = { kind = \"public\" }\n";
+    std::fs::write(&path, fhir_config(&key_entry, open_data, "")).unwrap();
     let explain = |host: &str| {
         let mut args = vec![
             "policy",

@@ -10,18 +10,6 @@ use std::process::Command;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn tls_phigate(ca: &TestCa, extra_tls: &str) -> (Phigate, Upstream) {
-    let upstream = Upstream::demo();
-    let (cert, key) = ca.issue("server", &["localhost", "127.0.0.1"]);
-    let port = free_port();
-    let px = Phigate::start_with(
-        &tls_listener(port, &cert, &key, extra_tls),
-        port,
-        &route_to("fhir", "/fhir", &[upstream.origin()], ""),
-    );
-    (px, upstream)
-}
-
 fn client_config(
     ca: &TestCa,
     versions: &[&'static rustls::SupportedProtocolVersion],

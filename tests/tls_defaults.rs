@@ -13,18 +13,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-fn tls_phigate(ca: &TestCa, extra_tls: &str) -> (Phigate, Upstream) {
-    let upstream = Upstream::demo();
-    let (cert, key) = ca.issue("server", &["localhost", "127.0.0.1"]);
-    let port = free_port();
-    let px = Phigate::start_with(
-        &tls_listener(port, &cert, &key, extra_tls),
-        port,
-        &route_to("fhir", "/fhir", &[upstream.origin()], ""),
-    );
-    (px, upstream)
-}
-
 /// A clock that stands still: the client keeps offering a ticket it got,
 /// whatever the lifetime hint said, so only the server can refuse it.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use super::checkpoint::{NoteSigner, NoteVerifier};
 use super::frame::{self, Kind};
 use super::segment;
 use super::spool::{Spool, SpoolOptions, SyncPolicy};
-use super::verify::{verify, Finding, Verify};
+use super::verify::{verify, Finding, Report, Verify};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,16 +66,12 @@ fn records_are_numbered_in_order_and_the_chain_verifies_across_restarts() {
     assert!(first.windows(2).all(|w| w[0] < w[1]));
     let second = write(d.path(), &s, 3);
     assert!(second[0] > *first.last().unwrap());
-    let report = verify(
+    let report = verified(
         d.path(),
-        &Verify {
-            key: Some(&s.verifier()),
-            checkpoint: None,
-            origin: Some("phigate.test/audit"),
-            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
-        },
-    )
-    .unwrap();
+        &s.verifier(),
+        None,
+        crate::audit::verify::MAX_UNSIGNED,
+    );
     assert!(report.ok(), "{:?}", report.findings);
     assert_eq!(report.events, 15);
     assert!(report.checkpoints >= 2, "a checkpoint every 5 records");
@@ -242,6 +238,11 @@ fn check_with(
     held: Option<&str>,
     max_unsigned: u64,
 ) -> Vec<Finding> {
+    verified(dir, key, held, max_unsigned).findings
+}
+
+/// `audit verify` with the test log's key and origin.
+fn verified(dir: &Path, key: &NoteVerifier, held: Option<&str>, max_unsigned: u64) -> Report {
     verify(
         dir,
         &Verify {
@@ -252,7 +253,6 @@ fn check_with(
         },
     )
     .unwrap()
-    .findings
 }
 
 #[test]
@@ -370,15 +370,11 @@ fn retention_anchors_the_new_start_and_verify_accepts_it() {
         segments[0].first_seq > 0,
         "retention deleted the oldest segments"
     );
-    let report = verify(
+    let report = verified(
         d.path(),
-        &Verify {
-            key: Some(&s.verifier()),
-            checkpoint: None,
-            origin: Some("phigate.test/audit"),
-            max_unsigned: crate::audit::verify::MAX_UNSIGNED,
-        },
-    )
-    .unwrap();
+        &s.verifier(),
+        None,
+        crate::audit::verify::MAX_UNSIGNED,
+    );
     assert!(report.ok(), "{:?}", report.findings);
 }

@@ -625,6 +625,20 @@ impl TestCa {
 }
 
 /// A TLS listener section for phigate.
+/// phigate on a TLS listener with a certificate from `ca` (plus
+/// `extra_tls` keys), in front of the demo upstream at `/fhir`.
+pub fn tls_phigate(ca: &TestCa, extra_tls: &str) -> (Phigate, Upstream) {
+    let upstream = Upstream::demo();
+    let (cert, key) = ca.issue("server", &["localhost", "127.0.0.1"]);
+    let port = free_port();
+    let px = Phigate::start_with(
+        &tls_listener(port, &cert, &key, extra_tls),
+        port,
+        &route_to("fhir", "/fhir", &[upstream.origin()], ""),
+    );
+    (px, upstream)
+}
+
 pub fn tls_listener(port: u16, cert: &Path, key: &Path, extra: &str) -> String {
     format!(
         "[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[listeners.tls]\ncert = \"{}\"\nkey = \"{}\"\n{extra}\n",
