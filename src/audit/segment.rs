@@ -210,18 +210,8 @@ pub fn recover(dir: &Path) -> io::Result<(File, Tail, Recovery)> {
                 f.set_len(end as u64)?;
                 f.sync_data()?;
             }
-            f.seek(SeekFrom::Start(end as u64))?;
-            let (next_seq, prev) = match s.last_good {
-                Some((seq, hash, _)) => (seq + 1, hash),
-                None => (last.first_seq, start_prev()?),
-            };
-            let tail = Tail {
-                next_seq,
-                prev,
-                segment: last.path.clone(),
-                offset: end as u64,
-            };
-            Ok((f, tail, recovery))
+            // Cut back to its last good record, the segment is clean.
+            finish_clean(&segments, last, f, end, &s, recovery)
         }
         Some((offset, damage, records_follow)) => {
             let copy = quarantine(dir, &last.path, &format!("damaged-at-{offset}"), &buf)?;

@@ -34,6 +34,16 @@ fn write(dir: &Path, signer: &Arc<NoteSigner>, n: usize) -> Vec<u64> {
     seqs
 }
 
+/// Appends `n` events, each durable before the next is written.
+fn append_one_by_one(spool: &Spool, n: usize) {
+    for i in 0..n {
+        spool
+            .append(Kind::Event, format!("{{\"i\":{i}}}").into_bytes())
+            .wait()
+            .unwrap();
+    }
+}
+
 fn check(dir: &Path, key: &NoteVerifier, held: Option<&str>) -> Vec<Finding> {
     check_with(dir, key, held, crate::audit::verify::MAX_UNSIGNED)
 }
@@ -273,12 +283,7 @@ fn stripped_checkpoints_are_named_with_the_key() {
     let s = signer();
     // One at a time: a checkpoint every 5 records.
     let (spool, _) = Spool::open(options(d.path(), &s)).unwrap();
-    for i in 0..30 {
-        spool
-            .append(Kind::Event, format!("{{\"i\":{i}}}").into_bytes())
-            .wait()
-            .unwrap();
-    }
+    append_one_by_one(&spool, 30);
     spool.close();
     drop(spool);
     let f = check_with(d.path(), &s.verifier(), None, 10);
@@ -318,12 +323,7 @@ fn checkpoints_of_another_log_are_named() {
     let mut o = options(d.path(), &s);
     o.origin = "another.log/audit".into();
     let (spool, _) = Spool::open(o).unwrap();
-    for i in 0..6 {
-        spool
-            .append(Kind::Event, format!("{{\"i\":{i}}}").into_bytes())
-            .wait()
-            .unwrap();
-    }
+    append_one_by_one(&spool, 6);
     spool.close();
     drop(spool);
     let f = check(d.path(), &s.verifier(), None);
