@@ -39,6 +39,10 @@ const EXPECTED_ABOVE_INFO: &[(&str, &str)] = &[
     ("cert_revocation", "HIGH"),
 ];
 
+/// What testssl.sh reports when its resumption probe closed before the
+/// TLS 1.3 ticket arrived (see the test).
+const PROBE_CLOSED_EARLY: &str = "check failed because of connect problem";
+
 /// testssl.sh's notes about itself, not about the server (its OpenSSL
 /// build's missing GOST engine, in some versions).
 const ABOUT_TESTSSL: &[&str] = &["engine_problem"];
@@ -49,16 +53,17 @@ struct Finding {
     finding: String,
 }
 
-/// Two OpenSSL connections, the second resuming the first's session from
-/// the ticket it received (each holds the connection a second, so the
-/// ticket that follows the handshake is read).
-fn openssl_resumes(port: u16, dir: &std::path::Path) -> bool {
+/// Whether a second OpenSSL connection (with `options`) resumes the
+/// first's session. Each holds its connection a second, so a TLS 1.3 ticket
+/// that follows the handshake is read.
+fn openssl_resumes(port: u16, dir: &std::path::Path, options: &str) -> bool {
     let session = dir.join("openssl.session");
+    let _ = std::fs::remove_file(&session);
     let connect = |flag: &str| {
         let out = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "sleep 1 | timeout 20 {} s_client -connect 127.0.0.1:{port} -servername localhost {flag} {}",
+                "sleep 1 | timeout 20 {} s_client -connect 127.0.0.1:{port} -servername localhost {options} {flag} {}",
                 require("openssl").display(),
                 session.display()
             ))
@@ -67,7 +72,7 @@ fn openssl_resumes(port: u16, dir: &std::path::Path) -> bool {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     connect("-sess_out");
-    connect("-sess_in").contains("Reused, TLSv1.3")
+    connect("-sess_in").contains("Reused,")
 }
 
 fn run_testssl(target: &str, json: &std::path::Path) -> (Duration, String) {
@@ -268,16 +273,31 @@ fn testssl_measures_tls12_13_aead_forward_secrecy_and_no_vulnerability() {
     // after its client closed leaves it nothing to resume with ("connect
     // problem"; about 4 runs in 10 against a debug build here). Then
     // OpenSSL is asked the same question, waiting for the ticket.
+    // Findings settled by a check of our own instead (not counted below).
+    let mut settled: Vec<&str> = Vec::new();
     let resumption = get("sessionresumption_ticket");
-    if resumption.finding != "check failed because of connect problem" {
+    if resumption.finding != PROBE_CLOSED_EARLY {
         expect("sessionresumption_ticket", "INFO", "supported");
     } else {
+        eprintln!("testssl.sh's resumption probe closed before the ticket; asking OpenSSL");
         assert!(
-            openssl_resumes(port, dir.path()),
+            openssl_resumes(port, dir.path(), "-tls1_3"),
             "no ticket resumption with OpenSSL either"
         );
+        settled.push("sessionresumption_ticket");
     }
-    expect("sessionresumption_ID", "INFO", "not supported");
+    // testssl.sh's session-ID probe runs over TLS 1.3, where `-no_ticket`
+    // does not stop the ticket: it measures the same race as above, not
+    // IDs. Asked over TLS 1.2 without tickets, a session ID never resumes.
+    assert!(
+        !openssl_resumes(port, dir.path(), "-tls1_2 -no_ticket"),
+        "a TLS 1.2 session resumed by its session ID"
+    );
+    assert!(
+        openssl_resumes(port, dir.path(), "-tls1_2"),
+        "a TLS 1.2 session did not resume by its ticket"
+    );
+    settled.push("sessionresumption_ID");
 
     // Certificate: ECDSA P-256.
     expect("cert_keySize", "OK", "EC 256 bits");
@@ -322,7 +342,9 @@ fn testssl_measures_tls12_13_aead_forward_secrecy_and_no_vulnerability() {
             )
         })
         .filter(|(id, sev)| {
-            !matches!(sev.as_str(), "OK" | "INFO") && !ABOUT_TESTSSL.contains(&id.as_str())
+            !matches!(sev.as_str(), "OK" | "INFO")
+                && !ABOUT_TESTSSL.contains(&id.as_str())
+                && !settled.contains(&id.as_str())
         })
         .collect();
     let expected: BTreeSet<(String, String)> = EXPECTED_ABOVE_INFO
